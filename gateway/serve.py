@@ -1,0 +1,57 @@
+"""Run one gateway: uvicorn on TCP and on a root-only Unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from gateway.app import create_app
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_unix(path: Path) -> socket.socket:
+    """Bind ``path`` with mode 0600 before anyone can connect (uvicorn's own uds is 0666)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(redis_url: str, host: str, port: int, socket_path: Path | None) -> None:
+    sockets = [bind_tcp(host, port)]
+    if socket_path is not None:
+        sockets.append(bind_unix(socket_path))
+    config = uvicorn.Config(
+        create_app(redis_url), log_level="warning", lifespan="on", access_log=False
+    )
+    server = uvicorn.Server(config)
+    try:
+        asyncio.run(server.serve(sockets=sockets))
+    finally:
+        for s in sockets:
+            s.close()
+        if socket_path is not None:
+            socket_path.unlink(missing_ok=True)

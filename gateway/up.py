@@ -1,0 +1,157 @@
+"""`scow up`: the whole host in the foreground, stopped cleanly by Ctrl-C or SIGTERM.
+
+It starts redis-server (unless REDIS_URL names one) and the gateway as child
+processes, watches them, and on a signal or a child's death stops the rest in
+reverse order and removes its pid file and sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from gateway.config import HostConfig
+from gateway.redisd import RedisServer
+
+
+class HostError(Exception):
+    pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_pid_file(path: Path) -> None:
+    """Write our pid to ``path``, refusing when a live scow up already holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        other = int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        other = 0
+    if other and other != os.getpid() and _pid_alive(other):
+        raise HostError(f"scow up is already running as pid {other} (pid file {path})")
+    path.write_text(f"{os.getpid()}\n")
+
+
+class Host:
+    def __init__(self, config: HostConfig, out: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.out = out
+        self.redis: RedisServer | None = None
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._stopping = False
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+
+    def run(self) -> int:
+        cfg = self.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        claim_pid_file(cfg.pid_file)
+        old_int = signal.signal(signal.SIGINT, self._on_signal)
+        old_term = signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            return self._run()
+        finally:
+            self.stop()
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+            cfg.pid_file.unlink(missing_ok=True)
+
+    def _run(self) -> int:
+        cfg = self.config
+        redis_url = cfg.redis_url
+        if redis_url is None:
+            self.redis = RedisServer(cfg.redis_socket, cfg.redis_dir)
+            self.redis.start()
+            redis_url = self.redis.url
+            self.out(f"redis     {redis_url} (data in {cfg.redis_dir})")
+        else:
+            self.out(f"redis     {redis_url} (external)")
+        gateway = self._spawn(
+            "gateway",
+            [
+                "gateway",
+                "--redis-url",
+                redis_url,
+                "--host",
+                cfg.http_host,
+                "--port",
+                str(cfg.http_port),
+                "--socket",
+                str(cfg.socket_path),
+            ],
+        )
+        if not self._wait_listening(gateway, cfg.socket_path):
+            return 1
+        self.out(f"api       http://{cfg.http_host}:{cfg.http_port} and unix://{cfg.socket_path}")
+        self.out("scow is up; Ctrl-C stops it")
+        while not self._stopping:
+            for name, proc in self.children:
+                if proc.poll() is not None:
+                    self.out(f"{name} exited with code {proc.returncode}; stopping")
+                    return 1
+            redis_proc = self.redis.process if self.redis is not None else None
+            if redis_proc is not None and redis_proc.poll() is not None:
+                self.out(f"redis-server exited with code {redis_proc.returncode}")
+                return 1
+            time.sleep(0.2)
+        self.out("stopping")
+        return 0
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        # Children ignore the terminal's Ctrl-C (own process group): we stop them in order.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", *args],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.children.append((name, proc))
+        return proc
+
+    def _wait_listening(
+        self, proc: subprocess.Popen[bytes], path: Path, timeout: float = 20
+    ) -> bool:
+        """False when the gateway failed to start; a stop request is not a failure."""
+        deadline = time.monotonic() + timeout
+        while not self._stopping:
+            if proc.poll() is not None:
+                self.out(f"gateway exited with code {proc.returncode} on start")
+                return False
+            if path.exists():
+                return True
+            if time.monotonic() > deadline:
+                self.out(f"gateway did not open {path} within {timeout}s")
+                return False
+            time.sleep(0.05)
+        return True
+
+    def stop(self) -> None:
+        for _name, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.terminate()
+        for _name, proc in reversed(self.children):
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.children.clear()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+        self.config.socket_path.unlink(missing_ok=True)
