@@ -1,0 +1,586 @@
+"""The runtime: image layers plus run options in, a running limited container out.
+
+``Runtime`` composes the pieces, one family of side effects each: overlay mounts
+(rootfs.py), runc (runc.py), conmon and exits (monitor.py), cgroups
+(cgroups.py), netns/veth/IPAM (network.py), published ports (portproxy.py),
+volumes (volumes.py), records on disk (records.py).
+
+Setup order for a container, and teardown (``destroy``) in reverse, from its id
+alone: record -> rootfs -> volumes -> network -> config.json -> runc create ->
+port proxy. A create that fails anywhere is undone by the same ``destroy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any
+
+from runtime import logs as logfiles
+from runtime.cgroups import DEFAULT_ROOT, Cgroups, CgroupStats
+from runtime.errors import Conflict, InvalidOption, NotFound
+from runtime.etcfiles import hosts_file, resolv_conf
+from runtime.monitor import Conmon, ExitStatus, ExitWatcher, become_subreaper
+from runtime.network import (
+    DEFAULT_BRIDGE,
+    DEFAULT_SUBNET,
+    BridgeNetwork,
+    remove_netns,
+    scow_netns,
+)
+from runtime.oci import Mount, make_config
+from runtime.records import (
+    ContainerPaths,
+    ContainerRecord,
+    ContainerStore,
+    PublishedPort,
+    StdioMode,
+)
+from runtime.rootfs import is_mounted, mount_overlay, unmount
+from runtime.runc import Runc
+from runtime.spec import ImageConfig, Port, RunOptions, Volume
+from runtime.users import resolve_user
+from runtime.volumes import VolumeStore
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    state_dir: Path
+    run_dir: Path
+    runc: str = "runc"
+    conmon: str = "conmon"
+    cgroup_root: Path = DEFAULT_ROOT
+    cgroup_parent: str = "scow"
+    bridge: str = DEFAULT_BRIDGE
+    subnet: IPv4Network = DEFAULT_SUBNET
+    init_binary: str | None = shutil.which("tini-static") or shutil.which("tini")
+
+
+@dataclass(frozen=True)
+class Stdio:
+    """The caller's fds for a ``pipes`` container (None: /dev/null)."""
+
+    stdin: int | None = None
+    stdout: int | None = None
+    stderr: int | None = None
+
+
+class Runtime:
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.config = config
+        self.store = ContainerStore(config.state_dir / "containers")
+        self.volumes = VolumeStore(config.state_dir / "volumes")
+        self.runc = Runc(config.run_dir / "runc", config.runc)
+        self.cgroups = Cgroups(config.cgroup_root, config.cgroup_parent)
+        self.network = BridgeNetwork(config.state_dir, config.bridge, config.subnet)
+        self.exits = ExitWatcher()
+        self._conmon: Conmon | None = None
+        self._names = asyncio.Lock()
+        self._bridge_ready = False
+
+    async def open(self) -> None:
+        """Make the dirs and become the subreaper of container inits. Idempotent."""
+        for d in (self.store.root, self.volumes.root, self.config.run_dir / "runc"):
+            d.mkdir(parents=True, exist_ok=True)
+        become_subreaper()
+
+    @property
+    def conmon(self) -> Conmon:
+        if self._conmon is None:
+            self._conmon = Conmon(self.config.runc, self.runc.root, self.config.conmon)
+        return self._conmon
+
+    def paths(self, cid: str) -> ContainerPaths:
+        return self.store.paths(cid)
+
+    # -- create ---------------------------------------------------------------------
+
+    async def create(
+        self,
+        image_config: ImageConfig,
+        layers: Sequence[Path],
+        opts: RunOptions,
+        *,
+        image: str = "",
+        stdio: StdioMode = "logs",
+        pipes: Stdio | None = None,
+    ) -> ContainerRecord:
+        """Create a container ready for ``start``. On any error nothing is left behind."""
+        cid = secrets.token_hex(32)
+        for layer in layers:
+            if not Path(layer).is_dir():
+                raise NotFound("layer", str(layer))
+        for v in opts.volumes:
+            if v.kind == "bind" and not os.path.exists(v.source):
+                raise InvalidOption(
+                    "volume", f"{v.source}:{v.target}", f"host path {v.source} does not exist"
+                )
+        sources = [self.store.find(ref) for ref in opts.volumes_from]
+        links = [(self.store.find(ref), alias) for ref, alias in opts.links.items()]
+        for linked, _ in links:
+            if not linked.ip:
+                raise InvalidOption("link", linked.name, "that container is not on the bridge")
+        ports = list(opts.ports)
+        if opts.publish_all:
+            taken = {p.container_port for p in ports}
+            for exposed in image_config.exposed_ports:
+                number = int(exposed.partition("/")[0])
+                if number not in taken:
+                    ports.append(Port(container_port=number))
+        sockets = _bind_ports(ports)
+        try:
+            async with self._names:
+                name = opts.name or f"scow-{cid[:12]}"
+                if any(r.name == name for r in self.store.all()):
+                    raise Conflict(f"the container name {name!r} is already in use")
+                record = ContainerRecord(
+                    id=cid, name=name, created=time.time(), image=image,
+                    image_config=image_config, options=opts,
+                    layers=tuple(str(p) for p in layers), stdio=stdio,
+                    hostname=opts.hostname or cid[:12], labels=dict(opts.labels),
+                )  # fmt: skip
+                self.paths(cid).root.mkdir(parents=True)
+                self.store.save(record)
+            try:
+                record = await self._build(record, layers, sources, links, sockets, pipes)
+            except BaseException:
+                await self.destroy(cid)
+                raise
+        finally:
+            for s, _ in sockets:
+                s.close()
+        return record
+
+    async def _build(
+        self,
+        record: ContainerRecord,
+        layers: Sequence[Path],
+        sources: list[ContainerRecord],
+        links: list[tuple[ContainerRecord, str]],
+        sockets: list[tuple[socket.socket, Port]],
+        pipes: Stdio | None,
+    ) -> ContainerRecord:
+        cid, opts, paths = record.id, record.options, self.paths(record.id)
+        mounts, volumes, anonymous = self._volume_mounts(record, sources)
+        _make_skeleton(paths.skeleton, [m.destination for m in mounts] + list(opts.tmpfs))
+        lowers = [paths.skeleton, *layers]
+        if opts.read_only:
+            await asyncio.to_thread(mount_overlay, paths.rootfs, lowers)
+        else:
+            paths.upper.mkdir()
+            paths.work.mkdir()
+            await asyncio.to_thread(mount_overlay, paths.rootfs, lowers, paths.upper, paths.work)
+        user = resolve_user(
+            opts.user or record.image_config.user,
+            _read_text(paths.rootfs / "etc/passwd"),
+            _read_text(paths.rootfs / "etc/group"),
+        )
+        _fill_new_volumes(paths.rootfs, volumes, self.volumes.root)
+
+        netns_path = None
+        ip = ""
+        if opts.network == "bridge":
+            if not self._bridge_ready:
+                await asyncio.to_thread(self.network.ensure_bridge)
+                self._bridge_ready = True
+            endpoint = await asyncio.to_thread(self.network.attach, cid)
+            netns_path, ip = endpoint.netns_path, str(endpoint.ip)
+        link_rows = [(r.ip, alias or r.name, r.name) for r, alias in links]
+        etc = {
+            "hosts": hosts_file(ip, record.hostname, link_rows),
+            "resolv.conf": resolv_conf(_read_text(Path("/etc/resolv.conf"))),
+            "hostname": record.hostname + "\n",
+        }
+        rw = "ro" if opts.read_only else "rw"
+        for fname, text in etc.items():
+            (paths.root / fname).write_text(text)
+            mounts.append(Mount(f"/etc/{fname}", str(paths.root / fname), "bind", ("rbind", rw)))
+        config = make_config(
+            record.image_config, opts, user=user, hostname=record.hostname,
+            rootfs=paths.rootfs, cgroups_path=self.cgroups.path_for(cid),
+            extra_mounts=mounts, netns_path=netns_path, init_binary=self.config.init_binary,
+            nofile_hard=resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+        )  # fmt: skip
+        (paths.bundle / "config.json").write_text(json.dumps(config, indent=1))
+        record = record.evolve(ip=ip, volumes=tuple(volumes), anonymous_volumes=tuple(anonymous))
+        self.store.save(record)
+
+        if record.stdio == "logs":
+            pid, monitor_pid = await self.conmon.create(
+                cid, paths.bundle, log_path=paths.log, exit_dir=paths.exit_dir,
+                pid_file=paths.pid_file, conmon_pid_file=paths.monitor_pid_file,
+                socket_dir=self.config.run_dir / "conmon",
+            )  # fmt: skip
+            self.exits.watch(monitor_pid)
+        else:
+            p = pipes or Stdio()
+            pid = await self.runc.create(
+                cid, paths.bundle, pid_file=paths.pid_file,
+                stdin=p.stdin if p.stdin is not None else subprocess.DEVNULL,
+                stdout=p.stdout if p.stdout is not None else subprocess.DEVNULL,
+                stderr=p.stderr if p.stderr is not None else subprocess.DEVNULL,
+            )  # fmt: skip
+            monitor_pid = 0
+            self.exits.watch(pid)
+        record = record.evolve(status="created", pid=pid, monitor_pid=monitor_pid)
+        self.store.save(record)
+        if sockets:
+            published = tuple(
+                PublishedPort(port.container_port, port.host_ip, s.getsockname()[1])
+                for s, port in sockets
+            )
+            proxy = _spawn_proxy(cid, ip, sockets)
+            record = record.evolve(ports=published, proxy_pid=proxy)
+            self.store.save(record)
+        return record
+
+    def _volume_mounts(
+        self, record: ContainerRecord, sources: list[ContainerRecord]
+    ) -> tuple[list[Mount], list[tuple[str, str]], list[str]]:
+        """Mounts for -v, the image's VOLUMEs and --volumes-from; new anonymous volumes."""
+        opts = record.options
+        mounts: list[Mount] = []
+        named: list[tuple[str, str]] = []
+        anonymous: list[str] = []
+        targets = {v.target for v in opts.volumes}
+        wanted = list(opts.volumes)
+        wanted += [Volume(target=t) for t in record.image_config.volumes if t not in targets]
+        for v in wanted:
+            mode = "ro" if v.read_only else "rw"
+            if v.kind == "bind":
+                mounts.append(Mount(v.target, v.source, "bind", ("rbind", mode)))
+                continue
+            vol = self.volumes.create(v.source, anonymous=v.kind == "anonymous")
+            if vol.anonymous:
+                anonymous.append(vol.name)
+            named.append((vol.name, v.target))
+            mounts.append(Mount(v.target, str(vol.path), "bind", ("rbind", mode)))
+        for src in sources:
+            for vol_name, target in src.volumes:
+                if target not in targets:
+                    path = str(self.volumes.get(vol_name).path)
+                    mounts.append(Mount(target, path, "bind", ("rbind", "rw")))
+                    named.append((vol_name, target))
+            for v in src.options.volumes:
+                if v.kind == "bind" and v.target not in targets:
+                    mode = "ro" if v.read_only else "rw"
+                    mounts.append(Mount(v.target, v.source, "bind", ("rbind", mode)))
+        return mounts, named, anonymous
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def get(self, ref: str) -> ContainerRecord:
+        return self._refresh(self.store.find(ref))
+
+    def containers(self) -> list[ContainerRecord]:
+        return [self._refresh(r) for r in self.store.all()]
+
+    async def start(self, ref: str) -> ContainerRecord:
+        record = self.get(ref)
+        if record.status != "created":
+            raise Conflict(f"container {record.name} is {record.status}, not created")
+        await self.runc.start(record.id)
+        record = record.evolve(status="running", started_at=time.time())
+        self.store.save(record)
+        return record
+
+    async def wait(self, ref: str) -> ExitStatus:
+        """Until the container's main process ends; its exit code and whether OOM killed it."""
+        record = self.store.find(ref)
+        if record.status == "exited" and record.exit_code is not None:
+            return ExitStatus(record.exit_code, record.oom_killed)
+        if record.stdio == "logs":
+            await self.exits.watch(record.monitor_pid)
+            code = _exit_file_code(self.paths(record.id))
+        else:
+            code = await self.exits.watch(record.pid)
+        status = ExitStatus(
+            code if code is not None else -1, self.cgroups.stats(record.id).oom_kills > 0
+        )
+        latest = self.store.load(record.id)
+        if latest is not None:
+            self.store.save(
+                latest.evolve(
+                    status="exited",
+                    exit_code=status.code,
+                    oom_killed=status.oom_killed,
+                    finished_at=time.time(),
+                )
+            )
+        return status
+
+    async def kill(self, ref: str, sig: str = "KILL") -> None:
+        record = self.get(ref)
+        if record.status not in ("running", "paused"):
+            raise Conflict(f"container {record.name} is not running")
+        await self.runc.kill(record.id, sig)
+
+    async def stop(self, ref: str, timeout: float = 10.0) -> ExitStatus:
+        """The image's stop signal (SIGTERM by default), then SIGKILL after ``timeout``."""
+        record = self.get(ref)
+        if record.status in ("running", "paused"):
+            if record.status == "paused":
+                await self.runc.resume(record.id)
+            sig = record.image_config.stop_signal.removeprefix("SIG") or "TERM"
+            await self.runc.kill(record.id, sig)
+            try:
+                return await asyncio.wait_for(asyncio.shield(self.wait(record.id)), timeout)
+            except TimeoutError:
+                await self.runc.kill(record.id, "KILL", all_processes=True)
+        return await self.wait(record.id)
+
+    async def pause(self, ref: str) -> None:
+        record = self.get(ref)
+        await self.runc.pause(record.id)
+        self.store.save(record.evolve(status="paused"))
+
+    async def resume(self, ref: str) -> None:
+        record = self.get(ref)
+        await self.runc.resume(record.id)
+        self.store.save(record.evolve(status="running"))
+
+    async def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
+        record = self.get(ref)
+        if record.status in ("running", "paused") and not force:
+            raise Conflict(
+                f"container {record.name} is {record.status}: stop it first or force removal"
+            )
+        await self.destroy(record.id, remove_volumes=volumes)
+
+    async def exec(
+        self,
+        ref: str,
+        argv: Sequence[str],
+        *,
+        env: Sequence[str] = (),
+        user: str = "",
+        workdir: str = "",
+        stdin: bytes | None = None,
+    ) -> tuple[int, bytes, bytes]:
+        """Run a command in a running container; its exit code, stdout and stderr."""
+        record = self.get(ref)
+        if record.status != "running":
+            raise Conflict(f"container {record.name} is not running")
+        if not argv:
+            raise InvalidOption("command", "", "exec needs a command")
+        paths = self.paths(record.id)
+        process: dict[str, Any] = json.loads((paths.bundle / "config.json").read_text())["process"]
+        process["args"] = list(argv)
+        process["env"] = [*process["env"], *env]
+        if workdir:
+            process["cwd"] = workdir
+        if user:
+            u = resolve_user(
+                user,
+                _read_text(paths.rootfs / "etc/passwd"),
+                _read_text(paths.rootfs / "etc/group"),
+            )
+            process["user"] = {"uid": u.uid, "gid": u.gid}
+        spec = paths.root / f"exec-{secrets.token_hex(4)}.json"
+        spec.write_text(json.dumps(process))
+        try:
+            proc = await self.runc.exec(
+                record.id, spec,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await proc.communicate(stdin)
+        finally:
+            spec.unlink(missing_ok=True)
+        return proc.returncode if proc.returncode is not None else -1, out, err
+
+    def stats(self, ref: str) -> CgroupStats:
+        return self.cgroups.stats(self.store.find(ref).id)
+
+    def logs(self, ref: str, **options: Any) -> list[logfiles.LogLine]:
+        return logfiles.read(self.paths(self.store.find(ref).id).log, **options)
+
+    def _refresh(self, record: ContainerRecord) -> ContainerRecord:
+        """Notice exits that happened while nobody was waiting (or we were restarted)."""
+        if record.status not in ("running", "paused"):
+            return record
+        code: int | None
+        if record.stdio == "logs":
+            code = _exit_file_code(self.paths(record.id))
+            if code is None:
+                return record
+        elif _alive(record.pid):
+            return record
+        else:
+            code = None
+        record = record.evolve(
+            status="exited", exit_code=code if code is not None else -1,
+            oom_killed=self.cgroups.stats(record.id).oom_kills > 0, finished_at=time.time(),
+        )  # fmt: skip
+        self.store.save(record)
+        return record
+
+    # -- teardown -------------------------------------------------------------------
+
+    async def destroy(self, cid: str, *, remove_volumes: bool = False) -> None:
+        """Remove everything container ``cid`` has, from its id alone. Idempotent."""
+        record = self.store.load(cid)
+        paths = self.paths(cid)
+        if record is not None and record.proxy_pid:
+            _stop_proxy(record.proxy_pid, cid)
+        await self.runc.delete(cid, force=True)
+        for pid in (record.pid, record.monitor_pid) if record else ():
+            if pid:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self.exits.watch(pid)), 5)
+                self.exits.forget(pid)
+        if record is None or record.options.network == "bridge":
+            await asyncio.to_thread(self.network.detach, cid)
+        if paths.rootfs.exists() or is_mounted(paths.rootfs):
+            await asyncio.to_thread(unmount, paths.rootfs)
+        self.cgroups.remove(cid)
+        if paths.root.exists():
+            await asyncio.to_thread(shutil.rmtree, paths.root)
+        if remove_volumes and record is not None:
+            for name in record.anonymous_volumes:
+                with contextlib.suppress(NotFound):
+                    self.volumes.remove(name, in_use_by=self.volume_users(name))
+
+    def volume_users(self, name: str) -> list[str]:
+        return [r.name for r in self.store.all() if any(v == name for v, _ in r.volumes)]
+
+    async def reap(self) -> list[str]:
+        """Remove what a crashed owner left: containers half-created, or with no record.
+
+        Run when the owner starts, before it creates anything. Containers with a
+        complete record are kept: they survive restarts of their owner.
+        """
+        kept = {r.id for r in self.store.all() if r.status != "creating"}
+        found = set(self.store.ids()) | self.cgroups.ids()
+        found |= {c["id"] for c in await self.runc.list_all()}
+        found |= set(self.network.ipam.leases().values())
+        reaped = sorted(found - kept)
+        for cid in reaped:
+            await self.destroy(cid)
+        # netns and veths carry only a prefix of the id: remove the ones nobody owns.
+        owners = {cid[:12] for cid in kept}
+        for ns in scow_netns():
+            if ns.removeprefix("scow-") not in owners:
+                remove_netns(ns)
+        self.cgroups.remove_parent_if_empty()
+        return reaped
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return ""
+
+
+def _make_skeleton(root: Path, mount_points: list[str]) -> None:
+    """Empty mount points above the image, so runc never writes into a read-only rootfs."""
+    for d in ("proc", "sys", "dev", "tmp", "run", "etc"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for name in ("hosts", "resolv.conf", "hostname"):
+        (root / "etc" / name).touch()
+    for point in mount_points:
+        (root / point.lstrip("/")).mkdir(parents=True, exist_ok=True)
+
+
+def _fill_new_volumes(rootfs: Path, volumes: list[tuple[str, str]], volume_root: Path) -> None:
+    """An empty volume mounted where the image has files starts with a copy of them."""
+    for name, target in volumes:
+        data = volume_root / name / "_data"
+        src = rootfs / target.lstrip("/")
+        if src.is_dir() and not src.is_symlink() and not any(data.iterdir()):
+            shutil.copytree(src, data, symlinks=True, dirs_exist_ok=True)
+
+
+def _bind_ports(ports: list[Port]) -> list[tuple[socket.socket, Port]]:
+    bound: list[tuple[socket.socket, Port]] = []
+    try:
+        for port in ports:
+            family = socket.AF_INET6 if ":" in port.host_ip else socket.AF_INET
+            s = socket.socket(family, socket.SOCK_STREAM)
+            bound.append((s, port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((port.host_ip, port.host_port))
+            except OSError as exc:
+                raise Conflict(
+                    f"cannot publish port {port.container_port} on "
+                    f"{port.host_ip}:{port.host_port}: {exc.strerror}"
+                ) from None
+            s.listen(128)
+    except BaseException:
+        for s, _ in bound:
+            s.close()
+        raise
+    return bound
+
+
+def _spawn_proxy(cid: str, ip: str, sockets: list[tuple[socket.socket, Port]]) -> int:
+    args = [sys.executable, "-m", "runtime.portproxy", "--container", cid]
+    for s, port in sockets:
+        args += ["--map", f"{s.fileno()}:{ip}:{port.container_port}"]
+    proc = subprocess.Popen(
+        args,
+        pass_fds=[s.fileno() for s, _ in sockets],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd="/",
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    return proc.pid
+
+
+def _stop_proxy(pid: int, cid: str) -> None:
+    """Stop the port proxy ``pid`` if it is still the one serving ``cid``."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return
+    if cid.encode() not in cmdline:
+        return  # the pid was reused by something else
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            if not _alive(pid):
+                return
+        time.sleep(0.005)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def _exit_file_code(paths: ContainerPaths) -> int | None:
+    try:
+        text = next(paths.exit_dir.iterdir()).read_text().strip()
+    except (FileNotFoundError, StopIteration):
+        return None
+    return int(text) if text.lstrip("-").isdigit() else None

@@ -1,0 +1,171 @@
+"""What the runtime remembers about each container, on disk under the state dir.
+
+Everything a container owns is named from its id (DESIGN.md): its directory
+``containers/<id>/``, cgroup ``<parent>/<id>``, netns ``scow-<id12>``, veth
+``sv<id10>``, IPAM lease owner ``<id>``. The record adds what cannot be derived:
+options, chosen ports, pids, exit status. It is written atomically, first with
+status ``creating`` so that a crash mid-create is found and undone by the reaper.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from runtime.errors import NotFound
+from runtime.spec import (
+    ImageConfig,
+    RunOptions,
+    image_config_to_json,
+    options_from_json,
+    options_to_json,
+)
+
+Status = Literal["creating", "created", "running", "paused", "exited"]
+StdioMode = Literal["logs", "pipes"]
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    container_port: int
+    host_ip: str
+    host_port: int
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    id: str
+    name: str
+    created: float
+    image: str
+    image_config: ImageConfig
+    options: RunOptions
+    layers: tuple[str, ...]
+    stdio: StdioMode
+    status: Status = "creating"
+    hostname: str = ""
+    pid: int = 0
+    monitor_pid: int = 0
+    ip: str = ""
+    ports: tuple[PublishedPort, ...] = ()
+    proxy_pid: int = 0
+    volumes: tuple[tuple[str, str], ...] = ()  # (volume name, container path)
+    anonymous_volumes: tuple[str, ...] = ()
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    exit_code: int | None = None
+    oom_killed: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def evolve(self, **changes: Any) -> ContainerRecord:
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["image_config"] = image_config_to_json(self.image_config)
+        data["options"] = options_to_json(self.options)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ContainerRecord:
+        d = dict(data)
+        d["image_config"] = ImageConfig.from_oci(d["image_config"])
+        d["options"] = options_from_json(d["options"])
+        d["layers"] = tuple(d["layers"])
+        d["ports"] = tuple(PublishedPort(**p) for p in d.get("ports", ()))
+        d["volumes"] = tuple(tuple(v) for v in d.get("volumes", ()))
+        d["anonymous_volumes"] = tuple(d.get("anonymous_volumes", ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ContainerPaths:
+    """Every file of one container, from its id."""
+
+    root: Path
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "bundle"
+
+    @property
+    def rootfs(self) -> Path:
+        return self.root / "bundle" / "rootfs"
+
+    @property
+    def skeleton(self) -> Path:
+        return self.root / "skel"
+
+    @property
+    def upper(self) -> Path:
+        return self.root / "diff"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "container.log"
+
+    @property
+    def exit_dir(self) -> Path:
+        return self.root / "exit"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "init.pid"
+
+    @property
+    def monitor_pid_file(self) -> Path:
+        return self.root / "conmon.pid"
+
+    @property
+    def record(self) -> Path:
+        return self.root / "container.json"
+
+
+class ContainerStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def paths(self, cid: str) -> ContainerPaths:
+        return ContainerPaths(self.root / cid)
+
+    def save(self, record: ContainerRecord) -> None:
+        path = self.paths(record.id).record
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record.to_json()))
+        os.replace(tmp, path)
+
+    def load(self, cid: str) -> ContainerRecord | None:
+        try:
+            return ContainerRecord.from_json(json.loads(self.paths(cid).record.read_text()))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def ids(self) -> set[str]:
+        try:
+            return {e.name for e in os.scandir(self.root) if e.is_dir()}
+        except FileNotFoundError:
+            return set()
+
+    def all(self) -> list[ContainerRecord]:
+        records = [r for cid in sorted(self.ids()) if (r := self.load(cid)) is not None]
+        return sorted(records, key=lambda r: r.created)
+
+    def find(self, ref: str) -> ContainerRecord:
+        """By full id, name, or unique id prefix (as the docker CLI resolves them)."""
+        if len(ref) == 64 and (rec := self.load(ref)) is not None:
+            return rec
+        records = self.all()
+        for rec in records:
+            if rec.name == ref:
+                return rec
+        matches = [r for r in records if ref and r.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        raise NotFound("container", ref)

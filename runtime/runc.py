@@ -1,0 +1,139 @@
+"""The runc driver: every invocation of the OCI runtime binary goes through here.
+
+Calls are awaited subprocesses with ``--root`` set to scow's own state dir for
+runc, so scow's containers never mix with another engine's. The binary is
+configurable (``crun`` takes the same arguments where it works).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import RuncError
+
+_GONE = ("does not exist", "not found", "container not running", "process already finished")
+
+
+class Runc:
+    def __init__(self, root: Path, binary: str = "runc") -> None:
+        self.root = root
+        self.binary = binary
+
+    def _argv(self, *args: str) -> list[str]:
+        return [self.binary, "--root", str(self.root), *args]
+
+    async def _run(
+        self,
+        *args: str,
+        stdin: int | None = asyncio.subprocess.DEVNULL,
+        stdout: int | None = asyncio.subprocess.PIPE,
+        stderr: int | None = asyncio.subprocess.PIPE,
+        pass_fds: tuple[int, ...] = (),
+    ) -> tuple[int, bytes, str]:
+        argv = self._argv(*args)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds
+        )
+        out, err = await proc.communicate()
+        code = proc.returncode if proc.returncode is not None else -1
+        return code, out or b"", (err or b"").decode(errors="replace")
+
+    async def _check(self, *args: str, tolerate_gone: bool = False) -> bytes:
+        code, out, err = await self._run(*args)
+        if code != 0:
+            if tolerate_gone and any(s in err for s in _GONE):
+                return b""
+            raise RuncError(self._argv(*args), code, err)
+        return out
+
+    async def create(
+        self,
+        cid: str,
+        bundle: Path,
+        *,
+        pid_file: Path,
+        stdin: int | None,
+        stdout: int | None,
+        stderr: int | None,
+    ) -> int:
+        """``runc create``: the container waits at its first instruction until ``start``.
+
+        The given fds become the container process's stdio (runc's pass-through
+        mode). Returns the container's init pid.
+        """
+        # runc's own messages go to a log file, never into the container's stderr.
+        log_path = bundle / "runc.log"
+        log_path.unlink(missing_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            self.binary, "--root", str(self.root),
+            "--log", str(log_path), "--log-format", "json",
+            "create", "--bundle", str(bundle), "--pid-file", str(pid_file), cid,
+            stdin=stdin, stdout=stdout, stderr=stderr,
+        )  # fmt: skip
+        code = await proc.wait()
+        if code != 0:
+            log = log_path.read_text(errors="replace") if log_path.exists() else ""
+            raise RuncError(self._argv("create", cid), code, _runc_log_message(log))
+        return int(pid_file.read_text())
+
+    async def start(self, cid: str) -> None:
+        await self._check("start", cid)
+
+    async def state(self, cid: str) -> dict[str, Any] | None:
+        code, out, err = await self._run("state", cid)
+        if code != 0:
+            if any(s in err for s in _GONE):
+                return None
+            raise RuncError(self._argv("state", cid), code, err)
+        state: dict[str, Any] = json.loads(out)
+        return state
+
+    async def list_all(self) -> list[dict[str, Any]]:
+        out = await self._check("list", "--format", "json")
+        items: list[dict[str, Any]] = json.loads(out or b"null") or []
+        return items
+
+    async def kill(self, cid: str, signal: str = "KILL", *, all_processes: bool = False) -> None:
+        args = ["kill", *(["--all"] if all_processes else []), cid, signal]
+        await self._check(*args, tolerate_gone=True)
+
+    async def delete(self, cid: str, *, force: bool = False) -> None:
+        await self._check("delete", *(["--force"] if force else []), cid, tolerate_gone=True)
+
+    async def pause(self, cid: str) -> None:
+        await self._check("pause", cid)
+
+    async def resume(self, cid: str) -> None:
+        await self._check("resume", cid)
+
+    async def exec(
+        self,
+        cid: str,
+        process_spec: Path,
+        *,
+        stdin: int | None,
+        stdout: int | None,
+        stderr: int | None,
+    ) -> asyncio.subprocess.Process:
+        """``runc exec`` of a process spec; the returned process exits with the command's code."""
+        return await asyncio.create_subprocess_exec(
+            *self._argv("exec", "--process", str(process_spec), cid),
+            stdin=stdin, stdout=stdout, stderr=stderr,
+        )  # fmt: skip
+
+
+def _runc_log_message(log: str) -> str:
+    """The error lines of runc's JSON log, or the raw text."""
+    messages = []
+    for line in log.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            messages.append(line)
+            continue
+        if entry.get("level") in ("error", "fatal"):
+            messages.append(entry.get("msg", ""))
+    return "; ".join(m for m in messages if m) or log.strip()

@@ -1,0 +1,79 @@
+"""Volumes: directories under the state dir that outlive containers.
+
+``<root>/<name>/_data`` is what containers mount (Docker's layout). Anonymous
+volumes get a random 64-hex name; named ones are made on first use. A volume in
+use by a container cannot be removed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.errors import Conflict, InvalidOption, NotFound
+
+VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$")
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    path: Path
+    created: float
+    anonymous: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class VolumeStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _meta(self, name: str) -> Path:
+        return self.root / name / "volume.json"
+
+    def create(
+        self, name: str = "", *, labels: Mapping[str, str] | None = None, anonymous: bool = False
+    ) -> VolumeInfo:
+        """Make a volume; an existing one of that name is returned as it is."""
+        if not name:
+            name, anonymous = secrets.token_hex(32), True
+        if not VOLUME_NAME.match(name):
+            raise InvalidOption("volume name", name, "use letters, digits, '_', '.' and '-'")
+        if self._meta(name).exists():
+            return self.get(name)
+        data = self.root / name / "_data"
+        data.mkdir(parents=True, exist_ok=True)
+        info = VolumeInfo(name, data, time.time(), anonymous, dict(labels or {}))
+        meta = {"created": info.created, "anonymous": anonymous, "labels": dict(info.labels)}
+        self._meta(name).write_text(json.dumps(meta))
+        return info
+
+    def get(self, name: str) -> VolumeInfo:
+        if not VOLUME_NAME.match(name):
+            raise NotFound("volume", name)
+        try:
+            meta = json.loads(self._meta(name).read_text())
+        except FileNotFoundError:
+            raise NotFound("volume", name) from None
+        return VolumeInfo(
+            name, self.root / name / "_data", meta["created"], meta["anonymous"], meta["labels"]
+        )
+
+    def all(self) -> list[VolumeInfo]:
+        if not self.root.is_dir():
+            return []
+        return [
+            self.get(p.name) for p in sorted(self.root.iterdir()) if (p / "volume.json").exists()
+        ]
+
+    def remove(self, name: str, *, in_use_by: list[str] | None = None) -> None:
+        self.get(name)
+        if in_use_by:
+            raise Conflict(f"volume {name} is in use by container {', '.join(in_use_by)}")
+        shutil.rmtree(self.root / name)
