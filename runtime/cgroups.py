@@ -41,6 +41,7 @@ class CgroupStats:
     throttled_periods: int = 0
     throttled_ns: int = 0
     pids: int = 0
+    pids_refused: int = 0  # forks refused at the pids limit
 
 
 def _read(path: Path) -> str:
@@ -100,6 +101,7 @@ class Cgroups:
                 throttled_periods=cpu.get("nr_throttled", 0),
                 throttled_ns=cpu.get("throttled_usec", 0) * 1000,
                 pids=_read_int(d / "pids.current"),
+                pids_refused=_keyed(d / "pids.events").get("max", 0),
             )
         mem = self._dir("memory", cid)
         cpu = _keyed(self._dir("cpu", cid) / "cpu.stat")
@@ -111,6 +113,7 @@ class Cgroups:
             throttled_periods=cpu.get("nr_throttled", 0),
             throttled_ns=cpu.get("throttled_time", 0),
             pids=_read_int(self._dir("pids", cid) / "pids.current"),
+            pids_refused=_keyed(self._dir("pids", cid) / "pids.events").get("max", 0),
         )
 
     def exists(self, cid: str) -> bool:

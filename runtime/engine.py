@@ -19,10 +19,8 @@ import os
 import resource
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from runtime.network import (
     scow_netns,
 )
 from runtime.oci import Mount, make_config
+from runtime.ports import bind_ports, spawn_proxy, stop_proxy
 from runtime.records import (
     ContainerPaths,
     ContainerRecord,
@@ -91,6 +90,7 @@ class Runtime:
         self._conmon: Conmon | None = None
         self._names = asyncio.Lock()
         self._bridge_ready = False
+        self._proxies: dict[str, subprocess.Popen[bytes]] = {}
 
     async def open(self) -> None:
         """Make the dirs and become the subreaper of container inits. Idempotent."""
@@ -141,7 +141,7 @@ class Runtime:
                 number = int(exposed.partition("/")[0])
                 if number not in taken:
                     ports.append(Port(container_port=number))
-        sockets = _bind_ports(ports)
+        sockets = bind_ports(ports)
         try:
             async with self._names:
                 name = opts.name or f"scow-{cid[:12]}"
@@ -243,8 +243,9 @@ class Runtime:
                 PublishedPort(port.container_port, port.host_ip, s.getsockname()[1])
                 for s, port in sockets
             )
-            proxy = _spawn_proxy(cid, ip, sockets)
-            record = record.evolve(ports=published, proxy_pid=proxy)
+            proxy = spawn_proxy(cid, ip, sockets)
+            self._proxies[cid] = proxy
+            record = record.evolve(ports=published, proxy_pid=proxy.pid)
             self.store.save(record)
         return record
 
@@ -436,7 +437,7 @@ class Runtime:
         record = self.store.load(cid)
         paths = self.paths(cid)
         if record is not None and record.proxy_pid:
-            _stop_proxy(record.proxy_pid, cid)
+            stop_proxy(record.proxy_pid, cid, self._proxies.pop(cid, None))
         await self.runc.delete(cid, force=True)
         for pid in (record.pid, record.monitor_pid) if record else ():
             if pid:
@@ -504,70 +505,6 @@ def _fill_new_volumes(rootfs: Path, volumes: list[tuple[str, str]], volume_root:
         src = rootfs / target.lstrip("/")
         if src.is_dir() and not src.is_symlink() and not any(data.iterdir()):
             shutil.copytree(src, data, symlinks=True, dirs_exist_ok=True)
-
-
-def _bind_ports(ports: list[Port]) -> list[tuple[socket.socket, Port]]:
-    bound: list[tuple[socket.socket, Port]] = []
-    try:
-        for port in ports:
-            family = socket.AF_INET6 if ":" in port.host_ip else socket.AF_INET
-            s = socket.socket(family, socket.SOCK_STREAM)
-            bound.append((s, port))
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((port.host_ip, port.host_port))
-            except OSError as exc:
-                raise Conflict(
-                    f"cannot publish port {port.container_port} on "
-                    f"{port.host_ip}:{port.host_port}: {exc.strerror}"
-                ) from None
-            s.listen(128)
-    except BaseException:
-        for s, _ in bound:
-            s.close()
-        raise
-    return bound
-
-
-def _spawn_proxy(cid: str, ip: str, sockets: list[tuple[socket.socket, Port]]) -> int:
-    args = [sys.executable, "-m", "runtime.portproxy", "--container", cid]
-    for s, port in sockets:
-        args += ["--map", f"{s.fileno()}:{ip}:{port.container_port}"]
-    proc = subprocess.Popen(
-        args,
-        pass_fds=[s.fileno() for s, _ in sockets],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd="/",
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-    )
-    return proc.pid
-
-
-def _stop_proxy(pid: int, cid: str) -> None:
-    """Stop the port proxy ``pid`` if it is still the one serving ``cid``."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return
-    if cid.encode() not in cmdline:
-        return  # the pid was reused by something else
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:
-            if not _alive(pid):
-                return
-        time.sleep(0.005)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
 
 
 def _alive(pid: int) -> bool:

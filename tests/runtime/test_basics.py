@@ -2,27 +2,107 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import pytest
+
 from runtime.engine import Runtime
-from runtime.spec import ImageConfig, RunOptions
-
-BUSYBOX = ImageConfig(cmd=("sh",))
-
-
-async def run(rt: Runtime, layer: Path, *cmd: str, **opts: object) -> tuple[int, str, str]:
-    """Run to completion; exit code, stdout and stderr from the container's log."""
-    rec = await rt.create(BUSYBOX, [layer], RunOptions(command=cmd, **opts))  # type: ignore[arg-type]
-    await rt.start(rec.id)
-    status = await rt.wait(rec.id)
-    lines = rt.logs(rec.id)
-    await rt.remove(rec.id)
-    out = "".join(ln.text + "\n" for ln in lines if ln.stream == "stdout")
-    err = "".join(ln.text + "\n" for ln in lines if ln.stream == "stderr")
-    return status.code, out, err
+from runtime.errors import Conflict
+from runtime.spec import RunOptions
+from tests.runtime.helpers import BUSYBOX, run
 
 
-async def test_echo_and_exit_code(runtime: Runtime, busybox_layer: Path) -> None:
-    code, out, err = await run(runtime, busybox_layer, "sh", "-c", "echo hi; echo oops >&2; exit 3")
-    assert (code, out, err) == (3, "hi\n", "oops\n")
+async def test_output_exit_code_and_nothing_left(runtime: Runtime, busybox_layer: Path) -> None:
+    r = await run(runtime, busybox_layer, "sh", "-c", "echo hi; echo oops >&2; exit 3")
+    assert (r.code, r.out, r.err) == (3, "hi\n", "oops\n")
+    assert str(r.status) == "exit code 3"
     assert runtime.store.all() == []
+
+
+async def test_logs_have_timestamps_and_survive_exit(runtime: Runtime, busybox_layer: Path) -> None:
+    rec = await runtime.create(
+        BUSYBOX, [busybox_layer], RunOptions(command=("sh", "-c", "echo a; sleep 0.2; echo b"))
+    )
+    await runtime.start(rec.id)
+    await runtime.wait(rec.id)
+    lines = runtime.logs(rec.id)
+    assert [ln.text for ln in lines] == ["a", "b"]
+    assert (lines[1].time - lines[0].time).total_seconds() >= 0.15
+    assert runtime.get(rec.id).status == "exited"
+    assert runtime.logs(rec.id, tail=1)[0].text == "b"
+    await runtime.remove(rec.id)
+
+
+async def test_killed_container_reports_signal(runtime: Runtime, busybox_layer: Path) -> None:
+    rec = await runtime.create(BUSYBOX, [busybox_layer], RunOptions(command=("sleep", "30")))
+    await runtime.start(rec.id)
+    with pytest.raises(Conflict, match="stop it first"):
+        await runtime.remove(rec.id)
+    status = await runtime.stop(rec.id, timeout=5)
+    # tini forwards SIGTERM to sleep, which dies of it.
+    assert status.signal == 15, status
+    await runtime.remove(rec.id)
+
+
+async def test_exec_in_running_container(runtime: Runtime, busybox_layer: Path) -> None:
+    rec = await runtime.create(
+        BUSYBOX, [busybox_layer], RunOptions(command=("sleep", "30"), hostname="box1")
+    )
+    await runtime.start(rec.id)
+    code, out, _ = await runtime.exec(rec.id, ["cat", "/etc/hostname"])
+    assert (code, out) == (0, b"box1\n")
+    code, out, _ = await runtime.exec(rec.id, ["sh", "-c", "cat; exit 4"], stdin=b"piped")
+    assert (code, out) == (4, b"piped")
+    await runtime.remove(rec.id, force=True)
+
+
+async def test_pause_and_resume(runtime: Runtime, busybox_layer: Path) -> None:
+    rec = await runtime.create(BUSYBOX, [busybox_layer], RunOptions(command=("sleep", "30")))
+    await runtime.start(rec.id)
+    await runtime.pause(rec.id)
+    assert runtime.get(rec.id).status == "paused"
+    await runtime.resume(rec.id)
+    assert runtime.get(rec.id).status == "running"
+    await runtime.remove(rec.id, force=True)
+
+
+ORPHANS = "(sh -c 'sleep 0.1 & exec sleep 0.3' &); exec sleep 5"
+
+
+async def zombies(rt: Runtime, layer: Path, init: bool) -> int:
+    """Orphans re-parented to a main process (sleep) that never waits for children."""
+    rec = await rt.create(BUSYBOX, [layer], RunOptions(command=("sh", "-c", ORPHANS), init=init))
+    await rt.start(rec.id)
+    await asyncio.sleep(1)
+    _, out, _ = await rt.exec(rec.id, ["ps", "-o", "stat"])
+    await rt.remove(rec.id, force=True)
+    return sum(1 for line in out.decode().splitlines() if line.startswith("Z"))
+
+
+async def test_init_reaps_zombies(runtime: Runtime, busybox_layer: Path) -> None:
+    assert await zombies(runtime, busybox_layer, init=False) == 2  # the test can tell
+    assert await zombies(runtime, busybox_layer, init=True) == 0
+
+
+async def test_pipes_mode_holds_stdio(runtime: Runtime, busybox_layer: Path) -> None:
+    import os
+
+    from runtime.engine import Stdio
+
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    rec = await runtime.create(
+        BUSYBOX, [busybox_layer], RunOptions(command=("sh", "-c", "wc -c; exit 5")),
+        stdio="pipes", pipes=Stdio(stdin=in_r, stdout=out_w),
+    )  # fmt: skip
+    os.close(in_r)
+    os.close(out_w)
+    await runtime.start(rec.id)
+    os.write(in_w, b"hello")
+    os.close(in_w)
+    out = await asyncio.to_thread(os.read, out_r, 100)
+    os.close(out_r)
+    assert out.strip() == b"5"
+    assert (await runtime.wait(rec.id)).code == 5
+    await runtime.remove(rec.id)

@@ -1,0 +1,66 @@
+"""Containers on the bridge reach each other; published ports reach them from 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+
+from runtime.engine import Runtime
+from runtime.spec import Port, RunOptions
+from tests.runtime.helpers import BUSYBOX, run
+
+SERVE = "mkdir -p /tmp/www && echo hello-from-$(hostname) > /tmp/www/index.html && " \
+        "exec httpd -f -p 8080 -h /tmp/www"  # fmt: skip
+
+
+async def test_containers_reach_each_other_by_ip_and_link_alias(
+    runtime: Runtime, busybox_layer: Path
+) -> None:
+    server = await runtime.create(
+        BUSYBOX, [busybox_layer],
+        RunOptions(command=("sh", "-c", SERVE), network="bridge", name="srv", hostname="srv"),
+    )  # fmt: skip
+    await runtime.start(server.id)
+    try:
+        fetch = (
+            f"for i in $(seq 50); do wget -q -O - http://{server.ip}:8080/ && break; "
+            "sleep 0.1; done; wget -q -O - http://web:8080/; cat /etc/hosts"
+        )
+        r = await run(
+            runtime, busybox_layer, "sh", "-c", fetch, network="bridge", links={"srv": "web"}
+        )
+        lines = r.out.splitlines()
+        assert lines[:2] == ["hello-from-srv", "hello-from-srv"], r
+        assert f"{server.ip}\tweb srv" in lines
+    finally:
+        await runtime.remove(server.id, force=True)
+
+
+async def test_network_none_has_only_loopback(runtime: Runtime, busybox_layer: Path) -> None:
+    r = await run(runtime, busybox_layer, "ls", "/sys/class/net")
+    assert r.out.split() == ["lo"]
+
+
+async def test_published_port_reaches_server(runtime: Runtime, busybox_layer: Path) -> None:
+    server = await runtime.create(
+        BUSYBOX, [busybox_layer],
+        RunOptions(command=("sh", "-c", SERVE), network="bridge", hostname="pub",
+                   ports=(Port.parse("8080"),)),
+    )  # fmt: skip
+    await runtime.start(server.id)
+    try:
+        (published,) = server.ports
+        assert published.host_ip == "127.0.0.1" and published.host_port > 0
+        url = f"http://127.0.0.1:{published.host_port}/"
+        async with httpx.AsyncClient() as client:
+            for _ in range(50):
+                try:
+                    response = await client.get(url)
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            assert response.text == "hello-from-pub\n"
+    finally:
+        await runtime.remove(server.id, force=True)
