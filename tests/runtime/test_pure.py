@@ -1,0 +1,330 @@
+"""Unit tests of the runtime's pure logic: parsing, user resolution, OCI config, IPAM."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+
+from runtime import logs
+from runtime.cgroups import Cgroups
+from runtime.errors import InvalidOption
+from runtime.ipam import AddressPoolExhausted, Ipam
+from runtime.oci import CAPABILITIES, make_config, resolve_args
+from runtime.records import ContainerRecord
+from runtime.spec import (
+    ImageConfig,
+    Port,
+    RunOptions,
+    Ulimit,
+    Volume,
+    merge_env,
+    options_from_json,
+    options_to_json,
+    parse_tmpfs,
+)
+from runtime.units import parse_duration, parse_size
+from runtime.users import User, resolve_user
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("65536", 65536), ("512k", 512 << 10), ("128m", 128 << 20), ("1g", 1 << 30),
+     ("1.5g", 3 << 29), ("64MiB", 64 << 20), ("2 GB", 2 << 30), (4096, 4096)],
+)  # fmt: skip
+def test_parse_size(text: str | int, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["12 parsecs", "", "m", "-1m", "1x", "1.2.3m"])
+def test_parse_size_rejects_with_the_value(bad: str) -> None:
+    with pytest.raises(InvalidOption) as info:
+        parse_size(bad, "memory")
+    assert repr(bad) in str(info.value) and "memory" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30", 30.0), ("30s", 30.0), ("500ms", 0.5), ("5m", 300.0), ("1h30m", 5400.0), (2.5, 2.5)],
+)
+def test_parse_duration(text: str | float, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["soon", "5 minutes", "-3s", "1d"])
+def test_parse_duration_rejects(bad: str) -> None:
+    with pytest.raises(InvalidOption, match=repr(bad)):
+        parse_duration(bad, "ttl")
+
+
+@pytest.mark.parametrize(
+    ("text", "volume"),
+    [
+        ("/data", Volume("/data")),
+        ("cache:/var/cache", Volume("/var/cache", "cache")),
+        ("/srv:/srv:ro", Volume("/srv", "/srv", read_only=True)),
+        ("/data:ro", Volume("/data", read_only=True)),
+        ("/a/../b", None),
+        ("rel/path", None),
+        ("bad name:/x", None),
+        ("/a:/b:rx", None),
+    ],
+)
+def test_volume_parse(text: str, volume: Volume | None) -> None:
+    if volume is None:
+        with pytest.raises(InvalidOption, match="volume"):
+            Volume.parse(text)
+    else:
+        assert Volume.parse(text) == volume
+
+
+@pytest.mark.parametrize(
+    ("text", "port"),
+    [
+        ("8080", Port(8080)),
+        ("9000:8080", Port(8080, 9000)),
+        ("0.0.0.0:9000:8080", Port(8080, 9000, "0.0.0.0")),
+        ("127.0.0.1::80/tcp", Port(80, 0, "127.0.0.1")),
+        ("70000", None),
+        ("80/udp", None),
+        ("x:80", None),
+    ],
+)
+def test_port_parse(text: str, port: Port | None) -> None:
+    if port is None:
+        with pytest.raises(InvalidOption, match="port"):
+            Port.parse(text)
+    else:
+        assert Port.parse(text) == port
+
+
+def test_ulimit_and_tmpfs_parse() -> None:
+    assert Ulimit.parse("nofile=1024:2048") == Ulimit("nofile", 1024, 2048)
+    assert Ulimit.parse("nproc=64") == Ulimit("nproc", 64, 64)
+    with pytest.raises(InvalidOption, match="soft limit is above"):
+        Ulimit.parse("nofile=10:5")
+    with pytest.raises(InvalidOption, match="unknown limit"):
+        Ulimit.parse("bogus=1")
+    assert parse_tmpfs("/run:size=16m,nosuid") == ("/run", 16 << 20)
+    assert parse_tmpfs("/cache") == ("/cache", 64 << 20)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("memory", 1 << 20, "minimum memory"),
+        ("cpu_shares", 1, "cpu shares range"),
+        ("pids_limit", 0, "pids limit"),
+        ("name", "bad name", "letters"),
+        ("env", ("=x",), "KEY=VALUE"),
+        ("workdir", "relative", "absolute"),
+        ("cpuset_cpus", "zero", "list"),
+        ("network", "host", "'none' or 'bridge'"),
+    ],
+)
+def test_run_options_checks(field: str, value: object, message: str) -> None:
+    with pytest.raises(InvalidOption, match=message):
+        RunOptions(**{field: value})  # type: ignore[arg-type]
+
+
+def test_ports_need_the_bridge() -> None:
+    with pytest.raises(InvalidOption, match="need the bridge"):
+        RunOptions(ports=(Port(80),))
+
+
+def test_merge_env_later_wins_keeping_order() -> None:
+    assert merge_env(["A=1", "B=2"], ["B=3", "C=4"]) == ["A=1", "B=3", "C=4"]
+
+
+PASSWD = """root:x:0:0:root:/root:/bin/sh
+app:x:1000:1000:app:/home/app:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+"""
+GROUP = """root:x:0:
+app:x:1000:
+wheel:x:10:app,other
+nogroup:x:65534:
+"""
+
+
+@pytest.mark.parametrize(
+    ("spec", "user"),
+    [
+        ("", User(0, 0, (), "/root")),
+        ("app", User(1000, 1000, (10,), "/home/app")),
+        ("1000", User(1000, 1000, (10,), "/home/app")),
+        ("1000:1000", User(1000, 1000, (10,), "/home/app")),
+        ("4242", User(4242, 0, (), "/")),
+        ("4242:4243", User(4242, 4243, (), "/")),
+        ("app:nogroup", User(1000, 65534, (10,), "/home/app")),
+    ],
+)
+def test_resolve_user(spec: str, user: User) -> None:
+    assert resolve_user(spec, PASSWD, GROUP) == user
+
+
+@pytest.mark.parametrize(("spec", "message"), [("ghost", "no user 'ghost'"),
+                                               ("app:ghosts", "no group 'ghosts'")])  # fmt: skip
+def test_resolve_user_unknown(spec: str, message: str) -> None:
+    with pytest.raises(InvalidOption, match=message):
+        resolve_user(spec, PASSWD, GROUP)
+
+
+@pytest.mark.parametrize(
+    ("image", "opts", "args"),
+    [
+        (ImageConfig(cmd=("sh",)), RunOptions(), ["sh"]),
+        (ImageConfig(entrypoint=("ep",), cmd=("a",)), RunOptions(), ["ep", "a"]),
+        (ImageConfig(entrypoint=("ep",), cmd=("a",)), RunOptions(command=("b",)), ["ep", "b"]),
+        (ImageConfig(entrypoint=("ep",), cmd=("a",)), RunOptions(entrypoint=("x",)), ["x"]),
+        (ImageConfig(cmd=("a",)), RunOptions(entrypoint=("x",), command=("y",)), ["x", "y"]),
+    ],
+)
+def test_resolve_args_like_docker(image: ImageConfig, opts: RunOptions, args: list[str]) -> None:
+    assert resolve_args(image, opts) == args
+
+
+def config_for(opts: RunOptions, image: ImageConfig | None = None) -> dict[str, object]:
+    return make_config(
+        image or ImageConfig(cmd=("sh",), env=("PATH=/bin", "A=image")),
+        opts, user=User(1000, 1000, (10,)), hostname="h", rootfs=Path("/r"),
+        cgroups_path="/scow/x", extra_mounts=[], netns_path=None, init_binary="/usr/bin/tini",
+    )  # fmt: skip
+
+
+def test_config_security_defaults_and_limits() -> None:
+    cfg = config_for(RunOptions(env=("A=run",), memory=64 << 20, cpu_shares=512, pids_limit=50))
+    process = cfg["process"]
+    assert isinstance(process, dict)
+    assert process["args"] == ["/dev/init", "--", "sh"]
+    assert process["noNewPrivileges"] is True
+    assert process["capabilities"]["bounding"] == CAPABILITIES
+    assert process["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [10]}
+    assert "A=run" in process["env"] and "PATH=/bin" in process["env"]
+    linux = cfg["linux"]
+    assert isinstance(linux, dict)
+    assert linux["resources"]["memory"] == {"limit": 64 << 20}
+    assert linux["resources"]["cpu"] == {"shares": 512}
+    assert linux["resources"]["pids"] == {"limit": 50}
+    assert "/proc/kcore" in linux["maskedPaths"] and "/proc/sys" in linux["readonlyPaths"]
+    assert {"type": "network"} in linux["namespaces"]
+    json.dumps(cfg)  # serialisable as config.json
+
+
+def test_read_only_config_gets_tmpfs_on_tmp_and_run() -> None:
+    cfg = config_for(RunOptions(read_only=True, tmpfs={"/tmp": 1 << 20}))
+    assert cfg["root"] == {"path": "/r", "readonly": True}
+    mounts = {m["destination"]: m for m in cfg["mounts"]}  # type: ignore[attr-defined]
+    assert "size=1048576" in mounts["/tmp"]["options"]
+    assert mounts["/run"]["type"] == "tmpfs"
+
+
+def test_config_without_command_is_an_error() -> None:
+    with pytest.raises(InvalidOption, match="no command"):
+        config_for(RunOptions(), ImageConfig())
+
+
+def test_options_round_trip_through_json() -> None:
+    opts = RunOptions(
+        name="x", command=("a", "b"), volumes=(Volume("/d", "n"),), ports=(Port(80, 8080),),
+        ulimits=(Ulimit("nofile", 1, 2),), tmpfs={"/t": 5}, labels={"k": "v"},
+        network="bridge", links={"db": "database"},
+    )  # fmt: skip
+    assert options_from_json(json.loads(json.dumps(options_to_json(opts)))) == opts
+    rec = ContainerRecord("i" * 64, "n", 1.0, "busybox", ImageConfig(cmd=("sh",)), opts, ("/l",),
+                          "logs")  # fmt: skip
+    assert ContainerRecord.from_json(json.loads(json.dumps(rec.to_json()))) == rec
+
+
+def test_ipam_never_hands_out_an_address_twice(tmp_path: Path) -> None:
+    ipam = Ipam(tmp_path / "ipam.json", IPv4Network("10.9.0.0/29"))  # hosts .1-.6, .1 is ours
+    got = [ipam.allocate(f"c{i}") for i in range(5)]
+    assert got == [IPv4Address(f"10.9.0.{i}") for i in range(2, 7)]
+    assert ipam.allocate("c0") == got[0]  # same owner, same address
+    with pytest.raises(AddressPoolExhausted):
+        ipam.allocate("c5")
+    ipam.release("c1")
+    # A fresh Ipam on the same file (a restart) sees the leases and reuses only the free one.
+    again = Ipam(tmp_path / "ipam.json", IPv4Network("10.9.0.0/29"))
+    assert again.allocate("c6") == got[1]
+    assert len(set(again.leases())) == 5
+
+
+def test_ipam_does_not_reuse_a_released_address_at_once(tmp_path: Path) -> None:
+    ipam = Ipam(tmp_path / "ipam.json", IPv4Network("10.9.0.0/24"))
+    first = ipam.allocate("a")
+    ipam.release("a")
+    assert ipam.allocate("b") != first
+
+
+def test_log_parse_joins_partial_lines() -> None:
+    text = [
+        "2026-01-01T10:00:00.123456789+00:00 stdout P hel\n",
+        "2026-01-01T10:00:00.2+00:00 stderr F err\n",
+        "2026-01-01T10:00:00.3+00:00 stdout F lo\n",
+        "2026-01-01T10:00:01Z stdout F \n",
+    ]
+    lines = list(logs.parse(text))
+    assert [(ln.stream, ln.text) for ln in lines] == [
+        ("stderr", "err"),
+        ("stdout", "hello"),
+        ("stdout", ""),
+    ]
+    assert lines[1].time == datetime.fromisoformat("2026-01-01T10:00:00.123456+00:00")
+
+
+def _fake_v1(root: Path, cid: str) -> None:
+    base = {c: root / c / "scow" / cid for c in ("memory", "cpu", "cpuacct", "pids")}
+    for d in base.values():
+        d.mkdir(parents=True)
+    (base["memory"] / "memory.usage_in_bytes").write_text("1000\n")
+    (base["memory"] / "memory.max_usage_in_bytes").write_text("5000\n")
+    (base["memory"] / "memory.oom_control").write_text(
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"
+    )
+    (base["cpuacct"] / "cpuacct.usage").write_text("123456\n")
+    (base["cpu"] / "cpu.stat").write_text("nr_periods 9\nnr_throttled 3\nthrottled_time 777\n")
+    (base["pids"] / "pids.current").write_text("4\n")
+    (base["pids"] / "pids.events").write_text("max 6\n")
+
+
+def test_cgroup_v1_stats_from_injected_root(tmp_path: Path) -> None:
+    _fake_v1(tmp_path, "abc")
+    cg = Cgroups(tmp_path, "scow")
+    assert cg.version == "v1"
+    s = cg.stats("abc")
+    assert (s.memory_bytes, s.memory_peak_bytes, s.oom_kills) == (1000, 5000, 2)
+    assert (s.cpu_usage_ns, s.throttled_periods, s.throttled_ns) == (123456, 3, 777)
+    assert (s.pids, s.pids_refused) == (4, 6)
+    assert cg.ids() == {"abc"}
+    assert cg.path_for("abc") == "/scow/abc"
+
+
+def test_cgroup_v2_stats_from_injected_root(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    d = tmp_path / "scow" / "abc"
+    d.mkdir(parents=True)
+    (d / "memory.current").write_text("2000\n")
+    (d / "memory.peak").write_text("9000\n")
+    (d / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n")
+    (d / "cpu.stat").write_text("usage_usec 50\nnr_throttled 2\nthrottled_usec 30\n")
+    (d / "pids.current").write_text("3\n")
+    cg = Cgroups(tmp_path, "scow")
+    assert cg.version == "v2"
+    s = cg.stats("abc")
+    assert (s.memory_bytes, s.memory_peak_bytes, s.oom_kills) == (2000, 9000, 1)
+    assert (s.cpu_usage_ns, s.throttled_periods, s.throttled_ns) == (50_000, 2, 30_000)
+    assert s.pids == 3
+    assert cg.stats("missing").memory_bytes == 0  # gone is zero, not an error
+
+
+def test_cgroup_remove_is_idempotent_on_injected_root(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("")
+    (tmp_path / "scow" / "abc").mkdir(parents=True)
+    cg = Cgroups(tmp_path, "scow")
+    cg.remove("abc")
+    cg.remove("abc")
+    assert not cg.exists("abc")
