@@ -98,6 +98,18 @@ class Runtime:
             d.mkdir(parents=True, exist_ok=True)
         become_subreaper()
 
+    def _base_skeleton(self) -> Path:
+        """The mount points every container needs, made once and shared read-only."""
+        path = self.config.state_dir / "skeleton"
+        if not (path / "etc" / "hostname").exists():
+            tmp = self.config.state_dir / f"skeleton.{secrets.token_hex(4)}"
+            _make_skeleton(tmp, [])
+            try:
+                tmp.rename(path)
+            except OSError:
+                shutil.rmtree(tmp)  # another runtime on this state dir made it first
+        return path
+
     @property
     def conmon(self) -> Conmon:
         if self._conmon is None:
@@ -175,9 +187,13 @@ class Runtime:
         pipes: Stdio | None,
     ) -> ContainerRecord:
         cid, opts, paths = record.id, record.options, self.paths(record.id)
+        clock = time.perf_counter()
         mounts, volumes, anonymous = self._volume_mounts(record, sources)
-        _make_skeleton(paths.skeleton, [m.destination for m in mounts] + list(opts.tmpfs))
-        lowers = [paths.skeleton, *layers]
+        extra_points = [m.destination for m in mounts] + list(opts.tmpfs)
+        lowers = [self._base_skeleton(), *layers]
+        if extra_points:
+            _make_skeleton(paths.skeleton, extra_points)
+            lowers.insert(0, paths.skeleton)
         if opts.read_only:
             await asyncio.to_thread(mount_overlay, paths.rootfs, lowers)
         else:
@@ -191,6 +207,8 @@ class Runtime:
         )
         _fill_new_volumes(paths.rootfs, volumes, self.volumes.root)
 
+        phases = {"rootfs": time.perf_counter() - clock}
+        clock = time.perf_counter()
         netns_path = None
         ip = ""
         if opts.network == "bridge":
@@ -209,6 +227,7 @@ class Runtime:
         for fname, text in etc.items():
             (paths.root / fname).write_text(text)
             mounts.append(Mount(f"/etc/{fname}", str(paths.root / fname), "bind", ("rbind", rw)))
+        phases["netns"] = time.perf_counter() - clock
         config = make_config(
             record.image_config, opts, user=user, hostname=record.hostname,
             rootfs=paths.rootfs, cgroups_path=self.cgroups.path_for(cid),
@@ -217,8 +236,10 @@ class Runtime:
         )  # fmt: skip
         (paths.bundle / "config.json").write_text(json.dumps(config, indent=1))
         record = record.evolve(ip=ip, volumes=tuple(volumes), anonymous_volumes=tuple(anonymous))
-        self.store.save(record)
+        if anonymous:
+            self.store.save(record)  # so that a crash from here on still finds them
 
+        clock = time.perf_counter()
         if record.stdio == "logs":
             pid, monitor_pid = await self.conmon.create(
                 cid, paths.bundle, log_path=paths.log, exit_dir=paths.exit_dir,
@@ -236,8 +257,8 @@ class Runtime:
             )  # fmt: skip
             monitor_pid = 0
             self.exits.watch(pid)
-        record = record.evolve(status="created", pid=pid, monitor_pid=monitor_pid)
-        self.store.save(record)
+        phases["create"] = time.perf_counter() - clock
+        record = record.evolve(status="created", pid=pid, monitor_pid=monitor_pid, phases=phases)
         if sockets:
             published = tuple(
                 PublishedPort(port.container_port, port.host_ip, s.getsockname()[1])
@@ -246,7 +267,7 @@ class Runtime:
             proxy = spawn_proxy(cid, ip, sockets)
             self._proxies[cid] = proxy
             record = record.evolve(ports=published, proxy_pid=proxy.pid)
-            self.store.save(record)
+        self.store.save(record)
         return record
 
     def _volume_mounts(
@@ -294,8 +315,10 @@ class Runtime:
         record = self.get(ref)
         if record.status != "created":
             raise Conflict(f"container {record.name} is {record.status}, not created")
+        clock = time.perf_counter()
         await self.runc.start(record.id)
-        record = record.evolve(status="running", started_at=time.time())
+        phases = {**record.phases, "start": time.perf_counter() - clock}
+        record = record.evolve(status="running", started_at=time.time(), phases=phases)
         self.store.save(record)
         return record
 
@@ -476,7 +499,7 @@ class Runtime:
         owners = {cid[:12] for cid in kept}
         for ns in scow_netns():
             if ns.removeprefix("scow-") not in owners:
-                remove_netns(ns)
+                await asyncio.to_thread(remove_netns, ns)
         self.cgroups.remove_parent_if_empty()
         return reaped
 
@@ -489,7 +512,10 @@ def _read_text(path: Path) -> str:
 
 
 def _make_skeleton(root: Path, mount_points: list[str]) -> None:
-    """Empty mount points above the image, so runc never writes into a read-only rootfs."""
+    """Empty mount points above the image, so runc never writes into a read-only rootfs.
+
+    Files such as /etc/hosts must exist as files to be bind-mounted on.
+    """
     for d in ("proc", "sys", "dev", "tmp", "run", "etc"):
         (root / d).mkdir(parents=True, exist_ok=True)
     for name in ("hosts", "resolv.conf", "hostname"):

@@ -15,6 +15,9 @@ runc makes a private netns with only loopback.
 
 The bridge has no NAT and no forwarding to the outside: containers reach each
 other and the host's bridge address, nothing else.
+
+Every call here blocks on netlink, and pyroute2's synchronous API refuses to run
+on a thread whose event loop is running: async callers use ``asyncio.to_thread``.
 """
 
 from __future__ import annotations

@@ -59,6 +59,8 @@ class ContainerRecord:
     exit_code: int | None = None
     oom_killed: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    # Seconds spent in each phase of setup: rootfs, netns, create, start.
+    phases: dict[str, float] = field(default_factory=dict)
 
     def evolve(self, **changes: Any) -> ContainerRecord:
         return replace(self, **changes)

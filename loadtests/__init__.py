@@ -1,0 +1,1 @@
+"""Load tests: scow measured beside its peers in one run. See ``python -m loadtests --help``."""

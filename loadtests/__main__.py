@@ -1,0 +1,35 @@
+"""``python -m loadtests [SCENARIO ...]``: run load scenarios and write a report."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+from collections.abc import Callable
+from pathlib import Path
+
+from loadtests import runtime_start
+
+SCENARIOS: dict[str, Callable[[int], str]] = {
+    "runtime-start": runtime_start.run,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m loadtests", description=__doc__)
+    parser.add_argument("scenario", nargs="*", choices=[*SCENARIOS, []], help="default: all")
+    parser.add_argument("--runs", type=int, default=30, help="runs per variant (default 30)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    names = args.scenario or list(SCENARIOS)
+    sections = [SCENARIOS[name](args.runs) for name in names]
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{stamp}.md"
+    text = f"# scow load tests, {stamp}\n\n" + "\n".join(sections)
+    path.write_text(text)
+    print(text)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Container start cost: scow's runtime beside bare ``runc run`` of an equivalent bundle.
+
+For each variant, N sequential runs of busybox ``true``, create -> start -> wait ->
+delete, timed end to end (median and p90), and for scow the time per phase.
+The bare bundle uses the config.json scow generates (same init, limits, masks),
+on the busybox dir itself instead of an overlay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from images.busybox import make_busybox_rootfs
+from runtime.engine import Runtime, RuntimeConfig
+from runtime.oci import make_config
+from runtime.spec import ImageConfig, RunOptions
+from runtime.users import User
+
+BUSYBOX = ImageConfig(cmd=("true",))
+BENCH_BRIDGE = "scowbench0"
+BENCH_SUBNET = IPv4Network("10.215.0.0/24")
+
+
+@dataclass
+class Series:
+    name: str
+    seconds: list[float] = field(default_factory=list)
+    phases: dict[str, list[float]] = field(default_factory=dict)
+
+    def p(self, q: float) -> float:
+        ordered = sorted(self.seconds)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def bare_runc(base: Path, rootfs: Path, runs: int, init: str | None) -> Series:
+    bundle = base / "bundle"
+    bundle.mkdir(parents=True)
+    config = make_config(
+        BUSYBOX, RunOptions(read_only=True), user=User(0, 0, (), "/root"), hostname="bare",
+        rootfs=rootfs, cgroups_path="/scow-bench/bare", extra_mounts=[], netns_path=None,
+        init_binary=init, nofile_hard=1024,
+    )  # fmt: skip
+    (bundle / "config.json").write_text(json.dumps(config))
+    series = Series("bare runc run")
+    root = base / "runc-root"
+    for i in range(runs):
+        t = time.perf_counter()
+        subprocess.run(
+            ["runc", "--root", str(root), "run", "--bundle", str(bundle), f"bare{i}"],
+            check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        series.seconds.append(time.perf_counter() - t)
+    for d in Path("/sys/fs/cgroup").glob("*/scow-bench"):
+        d.rmdir()
+    return series
+
+
+async def scow_runs(rt: Runtime, layer: Path, runs: int, name: str, **opts: object) -> Series:
+    series = Series(name)
+    options = RunOptions(read_only=True, **opts)  # type: ignore[arg-type]
+    stdio = "logs" if "conmon" in name else "pipes"
+    for _ in range(runs):
+        t = time.perf_counter()
+        rec = await rt.create(BUSYBOX, [layer], options, stdio=stdio)  # type: ignore[arg-type]
+        rec = await rt.start(rec.id)
+        await rt.wait(rec.id)
+        t_rm = time.perf_counter()
+        await rt.remove(rec.id)
+        series.seconds.append(time.perf_counter() - t)
+        for phase, seconds in {**rec.phases, "wait+remove": time.perf_counter() - t_rm}.items():
+            series.phases.setdefault(phase, []).append(seconds)
+    return series
+
+
+async def measure(runs: int) -> list[Series]:
+    base = Path(tempfile.mkdtemp(prefix="scow-bench-"))
+    try:
+        layer = base / "busybox"
+        make_busybox_rootfs(layer)
+        config = RuntimeConfig(
+            state_dir=base / "state", run_dir=base / "run", cgroup_parent="scow-bench-rt",
+            bridge=BENCH_BRIDGE, subnet=BENCH_SUBNET,
+        )  # fmt: skip
+        rt = Runtime(config)
+        await rt.open()
+        try:
+            # One warm-up each, so first-use costs (bridge creation, page cache) are not counted.
+            await scow_runs(rt, layer, 1, "warmup", network="bridge")
+            bare_runc(base / "warmup", layer, 1, config.init_binary)
+            out = [bare_runc(base / "bare", layer, runs, config.init_binary)]
+            out.append(await scow_runs(rt, layer, runs, "scow, network none"))
+            out.append(await scow_runs(rt, layer, runs, "scow, network none, conmon logs"))
+            out.append(await scow_runs(rt, layer, runs, "scow, bridge", network="bridge"))
+            return out
+        finally:
+            await rt.reap()
+            await asyncio.to_thread(rt.network.remove_bridge)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def report(series: list[Series], runs: int) -> str:
+    bare = series[0]
+    ms = 1000
+    lines = [
+        f"## Container start: busybox `true`, create+start+wait+delete, {runs} runs each",
+        "",
+        "| variant | median ms | p90 ms | median vs bare runc |",
+        "|---|---:|---:|---:|",
+    ]
+    for s in series:
+        ratio = s.median / bare.median
+        lines.append(f"| {s.name} | {s.median * ms:.1f} | {s.p(0.9) * ms:.1f} | {ratio:.2f}x |")
+    lines += [
+        "",
+        "Median ms per phase (scow):",
+        "",
+        "| variant | " + " | ".join(PHASES) + " |",
+        "|---|" + "---:|" * len(PHASES),
+    ]
+    for s in series[1:]:
+        cells = [f"{statistics.median(s.phases[p]) * ms:.1f}" if p in s.phases else "-"
+                 for p in PHASES]  # fmt: skip
+        lines.append(f"| {s.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+PHASES = ("rootfs", "netns", "create", "start", "wait+remove")
+
+
+def run(runs: int = 30) -> str:
+    return report(asyncio.run(measure(runs)), runs)
