@@ -85,6 +85,17 @@ async def scow_runs(rt: Runtime, layer: Path, runs: int, name: str, **opts: obje
     return series
 
 
+async def scow_run_once(rt: Runtime, layer: Path, runs: int) -> Series:
+    series = Series("scow run (one runc run), network none")
+    for _ in range(runs):
+        t = time.perf_counter()
+        rec, _ = await rt.run(BUSYBOX, [layer], RunOptions(read_only=True))
+        series.seconds.append(time.perf_counter() - t)
+        for phase, seconds in rec.phases.items():
+            series.phases.setdefault(phase, []).append(seconds)
+    return series
+
+
 async def measure(runs: int) -> list[Series]:
     base = Path(tempfile.mkdtemp(prefix="scow-bench-"))
     try:
@@ -101,6 +112,7 @@ async def measure(runs: int) -> list[Series]:
             await scow_runs(rt, layer, 1, "warmup", network="bridge")
             bare_runc(base / "warmup", layer, 1, config.init_binary)
             out = [bare_runc(base / "bare", layer, runs, config.init_binary)]
+            out.append(await scow_run_once(rt, layer, runs))
             out.append(await scow_runs(rt, layer, runs, "scow, network none"))
             out.append(await scow_runs(rt, layer, runs, "scow, network none, conmon logs"))
             out.append(await scow_runs(rt, layer, runs, "scow, bridge", network="bridge"))
@@ -138,7 +150,7 @@ def report(series: list[Series], runs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-PHASES = ("rootfs", "netns", "create", "start", "wait+remove")
+PHASES = ("rootfs", "netns", "create", "start", "run", "wait+remove")
 
 
 def run(runs: int = 30) -> str:

@@ -88,7 +88,6 @@ class Runtime:
         self.network = BridgeNetwork(config.state_dir, config.bridge, config.subnet)
         self.exits = ExitWatcher()
         self._conmon: Conmon | None = None
-        self._names = asyncio.Lock()
         self._bridge_ready = False
         self._proxies: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -132,6 +131,59 @@ class Runtime:
         pipes: Stdio | None = None,
     ) -> ContainerRecord:
         """Create a container ready for ``start``. On any error nothing is left behind."""
+        record, sockets = await self._prepare(image_config, layers, opts, image, stdio)
+        try:
+            return await self._spawn(record, sockets, pipes)
+        except BaseException:
+            await self.destroy(record.id)
+            raise
+        finally:
+            for sock, _ in sockets:
+                sock.close()
+
+    async def run(
+        self,
+        image_config: ImageConfig,
+        layers: Sequence[Path],
+        opts: RunOptions,
+        *,
+        image: str = "",
+        pipes: Stdio | None = None,
+    ) -> tuple[ContainerRecord, ExitStatus]:
+        """Create, run to completion and remove a container, in one ``runc run``.
+
+        The cheapest way to run something once (build steps, ``run --rm``): one
+        runc process instead of create, start and delete. Its output goes to
+        ``pipes``; it publishes no ports.
+        """
+        if opts.ports or opts.publish_all:
+            raise InvalidOption("ports", opts.ports, "a container run to completion publishes none")
+        record, _ = await self._prepare(image_config, layers, opts, image, "pipes")
+        try:
+            p = pipes or Stdio()
+            clock = time.perf_counter()
+            code = await self.runc.run(
+                record.id, self.paths(record.id).bundle,
+                stdin=p.stdin, stdout=p.stdout, stderr=p.stderr,
+            )  # fmt: skip
+            status = ExitStatus(code, self.cgroups.stats(record.id).oom_kills > 0)
+            record = record.evolve(
+                status="exited", exit_code=status.code, oom_killed=status.oom_killed,
+                phases={**record.phases, "run": time.perf_counter() - clock},
+            )  # fmt: skip
+        finally:
+            await self.destroy(record.id)
+        return record, status
+
+    async def _prepare(
+        self,
+        image_config: ImageConfig,
+        layers: Sequence[Path],
+        opts: RunOptions,
+        image: str,
+        stdio: StdioMode,
+    ) -> tuple[ContainerRecord, list[tuple[socket.socket, Port]]]:
+        """Check the input, then lay out the bundle: record, rootfs, volumes, network, config."""
         cid = secrets.token_hex(32)
         for layer in layers:
             if not Path(layer).is_dir():
@@ -153,38 +205,35 @@ class Runtime:
                 number = int(exposed.partition("/")[0])
                 if number not in taken:
                     ports.append(Port(container_port=number))
+        name = opts.name or f"scow-{cid[:12]}"
         sockets = bind_ports(ports)
         try:
-            async with self._names:
-                name = opts.name or f"scow-{cid[:12]}"
-                if any(r.name == name for r in self.store.all()):
-                    raise Conflict(f"the container name {name!r} is already in use")
-                record = ContainerRecord(
-                    id=cid, name=name, created=time.time(), image=image,
-                    image_config=image_config, options=opts,
-                    layers=tuple(str(p) for p in layers), stdio=stdio,
-                    hostname=opts.hostname or cid[:12], labels=dict(opts.labels),
-                )  # fmt: skip
+            self.store.claim_name(name, cid)
+            record = ContainerRecord(
+                id=cid, name=name, created=time.time(), image=image,
+                image_config=image_config, options=opts,
+                layers=tuple(str(p) for p in layers), stdio=stdio,
+                hostname=opts.hostname or cid[:12], labels=dict(opts.labels),
+            )  # fmt: skip
+            try:
                 self.paths(cid).root.mkdir(parents=True)
                 self.store.save(record)
-            try:
-                record = await self._build(record, layers, sources, links, sockets, pipes)
+                record = await self._lay_out(record, layers, sources, links)
             except BaseException:
                 await self.destroy(cid)
                 raise
-        finally:
-            for s, _ in sockets:
-                s.close()
-        return record
+        except BaseException:
+            for sock, _ in sockets:
+                sock.close()
+            raise
+        return record, sockets
 
-    async def _build(
+    async def _lay_out(
         self,
         record: ContainerRecord,
         layers: Sequence[Path],
         sources: list[ContainerRecord],
         links: list[tuple[ContainerRecord, str]],
-        sockets: list[tuple[socket.socket, Port]],
-        pipes: Stdio | None,
     ) -> ContainerRecord:
         cid, opts, paths = record.id, record.options, self.paths(record.id)
         clock = time.perf_counter()
@@ -238,7 +287,16 @@ class Runtime:
         record = record.evolve(ip=ip, volumes=tuple(volumes), anonymous_volumes=tuple(anonymous))
         if anonymous:
             self.store.save(record)  # so that a crash from here on still finds them
+        return record.evolve(phases=phases)
 
+    async def _spawn(
+        self,
+        record: ContainerRecord,
+        sockets: list[tuple[socket.socket, Port]],
+        pipes: Stdio | None,
+    ) -> ContainerRecord:
+        """``runc create`` (through conmon for ``logs``), then the port proxy."""
+        cid, paths, ip, phases = record.id, self.paths(record.id), record.ip, dict(record.phases)
         clock = time.perf_counter()
         if record.stdio == "logs":
             pid, monitor_pid = await self.conmon.create(
@@ -462,6 +520,8 @@ class Runtime:
         if record is not None and record.proxy_pid:
             stop_proxy(record.proxy_pid, cid, self._proxies.pop(cid, None))
         await self.runc.delete(cid, force=True)
+        for name in [record.name] if record else self.store.names_of(cid):
+            self.store.release_name(name, cid)
         for pid in (record.pid, record.monitor_pid) if record else ():
             if pid:
                 with contextlib.suppress(TimeoutError):
@@ -500,6 +560,10 @@ class Runtime:
         for ns in scow_netns():
             if ns.removeprefix("scow-") not in owners:
                 await asyncio.to_thread(remove_netns, ns)
+        if self.store.names.is_dir():
+            for link in self.store.names.iterdir():
+                if os.readlink(link) not in kept:  # claimed by a create that never finished
+                    link.unlink()
         self.cgroups.remove_parent_if_empty()
         return reaped
 

@@ -9,13 +9,14 @@ status ``creating`` so that a crash mid-create is found and undone by the reaper
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from runtime.errors import NotFound
+from runtime.errors import Conflict, NotFound
 from runtime.spec import (
     ImageConfig,
     RunOptions,
@@ -131,8 +132,38 @@ class ContainerPaths:
 
 
 class ContainerStore:
+    """Records under ``root/<id>/``; names as symlinks ``names/<name> -> <id>``.
+
+    A symlink is made atomically, so two creators (even in two processes) can
+    never both take one name.
+    """
+
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.names = root.parent / "names"
+
+    def claim_name(self, name: str, cid: str) -> None:
+        self.names.mkdir(parents=True, exist_ok=True)
+        try:
+            os.symlink(cid, self.names / name)
+        except FileExistsError:
+            owner = os.readlink(self.names / name)
+            raise Conflict(
+                f"the container name {name!r} is already in use by container {owner[:12]}"
+            ) from None
+
+    def release_name(self, name: str, cid: str) -> None:
+        """Drop ``name`` if it still points at ``cid``."""
+        with contextlib.suppress(FileNotFoundError):
+            if os.readlink(self.names / name) == cid:
+                os.unlink(self.names / name)
+
+    def names_of(self, cid: str) -> list[str]:
+        """Names pointing at ``cid`` (for the reaper, when the record is gone)."""
+        try:
+            return [e.name for e in os.scandir(self.names) if os.readlink(e.path) == cid]
+        except FileNotFoundError:
+            return []
 
     def paths(self, cid: str) -> ContainerPaths:
         return ContainerPaths(self.root / cid)
@@ -163,10 +194,12 @@ class ContainerStore:
         """By full id, name, or unique id prefix (as the docker CLI resolves them)."""
         if len(ref) == 64 and (rec := self.load(ref)) is not None:
             return rec
-        records = self.all()
-        for rec in records:
-            if rec.name == ref:
+        try:
+            if (rec := self.load(os.readlink(self.names / ref))) is not None:
                 return rec
+        except (FileNotFoundError, OSError):
+            pass  # not a name: try it as an id prefix
+        records = self.all()
         matches = [r for r in records if ref and r.id.startswith(ref)]
         if len(matches) == 1:
             return matches[0]

@@ -79,6 +79,36 @@ class Runc:
             raise RuncError(self._argv("create", cid), code, _runc_log_message(log))
         return int(pid_file.read_text())
 
+    async def run(
+        self,
+        cid: str,
+        bundle: Path,
+        *,
+        stdin: int | None,
+        stdout: int | None,
+        stderr: int | None,
+    ) -> int:
+        """``runc run --keep``: create, start and wait in one runc process.
+
+        Returns the container's exit code (128+N when signal N killed it). The
+        container stays, stopped, so its cgroup can still be read: ``delete`` it.
+        """
+        log_path = bundle / "runc.log"
+        proc = await asyncio.create_subprocess_exec(
+            self.binary, "--root", str(self.root),
+            "--log", str(log_path), "--log-format", "json",
+            "run", "--keep", "--bundle", str(bundle), cid,
+            stdin=stdin if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=stdout if stdout is not None else asyncio.subprocess.DEVNULL,
+            stderr=stderr if stderr is not None else asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        code = await proc.wait()
+        if code != 0 and log_path.exists():
+            message = _runc_log_message(log_path.read_text(errors="replace"))
+            if message:  # runc itself failed, before or instead of running the process
+                raise RuncError(self._argv("run", cid), code, message)
+        return code
+
     async def start(self, cid: str) -> None:
         await self._check("start", cid)
 

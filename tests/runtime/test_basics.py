@@ -106,3 +106,37 @@ async def test_pipes_mode_holds_stdio(runtime: Runtime, busybox_layer: Path) -> 
     assert out.strip() == b"5"
     assert (await runtime.wait(rec.id)).code == 5
     await runtime.remove(rec.id)
+
+
+async def test_run_to_completion_in_one_runc(runtime: Runtime, busybox_layer: Path) -> None:
+    import os
+
+    from runtime.engine import Stdio
+
+    out_r, out_w = os.pipe()
+    record, status = await runtime.run(
+        BUSYBOX, [busybox_layer], RunOptions(command=("sh", "-c", "echo once; exit 2")),
+        pipes=Stdio(stdout=out_w),
+    )  # fmt: skip
+    os.close(out_w)
+    assert os.read(out_r, 100) == b"once\n"
+    os.close(out_r)
+    assert status.code == 2 and "run" in record.phases
+    assert runtime.store.ids() == set()
+
+    _, oom = await runtime.run(
+        BUSYBOX, [busybox_layer],
+        RunOptions(command=("dd", "if=/dev/zero", "of=/dev/null", "bs=64M"), memory=32 << 20),
+    )  # fmt: skip
+    assert oom.oom_killed
+
+
+async def test_names_are_unique_and_released(runtime: Runtime, busybox_layer: Path) -> None:
+    first = await runtime.create(BUSYBOX, [busybox_layer], RunOptions(name="web"))
+    with pytest.raises(Conflict, match=f"'web' is already in use by container {first.id[:12]}"):
+        await runtime.create(BUSYBOX, [busybox_layer], RunOptions(name="web"))
+    assert runtime.get("web").id == first.id
+    assert runtime.get(first.id[:8]).id == first.id
+    await runtime.remove("web")
+    again = await runtime.create(BUSYBOX, [busybox_layer], RunOptions(name="web"))
+    await runtime.remove(again.id)
