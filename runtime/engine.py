@@ -41,7 +41,7 @@ from runtime.network import (
     scow_netns,
 )
 from runtime.oci import Mount, make_config
-from runtime.ports import bind_ports, spawn_proxy, stop_proxy
+from runtime.ports import bind_ports, orphan_proxies, spawn_proxy, stop_proxy
 from runtime.records import (
     ContainerPaths,
     ContainerRecord,
@@ -49,7 +49,7 @@ from runtime.records import (
     PublishedPort,
     StdioMode,
 )
-from runtime.rootfs import is_mounted, mount_overlay, unmount
+from runtime.rootfs import changes, is_mounted, mount_overlay, unmount
 from runtime.runc import Runc
 from runtime.spec import ImageConfig, Port, RunOptions, Volume
 from runtime.users import resolve_user
@@ -485,6 +485,13 @@ class Runtime:
             spec.unlink(missing_ok=True)
         return proc.returncode if proc.returncode is not None else -1, out, err
 
+    def changes(self, ref: str) -> list[tuple[str, str]]:
+        """What a writable container changed in its rootfs: (A|C|D, path)."""
+        record = self.store.find(ref)
+        if record.options.read_only:
+            return []
+        return changes(self.paths(record.id).upper, [Path(p) for p in record.layers])
+
     def stats(self, ref: str) -> CgroupStats:
         return self.cgroups.stats(self.store.find(ref).id)
 
@@ -522,7 +529,8 @@ class Runtime:
         await self.runc.delete(cid, force=True)
         for name in [record.name] if record else self.store.names_of(cid):
             self.store.release_name(name, cid)
-        for pid in (record.pid, record.monitor_pid) if record else ():
+        pids = (record.pid, record.monitor_pid) if record else _pids_from_files(paths)
+        for pid in pids:
             if pid:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self.exits.watch(pid)), 5)
@@ -555,6 +563,8 @@ class Runtime:
         reaped = sorted(found - kept)
         for cid in reaped:
             await self.destroy(cid)
+        for pid, cid in orphan_proxies(kept):
+            stop_proxy(pid, cid)
         # netns and veths carry only a prefix of the id: remove the ones nobody owns.
         owners = {cid[:12] for cid in kept}
         for ns in scow_netns():
@@ -595,6 +605,15 @@ def _fill_new_volumes(rootfs: Path, volumes: list[tuple[str, str]], volume_root:
         src = rootfs / target.lstrip("/")
         if src.is_dir() and not src.is_symlink() and not any(data.iterdir()):
             shutil.copytree(src, data, symlinks=True, dirs_exist_ok=True)
+
+
+def _pids_from_files(paths: ContainerPaths) -> tuple[int, ...]:
+    """The init and conmon pids of a container whose record is gone (for the reaper)."""
+    pids = []
+    for path in (paths.pid_file, paths.monitor_pid_file):
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            pids.append(int(path.read_text()))
+    return tuple(pids)
 
 
 def _alive(pid: int) -> bool:

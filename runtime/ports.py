@@ -92,3 +92,20 @@ def stop_proxy(pid: int, cid: str, proc: subprocess.Popen[bytes] | None = None) 
         time.sleep(0.005)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def orphan_proxies(kept: set[str]) -> list[tuple[int, str]]:
+    """(pid, container id) of port proxies whose container is not in ``kept``."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if b"runtime.portproxy" in argv and b"--container" in argv:
+            cid = argv[argv.index(b"--container") + 1].decode()
+            if cid not in kept:
+                found.append((int(entry.name), cid))
+    return found

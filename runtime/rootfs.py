@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import stat
 from pathlib import Path
 
 from runtime.errors import ContainerError, NotFound
@@ -76,3 +77,37 @@ def mount_overlay(
         )
     target.mkdir(parents=True, exist_ok=True)
     mount("overlay", target, "overlay", MS_RDONLY if upper is None else 0, options)
+
+
+def is_whiteout(path: Path) -> bool:
+    """overlayfs marks a deleted file with a 0:0 character device of the same name."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _in_lowers(rel: str, lowers: list[Path]) -> bool:
+    for layer in lowers:  # top first: the first layer that has the path decides
+        candidate = layer / rel
+        if os.path.lexists(candidate):
+            return not is_whiteout(candidate)
+    return False
+
+
+def changes(upper: Path, lowers: list[Path]) -> list[tuple[str, str]]:
+    """A writable container's diff as ``docker diff`` shows it: (A|C|D, path), sorted.
+
+    ``upper`` is the overlay's upperdir, ``lowers`` the image layers, top first.
+    """
+    out: list[tuple[str, str]] = []
+    for dirpath, dirnames, filenames in os.walk(upper):
+        for name in sorted(dirnames + filenames):
+            full = Path(dirpath) / name
+            rel = str(full.relative_to(upper))
+            if is_whiteout(full):
+                out.append(("D", "/" + rel))
+            else:
+                out.append(("C" if _in_lowers(rel, lowers) else "A", "/" + rel))
+    return sorted(out, key=lambda c: c[1])

@@ -107,7 +107,9 @@ def _processes(allowed: set[int]) -> set[str]:
             continue
         try:
             found.add(f"{child.pid} {' '.join(child.cmdline())[:120]}")
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        except psutil.ZombieProcess:
+            found.add(f"{child.pid} <zombie: a child nobody reaped>")
+        except psutil.NoSuchProcess:
             continue
     return found
 

@@ -100,3 +100,11 @@ async def test_fork_bomb_stops_at_pids_limit(runtime: Runtime, busybox_layer: Pa
         assert subprocess.run(["true"], check=False).returncode == 0
     finally:
         await runtime.remove(rec.id, force=True)
+
+
+async def test_ulimits_apply(runtime: Runtime, busybox_layer: Path) -> None:
+    from runtime.spec import Ulimit
+
+    r = await run(runtime, busybox_layer, "sh", "-c", "ulimit -n; ulimit -Hn",
+                  ulimits=(Ulimit.parse("nofile=256:512"),))  # fmt: skip
+    assert r.out.split() == ["256", "512"]

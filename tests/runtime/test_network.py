@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from runtime.engine import Runtime
-from runtime.spec import Port, RunOptions
+from runtime.spec import ImageConfig, Port, RunOptions
 from tests.runtime.helpers import BUSYBOX, run
 
 SERVE = "mkdir -p /tmp/www && echo hello-from-$(hostname) > /tmp/www/index.html && " \
@@ -64,3 +64,23 @@ async def test_published_port_reaches_server(runtime: Runtime, busybox_layer: Pa
             assert response.text == "hello-from-pub\n"
     finally:
         await runtime.remove(server.id, force=True)
+
+
+async def test_publish_all_exposed_ports(runtime: Runtime, busybox_layer: Path) -> None:
+    image = ImageConfig(cmd=("sh", "-c", SERVE), exposed_ports=("8080/tcp",))
+    rec = await runtime.create(
+        image, [busybox_layer], RunOptions(network="bridge", publish_all=True, hostname="all")
+    )
+    await runtime.start(rec.id)
+    try:
+        assert [(p.container_port, p.host_ip) for p in rec.ports] == [(8080, "127.0.0.1")]
+        async with httpx.AsyncClient() as client:
+            for _ in range(50):
+                try:
+                    response = await client.get(f"http://127.0.0.1:{rec.ports[0].host_port}/")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+        assert response.text == "hello-from-all\n"
+    finally:
+        await runtime.remove(rec.id, force=True)

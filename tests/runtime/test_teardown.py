@@ -103,6 +103,18 @@ async def test_reaper_removes_what_a_crashed_owner_left(
     assert leftovers(fresh) == CLEAN
 
 
+async def test_reaper_stops_orphaned_port_proxy(runtime: Runtime, busybox_layer: Path) -> None:
+    rec = await runtime.create(
+        BUSYBOX, [busybox_layer],
+        RunOptions(command=("sleep", "30"), network="bridge", ports=(Port.parse("80"),)),
+    )  # fmt: skip
+    proxy = runtime._proxies.pop(rec.id)  # as after a restart: only the pid is known
+    runtime.paths(rec.id).record.unlink()  # and the record was never completed
+    assert await runtime.reap() == [rec.id]
+    assert proxy.wait(5) is not None
+    assert leftovers(runtime) == CLEAN
+
+
 CRASH = """
 import asyncio, os, sys
 from pathlib import Path

@@ -48,3 +48,18 @@ async def test_image_volume_is_anonymous_and_seeded(runtime: Runtime, busybox_la
     assert (runtime.volumes.get(name).path / "passwd").exists()
     await runtime.remove(rec.id, volumes=True)
     assert runtime.volumes.all() == []
+
+
+async def test_writable_container_diff(runtime: Runtime, busybox_layer: Path) -> None:
+    rec = await runtime.create(
+        BUSYBOX, [busybox_layer],
+        RunOptions(command=("sh", "-c", "echo n > /root/added; echo x >> /etc/group; rm /bin/vi")),
+    )  # fmt: skip
+    await runtime.start(rec.id)
+    assert (await runtime.wait(rec.id)).code == 0
+    changes = runtime.changes(rec.id)
+    assert ("A", "/root/added") in changes
+    assert ("C", "/etc/group") in changes and ("C", "/etc") in changes
+    assert ("D", "/bin/vi") in changes
+    assert (busybox_layer / "bin/vi").is_symlink()  # the image layer is untouched
+    await runtime.remove(rec.id)
