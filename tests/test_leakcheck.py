@@ -54,8 +54,12 @@ def test_leftover_child_process_fails_the_session(inner: pytest.Pytester, tmp_pa
         )
     finally:
         if pid_file.exists():
+            pid = int(pid_file.read_text())
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
+            # Re-parented to us when this process is a subreaper (the runtime makes it one).
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
 
 def test_leftover_netns_fails_the_session(inner: pytest.Pytester) -> None:
