@@ -269,7 +269,9 @@ class Runtime:
         link_rows = [(r.ip, alias or r.name, r.name) for r, alias in links]
         etc = {
             "hosts": hosts_file(ip, record.hostname, link_rows),
-            "resolv.conf": resolv_conf(_read_text(Path("/etc/resolv.conf"))),
+            "resolv.conf": _read_text(Path("/etc/resolv.conf"))
+            if opts.network == "host"
+            else resolv_conf(_read_text(Path("/etc/resolv.conf"))),
             "hostname": record.hostname + "\n",
         }
         rw = "ro" if opts.read_only else "rw"

@@ -118,9 +118,10 @@ def make_config(
     namespaces: list[dict[str, str]] = [
         {"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")
     ]
-    namespaces.append(
-        {"type": "network", "path": netns_path} if netns_path else {"type": "network"}
-    )
+    if opts.network != "host":
+        namespaces.append(
+            {"type": "network", "path": netns_path} if netns_path else {"type": "network"}
+        )
 
     resources: dict[str, Any] = {
         "devices": [{"allow": False, "access": "rwm"}],

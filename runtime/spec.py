@@ -15,7 +15,9 @@ from typing import Any, Literal
 from runtime.errors import InvalidOption
 from runtime.units import parse_size
 
-NetworkMode = Literal["none", "bridge"]
+# none: loopback only; bridge: scow's bridge; host: the host's own network (build steps,
+# as ``docker build`` runs RUN; never for functions).
+NetworkMode = Literal["none", "bridge", "host"]
 
 DEFAULT_MEMORY = 512 << 20
 DEFAULT_CPU_SHARES = 1024
@@ -225,9 +227,9 @@ def _check_paths(o: RunOptions) -> None:
 
 
 def _check_network(o: RunOptions) -> None:
-    if o.network not in ("none", "bridge"):
-        raise InvalidOption("network", o.network, "expected 'none' or 'bridge'")
-    if o.network == "none" and (o.ports or o.links):
+    if o.network not in ("none", "bridge", "host"):
+        raise InvalidOption("network", o.network, "expected 'none', 'bridge' or 'host'")
+    if o.network != "bridge" and (o.ports or o.links):
         raise InvalidOption("network", o.network, "ports and links need the bridge network")
 
 

@@ -84,3 +84,10 @@ async def test_publish_all_exposed_ports(runtime: Runtime, busybox_layer: Path) 
         assert response.text == "hello-from-all\n"
     finally:
         await runtime.remove(rec.id, force=True)
+
+
+async def test_host_network_sees_the_host_interfaces(runtime: Runtime, busybox_layer: Path) -> None:
+    import os
+
+    r = await run(runtime, busybox_layer, "ls", "/sys/class/net", network="host")
+    assert sorted(r.out.split()) == sorted(os.listdir("/sys/class/net"))

@@ -122,7 +122,7 @@ def test_ulimit_and_tmpfs_parse() -> None:
         ("env", ("=x",), "KEY=VALUE"),
         ("workdir", "relative", "absolute"),
         ("cpuset_cpus", "zero", "list"),
-        ("network", "host", "'none' or 'bridge'"),
+        ("network", "overlay", "'none', 'bridge' or 'host'"),
     ],
 )
 def test_run_options_checks(field: str, value: object, message: str) -> None:
