@@ -1,17 +1,23 @@
-"""Fixtures every scow test can use: real Redis, temp state and run dirs, a leak check."""
+"""Fixtures every scow test can use: real Redis, temp state and run dirs, a runtime on
+real runc with a busybox layer and a test bridge. The leak check is tests/leakcheck.py."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
 import redis
 
 from gateway.redisd import RedisServer
+from images.busybox import make_busybox_rootfs
+from runtime.engine import Runtime, RuntimeConfig
+from runtime.network import BridgeNetwork
 from tests import leakcheck
 
 if os.geteuid() != 0:
@@ -68,3 +74,46 @@ def state_dir(scow_dirs: tuple[Path, Path]) -> Path:
 @pytest.fixture
 def run_dir(scow_dirs: tuple[Path, Path]) -> Path:
     return scow_dirs[1]
+
+
+TEST_BRIDGE = "scowtest0"
+TEST_SUBNET = IPv4Network("10.214.0.0/24")
+
+
+@pytest.fixture(scope="session")
+def busybox_layer() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="scow-bb-"))
+    make_busybox_rootfs(base / "rootfs")
+    try:
+        yield base / "rootfs"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def test_bridge() -> Iterator[str]:
+    """The bridge tests attach to; removed when the session ends."""
+    yield TEST_BRIDGE
+    with tempfile.TemporaryDirectory() as tmp:
+        BridgeNetwork(Path(tmp), TEST_BRIDGE, TEST_SUBNET).remove_bridge()
+
+
+@pytest.fixture
+async def runtime(scow_dirs: tuple[Path, Path], test_bridge: str) -> AsyncIterator[Runtime]:
+    state, run = scow_dirs
+    config = RuntimeConfig(
+        state_dir=state,
+        run_dir=run,
+        cgroup_parent=f"scow-test-{secrets.token_hex(3)}",
+        bridge=test_bridge,
+        subnet=TEST_SUBNET,
+    )
+    leakcheck.watch_runc_root(run / "runc")
+    rt = Runtime(config)
+    await rt.open()
+    try:
+        yield rt
+    finally:
+        for record in rt.store.all():
+            await rt.destroy(record.id, remove_volumes=True)
+        await rt.reap()

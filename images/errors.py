@@ -1,0 +1,35 @@
+"""The image package's exceptions: one root, subclasses that carry what went wrong."""
+
+from __future__ import annotations
+
+
+class ImageError(Exception):
+    """Root of everything images/ raises on purpose."""
+
+
+class ImageNotFound(ImageError):
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        super().__init__(f"no such image: {ref}")
+
+
+class InvalidReference(ImageError):
+    def __init__(self, ref: str, reason: str) -> None:
+        self.ref, self.reason = ref, reason
+        super().__init__(f"invalid image reference {ref!r}: {reason}")
+
+
+class ImageInUse(ImageError):
+    def __init__(self, ref: str, users: list[str]) -> None:
+        self.ref, self.users = ref, users
+        super().__init__(
+            f"image {ref} is in use by container {', '.join(users)} (force removes it)"
+        )
+
+
+class UnsafeArchive(ImageError):
+    """An archive member that would write outside its target, or is not allowed."""
+
+    def __init__(self, member: str, reason: str) -> None:
+        self.member, self.reason = member, reason
+        super().__init__(f"archive member {member!r}: {reason}")

@@ -1,0 +1,344 @@
+"""The image store: an OCI image layout under ``<state>/images``, plus unpacked layers.
+
+    images/oci-layout, index.json   manifests; tags as org.opencontainers.image.ref.name
+    images/blobs/sha256/<hex>       layer tars (uncompressed), configs, manifests
+    images/layers/<hex>/            each layer unpacked by diff_id: an overlay lowerdir
+
+An image's id is the digest of its config (as Docker's), so the same config bytes
+give the same id on any host: ``save`` then ``load`` keeps it. Writes go to a
+temp name and are renamed into place; the index changes under an exclusive lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from images import reference
+from images.errors import ImageInUse, ImageNotFound, InvalidReference
+from images.layers import unpack, write_tar
+from runtime.spec import ImageConfig
+
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+CONFIG = "application/vnd.oci.image.config.v1+json"
+LAYER = "application/vnd.oci.image.layer.v1.tar"
+REF_NAME = "org.opencontainers.image.ref.name"
+INTERMEDIATE = "io.scow.intermediate"
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str  # sha256:<hex of the config blob>
+    manifest: str
+    config: dict[str, Any]
+    tags: tuple[str, ...]
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return list(self.config.get("rootfs", {}).get("diff_ids", []))
+
+    @property
+    def run_config(self) -> ImageConfig:
+        return ImageConfig.from_oci(self.config.get("config"))
+
+    @property
+    def short_id(self) -> str:
+        return self.id.removeprefix("sha256:")[:12]
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class ImageStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs" / "sha256"
+        self.layers = root / "layers"
+        self.tmp = root / "tmp"
+
+    def open(self) -> None:
+        for d in (self.blobs, self.layers, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+        layout = self.root / "oci-layout"
+        if not layout.exists():
+            layout.write_text('{"imageLayoutVersion": "1.0.0"}')
+
+    # -- blobs and layers -----------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / digest.removeprefix("sha256:")
+
+    def read_blob(self, digest: str) -> bytes:
+        try:
+            return self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise ImageNotFound(digest) from None
+
+    def put_blob(self, data: bytes) -> str:
+        digest = digest_of(data)
+        path = self.blob_path(digest)
+        if not path.exists():
+            tmp = self.tmp / secrets.token_hex(8)
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        return digest
+
+    def layer_dir(self, diff_id: str) -> Path:
+        return self.layers / diff_id.removeprefix("sha256:")
+
+    def add_layer_tar(self, tar: Path, *, max_bytes: int | None = None) -> str:
+        """Take a layer tar (moved into the store) and unpack it; its diff_id."""
+        h = hashlib.sha256()
+        with open(tar, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        diff_id = "sha256:" + h.hexdigest()
+        target = self.layer_dir(diff_id)
+        if not target.exists():
+            staging = self.tmp / f"layer-{secrets.token_hex(8)}"
+            try:
+                kwargs = {"max_bytes": max_bytes} if max_bytes else {}
+                unpack(tar, staging, **kwargs)
+                os.rename(staging, target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        if self.blob_path(diff_id).exists():
+            tar.unlink()
+        else:
+            os.replace(tar, self.blob_path(diff_id))
+        return diff_id
+
+    def add_layer_dir(self, src: Path) -> str:
+        """Pack a dir (overlay whiteouts, e.g. a container's upperdir) as a new layer."""
+        tmp = self.tmp / f"pack-{secrets.token_hex(8)}.tar"
+        try:
+            with open(tmp, "wb") as out:
+                write_tar(src, out)
+            return self.add_layer_tar(tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def add_layer_stream(self, stream: BinaryIO, *, max_bytes: int | None = None) -> str:
+        tmp = self.tmp / f"in-{secrets.token_hex(8)}.tar"
+        try:
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(stream, out, 1 << 20)
+            return self.add_layer_tar(tmp, max_bytes=max_bytes)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def layer_size(self, diff_id: str) -> int:
+        try:
+            return self.blob_path(diff_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    # -- images ---------------------------------------------------------------------
+
+    def create_image(
+        self, config: dict[str, Any], *, tag: str | None = None, intermediate: bool = False
+    ) -> Image:
+        """Store an image whose layers (config rootfs.diff_ids) are already in the store."""
+        data = json.dumps(config, separators=(",", ":")).encode()
+        return self.add_image(data, tag=tag, intermediate=intermediate)
+
+    def add_image(
+        self, config_bytes: bytes, *, tag: str | None = None, intermediate: bool = False
+    ) -> Image:
+        """Store an image from its exact config bytes (``load`` keeps ids this way)."""
+        config = json.loads(config_bytes)
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        for diff_id in diff_ids:
+            if not self.layer_dir(diff_id).is_dir():
+                raise ImageNotFound(f"layer {diff_id}")
+        config_digest = self.put_blob(config_bytes)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": {"mediaType": CONFIG, "digest": config_digest, "size": len(config_bytes)},
+            "layers": [
+                {"mediaType": LAYER, "digest": d, "size": self.layer_size(d)} for d in diff_ids
+            ],
+        }
+        manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
+        manifest_digest = self.put_blob(manifest_bytes)
+        descriptor = {"mediaType": MANIFEST, "digest": manifest_digest, "size": len(manifest_bytes)}
+        with self._index() as index:
+            annotations = {INTERMEDIATE: "true"} if intermediate else {}
+            index["manifests"].append({**descriptor, "annotations": annotations})
+            index["manifests"] = _normalized(index["manifests"])
+            if tag:
+                _set_tag(index["manifests"], reference.normalize(tag), descriptor)
+        return self.get(tag or config_digest)
+
+    @contextlib.contextmanager
+    def _index(self) -> Iterator[dict[str, Any]]:
+        self.open()
+        path = self.root / "index.json"
+        with open(self.root / "index.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                index = json.loads(path.read_text())
+            except FileNotFoundError:
+                index = {"schemaVersion": 2, "manifests": []}
+            before = json.dumps(index)
+            yield index
+            if json.dumps(index) != before:
+                tmp = self.tmp / f"index-{secrets.token_hex(4)}"
+                tmp.write_text(json.dumps(index, indent=1))
+                os.replace(tmp, path)
+
+    def _entries(self) -> list[dict[str, Any]]:
+        try:
+            return list(json.loads((self.root / "index.json").read_text())["manifests"])
+        except FileNotFoundError:
+            return []
+
+    def _image(self, manifest_digest: str, entries: list[dict[str, Any]]) -> Image:
+        manifest = json.loads(self.read_blob(manifest_digest))
+        config_digest = manifest["config"]["digest"]
+        tags = tuple(
+            sorted(
+                e["annotations"][REF_NAME]
+                for e in entries
+                if e["digest"] == manifest_digest and REF_NAME in e.get("annotations", {})
+            )
+        )
+        config = json.loads(self.read_blob(config_digest))
+        return Image(config_digest, manifest_digest, config, tags)
+
+    def get(self, ref: str) -> Image:
+        """By tag (``name[:tag]``), full id, or an unambiguous id prefix."""
+        entries = self._entries()
+        if not reference.ID_RE.match(ref) or ":" in ref.removeprefix("sha256:"):
+            try:
+                wanted = reference.normalize(ref)
+            except InvalidReference:
+                raise ImageNotFound(ref) from None
+            for e in entries:
+                if e.get("annotations", {}).get(REF_NAME) == wanted:
+                    return self._image(e["digest"], entries)
+            if not reference.ID_RE.match(ref):
+                raise ImageNotFound(ref)
+        prefix = "sha256:" + ref.removeprefix("sha256:")
+        matches = {}
+        for e in entries:
+            image = self._image(e["digest"], entries)
+            if image.id.startswith(prefix):
+                matches[image.id] = image
+        if len(matches) != 1:
+            raise ImageNotFound(ref)
+        return next(iter(matches.values()))
+
+    def images(self, *, all_images: bool = False) -> list[Image]:
+        """Tagged and dangling images; intermediate build steps too with ``all_images``."""
+        entries = self._entries()
+        seen: dict[str, Image] = {}
+        for e in entries:
+            if e["digest"] in seen:
+                continue
+            if e.get("annotations", {}).get(INTERMEDIATE) and not all_images:
+                continue
+            seen[e["digest"]] = self._image(e["digest"], entries)
+        return sorted(seen.values(), key=lambda i: i.config.get("created", ""), reverse=True)
+
+    def tag(self, ref: str, new: str) -> Image:
+        image = self.get(ref)
+        descriptor = {"mediaType": MANIFEST, "digest": image.manifest}
+        with self._index() as index:
+            _set_tag(index["manifests"], reference.normalize(new), descriptor)
+        return self.get(new)
+
+    def remove(self, ref: str, *, force: bool = False, in_use_by: Sequence[str] = ()) -> list[str]:
+        """Untag, or delete the image; what was untagged and deleted, as Docker lists it.
+
+        Removing one of several tags only untags. Deleting refuses an image that a
+        container uses, unless ``force``. Blobs go with ``gc``.
+        """
+        image = self.get(ref)
+        by_tag = not reference.ID_RE.match(ref) or ref in image.tags
+        if by_tag and len(image.tags) > 1:
+            wanted = reference.normalize(ref)
+            with self._index() as index:
+                index["manifests"] = [
+                    e for e in index["manifests"]
+                    if e.get("annotations", {}).get(REF_NAME) != wanted
+                ]  # fmt: skip
+            return [f"Untagged: {wanted}"]
+        if in_use_by and not force:
+            raise ImageInUse(ref, list(in_use_by))
+        with self._index() as index:
+            index["manifests"] = [e for e in index["manifests"] if e["digest"] != image.manifest]
+        return [f"Untagged: {t}" for t in image.tags] + [f"Deleted: {image.id}"]
+
+    def layer_dirs(self, image: Image) -> list[Path]:
+        """The image's unpacked layers, top first (overlay lowerdir order)."""
+        return [self.layer_dir(d) for d in reversed(image.diff_ids)]
+
+    def history(self, image: Image) -> list[dict[str, Any]]:
+        """One row per build step, newest first, with the size of the layer it made."""
+        layers = iter(image.diff_ids)
+        rows = []
+        for step in image.config.get("history", []):
+            size = 0 if step.get("empty_layer") else self.layer_size(next(layers, ""))
+            rows.append({**step, "size": size})
+        return list(reversed(rows))
+
+    def gc(self, in_use_layers: Collection[Path] = ()) -> tuple[int, int]:
+        """Remove blobs and layer dirs nothing references; (blobs, layers) removed."""
+        keep_blobs: set[str] = set()
+        keep_layers: set[str] = {p.name for p in in_use_layers}
+        with self._index() as index:
+            for e in index["manifests"]:
+                manifest = json.loads(self.read_blob(e["digest"]))
+                keep_blobs.add(e["digest"].removeprefix("sha256:"))
+                keep_blobs.add(manifest["config"]["digest"].removeprefix("sha256:"))
+                for layer in manifest["layers"]:
+                    keep_blobs.add(layer["digest"].removeprefix("sha256:"))
+                    keep_layers.add(layer["digest"].removeprefix("sha256:"))
+            blobs = [p for p in self.blobs.iterdir() if p.name not in keep_blobs]
+            layers = [p for p in self.layers.iterdir() if p.name not in keep_layers]
+            for p in blobs:
+                p.unlink()
+            for p in layers:
+                shutil.rmtree(p)
+        return len(blobs), len(layers)
+
+
+def _set_tag(entries: list[dict[str, Any]], tag: str, descriptor: dict[str, Any]) -> None:
+    """Point ``tag`` at ``descriptor``, moving it off any other image."""
+    for e in entries:
+        if e.get("annotations", {}).get(REF_NAME) == tag:
+            del e["annotations"][REF_NAME]
+    entries.append({**descriptor, "annotations": {REF_NAME: tag}})
+    entries[:] = _normalized(entries)
+
+
+def _normalized(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per tag of an image; an untagged image keeps one bare entry, marked
+    intermediate only if every entry it had was."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for e in entries:
+        groups.setdefault(e["digest"], []).append(e)
+    out = []
+    for group in groups.values():
+        base = {k: v for k, v in group[0].items() if k != "annotations"}
+        tags = [e["annotations"][REF_NAME] for e in group if REF_NAME in e.get("annotations", {})]
+        if tags:
+            out += [{**base, "annotations": {REF_NAME: t}} for t in dict.fromkeys(tags)]
+        elif all(e.get("annotations", {}).get(INTERMEDIATE) for e in group):
+            out.append({**base, "annotations": {INTERMEDIATE: "true"}})
+        else:
+            out.append({**base, "annotations": {}})
+    return out
