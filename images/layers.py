@@ -172,3 +172,24 @@ def unpack(archive: Path | BinaryIO, dest: Path, *, max_bytes: int = DEFAULT_MAX
     for path in opaque:
         (dest / path).mkdir(parents=True, exist_ok=True)
         os.setxattr(dest / path, OPAQUE_XATTR, b"y", follow_symlinks=False)
+
+
+def find_in_layers(layers: list[Path], rel: str) -> Path | None:
+    """Where ``rel`` is in the merged view of ``layers`` (top first), or None if absent.
+
+    A whiteout or an opaque directory above hides what lies below. Symlinks in
+    the path are not followed (resolving them would need the merged view).
+    """
+    rel = rel.strip("/")
+    parts = PurePosixPath(rel).parts if rel else ()
+    for layer in layers:
+        candidate = layer / rel if rel else layer
+        try:
+            st = os.lstat(candidate)
+        except (FileNotFoundError, NotADirectoryError):
+            # An opaque ancestor in this layer hides the path in every layer below.
+            if any(_is_opaque(layer.joinpath(*parts[:i])) for i in range(1, len(parts))):
+                return None
+            continue
+        return None if _is_whiteout(st) else candidate
+    return None

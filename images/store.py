@@ -21,7 +21,7 @@ import shutil
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from images import reference
 from images.errors import ImageInUse, ImageNotFound, InvalidReference
@@ -129,7 +129,7 @@ class ImageStore:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def add_layer_stream(self, stream: BinaryIO, *, max_bytes: int | None = None) -> str:
+    def add_layer_stream(self, stream: IO[bytes], *, max_bytes: int | None = None) -> str:
         tmp = self.tmp / f"in-{secrets.token_hex(8)}.tar"
         try:
             with open(tmp, "wb") as out:

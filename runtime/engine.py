@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import resource
@@ -97,16 +98,22 @@ class Runtime:
             d.mkdir(parents=True, exist_ok=True)
         become_subreaper()
 
-    def _base_skeleton(self) -> Path:
-        """The mount points every container needs, made once and shared read-only."""
-        path = self.config.state_dir / "skeleton"
+    def _base_skeleton(self, layers: Sequence[Path]) -> Path:
+        """The mount points every container of these layers needs, made once per image.
+
+        Per image, not global: overlayfs takes a directory's owner and mode from
+        the topmost layer that has it, so the skeleton copies the image's own
+        (a world-writable /tmp must stay so).
+        """
+        key = hashlib.sha256("\0".join(map(str, layers)).encode()).hexdigest()[:24]
+        path = self.config.state_dir / "skeletons" / key
         if not (path / "etc" / "hostname").exists():
-            tmp = self.config.state_dir / f"skeleton.{secrets.token_hex(4)}"
-            _make_skeleton(tmp, [])
+            tmp = path.with_name(f"{key}.{secrets.token_hex(4)}")
+            _make_skeleton(tmp, [], layers)
             try:
                 tmp.rename(path)
             except OSError:
-                shutil.rmtree(tmp)  # another runtime on this state dir made it first
+                shutil.rmtree(tmp)  # another create for this image made it first
         return path
 
     @property
@@ -239,9 +246,9 @@ class Runtime:
         clock = time.perf_counter()
         mounts, volumes, anonymous = self._volume_mounts(record, sources)
         extra_points = [m.destination for m in mounts] + list(opts.tmpfs)
-        lowers = [self._base_skeleton(), *layers]
+        lowers = [self._base_skeleton(layers), *layers]
         if extra_points:
-            _make_skeleton(paths.skeleton, extra_points)
+            _make_skeleton(paths.skeleton, extra_points, layers)
             lowers.insert(0, paths.skeleton)
         if opts.read_only:
             await asyncio.to_thread(mount_overlay, paths.rootfs, lowers)
@@ -587,17 +594,39 @@ def _read_text(path: Path) -> str:
         return ""
 
 
-def _make_skeleton(root: Path, mount_points: list[str]) -> None:
+SKELETON_DIRS = {"proc": 0o555, "sys": 0o555, "dev": 0o755, "tmp": 0o1777, "run": 0o755,
+                 "etc": 0o755}  # fmt: skip
+
+
+def _make_skeleton(root: Path, mount_points: list[str], layers: Sequence[Path]) -> None:
     """Empty mount points above the image, so runc never writes into a read-only rootfs.
 
-    Files such as /etc/hosts must exist as files to be bind-mounted on.
+    Files such as /etc/hosts must exist as files to be bind-mounted on. Every
+    directory made takes the owner and mode the image gives it, if it has it.
     """
-    for d in ("proc", "sys", "dev", "tmp", "run", "etc"):
-        (root / d).mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    for d, mode in SKELETON_DIRS.items():
+        _mirror_dir(root, d, layers, mode)
     for name in ("hosts", "resolv.conf", "hostname"):
         (root / "etc" / name).touch()
     for point in mount_points:
-        (root / point.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        parts = Path(point.lstrip("/")).parts
+        for i in range(1, len(parts) + 1):
+            _mirror_dir(root, str(Path(*parts[:i])), layers, 0o755)
+
+
+def _mirror_dir(root: Path, rel: str, layers: Sequence[Path], default_mode: int) -> None:
+    target = root / rel
+    if target.exists():
+        return
+    target.mkdir()
+    source = next((layer / rel for layer in layers if os.path.lexists(layer / rel)), None)
+    if source is not None and source.is_dir() and not source.is_symlink():
+        st = os.lstat(source)
+        os.chown(target, st.st_uid, st.st_gid)
+        os.chmod(target, st.st_mode & 0o7777)
+    else:
+        os.chmod(target, default_mode)
 
 
 def _fill_new_volumes(rootfs: Path, volumes: list[tuple[str, str]], volume_root: Path) -> None:

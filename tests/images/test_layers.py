@@ -31,6 +31,8 @@ def make_tar(*members: tuple[str, str, bytes | str]) -> io.BytesIO:
                 continue
             info.type = {"dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE,
                          "link": tarfile.LNKTYPE, "chr": tarfile.CHRTYPE}[kind]  # fmt: skip
+            if kind == "dir":
+                info.mode = 0o755
             if kind in ("sym", "link"):
                 assert isinstance(data, str)
                 info.linkname = data
