@@ -192,10 +192,12 @@ def parse(text: str) -> Dockerfile:
     close()
     if not stages:
         raise DockerfileError(max((n for n, _ in lines), default=1), "no FROM instruction")
-    names = [s.name for s in stages if s.name]
+    seen: set[str] = set()
     for s in stages:
-        if s.name and names.count(s.name) > 1:
+        if s.name in seen:
             raise DockerfileError(s.line, f"duplicate stage name {s.name!r}")
+        if s.name:
+            seen.add(s.name)
     return Dockerfile(tuple(stages), tuple(global_args), escape)
 
 
