@@ -95,19 +95,24 @@ def _debian(store: ImageStore, suite: str, progress: Progress) -> Image:
     with tempfile.TemporaryDirectory(dir=store.tmp) as tmp:
         rootfs = Path(tmp) / "rootfs"
         progress(f"debootstrap --variant=minbase {suite} from {mirror}")
-        proc = subprocess.Popen(
+        tail: list[str] = []
+        with subprocess.Popen(
             ["debootstrap", "--variant=minbase", suite, str(rootfs), mirror],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        assert proc.stdout is not None
-        tail: list[str] = []
-        for line in proc.stdout:
-            progress(line.rstrip())
-            tail = [*tail[-20:], line.rstrip()]
-        if proc.wait() != 0:
-            raise BootstrapError(
-                f"debootstrap failed (exit {proc.returncode}): " + " | ".join(tail[-5:])
-            )
+        ) as proc:  # fmt: skip
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                progress(line.rstrip())
+                tail = [*tail[-20:], line.rstrip()]
+        if proc.returncode != 0:
+            detail = " | ".join(tail[-5:])
+            raise BootstrapError(f"debootstrap failed (exit {proc.returncode}): {detail}")
+        # runc provides /dev in every container; an image ships it empty.
+        for entry in (rootfs / "dev").iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for entry in (rootfs / junk).glob("*"):
                 if entry.is_file() and entry.name not in ("lock",):

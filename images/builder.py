@@ -157,7 +157,7 @@ class Builder:
     ) -> _State:
         base_ref = substitute(stage.base, global_args, dockerfile.escape)
         self._say_step(f"FROM {base_ref}" + (f" AS {stage.name}" if stage.name else ""))
-        base = self._base(base_ref, stage, dockerfile, results)
+        base = await self._base(base_ref, stage, dockerfile, results)
         config = child_config(base.config if base else None)
         config.pop("author", None)
         state = _State(config, base, {}, list(config["config"].get("Shell") or DEFAULT_SHELL))
@@ -174,7 +174,7 @@ class Builder:
             await self._step_one(state, ins, context, opts, dockerfile, results)
         return state
 
-    def _base(
+    async def _base(
         self, ref: str, stage: Stage, dockerfile: Dockerfile, results: dict[int, Image | None]
     ) -> Image | None:
         if ref == "scratch":
@@ -188,7 +188,12 @@ class Builder:
             if not bases.is_base(ref):
                 raise BuildError(stage.line, f"no such image: {ref}") from None
         self.progress(f" ---> {ref} is not in the store: making it")
-        return bases.bootstrap(self.store, ref, lambda line: self.progress(f"     {line}"))
+        loop = asyncio.get_running_loop()
+
+        def progress(line: str) -> None:  # called from the bootstrap's thread
+            loop.call_soon_threadsafe(self.progress, f"     {line}")
+
+        return await asyncio.to_thread(bases.bootstrap, self.store, ref, progress)
 
     # -- steps ----------------------------------------------------------------------
 

@@ -187,3 +187,14 @@ async def test_bad_input_names_the_line_and_leaves_nothing(
     assert runtime.store.ids() == set()  # the build container is gone
     assert not (tmp_path.parent / "evil").exists()
     assert [p for p in store.tmp.iterdir() if not p.name.endswith(".lock")] == []
+
+
+async def test_from_a_base_that_is_missing_makes_it(
+    builder: tuple[Builder, list[str]], store: ImageStore, tmp_path: Path
+) -> None:
+    b, lines = builder
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN test -x /bin/busybox\n")
+    image = await b.build(BuildOptions(tmp_path, tag="ondemand:1"))
+    assert " ---> busybox is not in the store: making it" in lines
+    assert any("making busybox" in line for line in lines)
+    assert store.get("busybox").diff_ids == image.diff_ids  # RUN changed nothing: no layer

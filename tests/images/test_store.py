@@ -6,6 +6,8 @@ import pytest
 
 from images.errors import ImageInUse, ImageNotFound, InvalidReference
 from images.store import Image, ImageStore
+from runtime.engine import Runtime
+from runtime.spec import RunOptions
 
 
 def test_bootstrap_busybox_is_tagged_and_runnable(store: ImageStore, busybox: Image) -> None:
@@ -45,3 +47,23 @@ def test_moving_a_tag_leaves_the_old_image_dangling(store: ImageStore, busybox: 
 def test_bad_references_are_refused(store: ImageStore, busybox: Image, bad: str) -> None:
     with pytest.raises(InvalidReference, match="invalid image reference"):
         store.tag("busybox", bad)
+
+
+@pytest.mark.slow
+async def test_debian_base_by_debootstrap(store: ImageStore, runtime: Runtime) -> None:
+    from images.base import bootstrap
+
+    lines: list[str] = []
+    image = bootstrap(store, "debian:bookworm", lines.append)
+    assert image.tags == ("debian:bookworm", "debian:latest")
+    assert any("debootstrap" in line for line in lines)  # progress was shown
+    (layer,) = store.layer_dirs(image)
+    assert list((layer / "dev").iterdir()) == []
+    rec = await runtime.create(
+        image.run_config, store.layer_dirs(image),
+        RunOptions(command=("sh", "-c", ". /etc/os-release; echo $VERSION_CODENAME; id -un")),
+    )  # fmt: skip
+    await runtime.start(rec.id)
+    await runtime.wait(rec.id)
+    assert [ln.text for ln in runtime.logs(rec.id)] == ["bookworm", "root"]
+    await runtime.remove(rec.id)
