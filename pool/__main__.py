@@ -1,0 +1,51 @@
+"""``python -m pool``: run one pool manager (a node) until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from images.store import ImageStore
+from pool.manager import PoolManager
+from runtime.engine import Runtime, RuntimeConfig
+
+
+async def _main(args: argparse.Namespace) -> None:
+    redis = aioredis.Redis.from_url(args.redis_url)
+    runtime = Runtime(RuntimeConfig(state_dir=args.state_dir, run_dir=args.run_dir))
+    images = ImageStore(args.state_dir / "images")
+    images.open()
+    manager = PoolManager(redis, runtime, images, node_id=args.node_id)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await manager.run(stop)
+    finally:
+        await redis.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m pool", description=__doc__)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/scow"))
+    parser.add_argument("--run-dir", type=Path, default=Path("/run/scow"))
+    parser.add_argument("--node-id", default=None, help="default: host name and a random suffix")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        asyncio.run(_main(args))
+    except OSError as exc:
+        print(f"scow pool: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""The Redis contract between gateways and nodes: key names, message shapes, client.
+
+Version 1. Every key starts with ``scow:v1:``.
+
+    functions            hash   name -> FunctionSpec JSON
+    calls:<fn>           stream one entry per call; consumer group "nodes"
+    replies:<gateway>    stream results for the gateway instance that asked
+    call:<id>            hash   the call record (state, status, timings), with a TTL
+    nodes                hash   node id -> {started, heartbeat, pid, host}
+    dead                 stream calls that killed their node too often
+
+A gateway reads its reply stream with one task and hands each result to the
+request waiting for it (``PoolClient``): no Redis connection per waiting call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from pool.functions import FunctionSpec
+
+VERSION = 1
+PREFIX = f"scow:v{VERSION}"
+GROUP = "nodes"
+FUNCTIONS = f"{PREFIX}:functions"
+NODES = f"{PREFIX}:nodes"
+DEAD = f"{PREFIX}:dead"
+RECORD_TTL = 3600
+REPLY_MAXLEN = 10_000
+MAX_DELIVERIES = 3  # a call delivered this often has crashed nodes: dead-letter it
+HEARTBEAT_EVERY = 1.0
+HEARTBEAT_STALE = 4.0  # a node silent this long is dead: its calls are taken over
+
+
+def calls_key(function: str) -> str:
+    return f"{PREFIX}:calls:{function}"
+
+
+def replies_key(gateway: str) -> str:
+    return f"{PREFIX}:replies:{gateway}"
+
+
+def record_key(call_id: str) -> str:
+    return f"{PREFIX}:call:{call_id}"
+
+
+def new_call_id() -> str:
+    return secrets.token_hex(12)
+
+
+# redis-py types stream fields loosely; this is what we put in and take out.
+Fields = dict[Any, Any]
+
+
+def _s(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    id: str
+    function: str
+    deadline: float  # epoch seconds: queue wait and run together
+    method: str = "POST"
+    path: str = "/"
+    query: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    enqueued: float = 0.0
+    reply_to: str = ""  # a reply stream; "" for async calls (the record keeps the result)
+    callback: str = ""
+
+    def to_fields(self) -> Fields:
+        meta = {
+            "method": self.method, "path": self.path, "query": self.query,
+            "headers": list(self.headers), "deadline": self.deadline,
+            "enqueued": self.enqueued, "reply_to": self.reply_to, "callback": self.callback,
+        }  # fmt: skip
+        return {"id": self.id, "fn": self.function, "meta": json.dumps(meta), "body": self.body}
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> CallRequest:
+        meta = json.loads(fields[b"meta"])
+        return cls(
+            id=_s(fields[b"id"]), function=_s(fields[b"fn"]), deadline=meta["deadline"],
+            method=meta["method"], path=meta["path"], query=meta["query"],
+            headers=tuple((k, v) for k, v in meta["headers"]), body=fields.get(b"body", b""),
+            enqueued=meta["enqueued"], reply_to=meta["reply_to"], callback=meta["callback"],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CallResult:
+    id: str
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    cold: bool = False
+    error: str = ""  # timeout, oom, crash, bad_response, no_image, dead_letter...
+    message: str = ""
+    part: str = ""  # for timeouts: queue or run
+    node: str = ""
+    container: str = ""
+    queue_seconds: float = 0.0
+    run_seconds: float = 0.0
+
+    def to_fields(self) -> Fields:
+        meta = {k: v for k, v in self.__dict__.items() if k not in ("body", "headers")}
+        meta["headers"] = list(self.headers)
+        return {"meta": json.dumps(meta), "body": self.body}
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> CallResult:
+        meta = json.loads(fields[b"meta"])
+        meta["headers"] = tuple((k, v) for k, v in meta["headers"])
+        return cls(body=fields.get(b"body", b""), **meta)
+
+    @classmethod
+    def failure(
+        cls, call_id: str, status: int, error: str, message: str, **extra: Any
+    ) -> CallResult:
+        body = json.dumps({"error": error, "message": message}).encode()
+        headers = (("content-type", "application/json"),)
+        return cls(call_id, status, headers, body, error=error, message=message, **extra)
+
+
+@dataclass
+class PoolClient:
+    """What a gateway uses: functions, and calls whose results come back on its reply stream."""
+
+    redis: aioredis.Redis
+    instance: str = field(default_factory=lambda: secrets.token_hex(6))
+    _waiting: dict[str, asyncio.Future[CallResult]] = field(default_factory=dict)
+    _reader: asyncio.Task[None] | None = None
+
+    @property
+    def reply_stream(self) -> str:
+        return replies_key(self.instance)
+
+    async def start(self) -> None:
+        self._reader = asyncio.create_task(self._read_replies(), name="scow-replies")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self.redis.delete(self.reply_stream)
+
+    async def _read_replies(self) -> None:
+        last = "$"
+        while True:
+            try:
+                batches = cast(
+                    list[Any],
+                    await self.redis.xread({self.reply_stream: last}, block=1000, count=500),
+                )
+            except (aioredis.ConnectionError, aioredis.TimeoutError):
+                await asyncio.sleep(0.2)  # Redis is away; waiting calls time out on their own
+                continue
+            for _, entries in batches or []:
+                ids = []
+                for entry_id, fields in entries:
+                    last = entry_id
+                    ids.append(entry_id)
+                    result = CallResult.from_fields(fields)
+                    fut = self._waiting.pop(result.id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(result)
+                if ids:
+                    await self.redis.xdel(self.reply_stream, *ids)
+
+    # -- functions ------------------------------------------------------------------
+
+    async def deploy(self, spec: FunctionSpec) -> bool:
+        """Create or replace ``spec``; True when it is new."""
+        with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: the group exists
+            await self.redis.xgroup_create(calls_key(spec.name), GROUP, id="0", mkstream=True)
+        created: int = await self.redis.hset(FUNCTIONS, spec.name, spec.to_json())
+        return created == 1
+
+    async def get(self, name: str) -> FunctionSpec | None:
+        raw = await self.redis.hget(FUNCTIONS, name)
+        return FunctionSpec.from_json(raw) if raw else None
+
+    async def functions(self) -> list[FunctionSpec]:
+        raw = await self.redis.hgetall(FUNCTIONS)
+        return sorted((FunctionSpec.from_json(v) for v in raw.values()), key=lambda s: s.name)
+
+    async def remove(self, name: str) -> bool:
+        removed: int = await self.redis.hdel(FUNCTIONS, name)
+        await self.redis.delete(calls_key(name))
+        return removed == 1
+
+    async def queue_length(self, name: str) -> int:
+        """Calls waiting for a node: entries not yet read, plus pending ones."""
+        try:
+            groups = await self.redis.xinfo_groups(calls_key(name))
+        except aioredis.ResponseError:
+            return 0
+        return sum(int(g.get("lag") or 0) + int(g.get("pending") or 0) for g in groups)
+
+    # -- calls ----------------------------------------------------------------------
+
+    async def submit(self, request: CallRequest) -> None:
+        await self.redis.hset(record_key(request.id), mapping={
+            "state": "queued", "function": request.function, "enqueued": request.enqueued,
+        })  # fmt: skip
+        await self.redis.expire(record_key(request.id), RECORD_TTL)
+        await self.redis.xadd(calls_key(request.function), request.to_fields())
+
+    async def call(self, request: CallRequest, grace: float = 1.0) -> CallResult:
+        """Queue ``request`` and wait for its result; a 504 when its deadline passes first."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[CallResult] = loop.create_future()
+        self._waiting[request.id] = fut
+        try:
+            await self.submit(request)
+            remaining = request.deadline - time.time() + grace
+            return await asyncio.wait_for(fut, max(remaining, 0.01))
+        except TimeoutError:
+            state = _s(await self.redis.hget(record_key(request.id), "state"))
+            part = "run" if state == "running" else "queue"
+            where = "running" if part == "run" else "queued"
+            message = f"the call's deadline passed while it was {where}"
+            return CallResult.failure(request.id, 504, "timeout", message, part=part)
+        finally:
+            self._waiting.pop(request.id, None)
+
+    async def record(self, call_id: str) -> dict[str, str] | None:
+        raw = await self.redis.hgetall(record_key(call_id))
+        return {_s(k): _s(v) for k, v in raw.items()} if raw else None

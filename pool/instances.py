@@ -1,0 +1,230 @@
+"""Function instances: one warm container, and how a call runs in it.
+
+- ``http``: the container runs the function's HTTP server. It is started ahead
+  and counts as warm once its port accepts connections. A call is an HTTP
+  request to it over the bridge (keep-alive).
+- ``stdio``: the container is made with ``runc create`` and waits at its first
+  instruction; we hold its stdin, stdout and stderr pipes. A call starts it,
+  writes the body to stdin, reads stdout to the end, and the exit code decides.
+
+The deadline kills the container. An OOM kill, a crash (exit code or signal) or
+a reply that is not HTTP answers 502 with the reason and the tail of stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from pool.contract import CallRequest, CallResult
+from pool.functions import FunctionSpec
+from runtime.engine import Runtime, Stdio
+from runtime.monitor import ExitStatus
+from runtime.records import ContainerRecord
+from runtime.spec import ImageConfig, RunOptions
+
+HOP_HEADERS = {
+    "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-authorization",
+    "proxy-authenticate", "trailer", "host", "content-length",
+}  # fmt: skip
+STDERR_TAIL = 2048
+READY_TIMEOUT = 30.0
+
+
+class InstanceError(Exception):
+    """An instance that could not be made ready (a cold start error)."""
+
+
+@dataclass
+class Instance:
+    spec: FunctionSpec
+    record: ContainerRecord
+    source: Literal["pool", "cold"] = "pool"
+    phases: dict[str, float] = field(default_factory=dict)
+    calls: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    stdin: int = -1
+    stdout: int = -1
+    stderr: int = -1
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def close_pipes(self) -> None:
+        for name in ("stdin", "stdout", "stderr"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+
+
+def run_options(spec: FunctionSpec, network: Literal["none", "bridge"]) -> RunOptions:
+    return RunOptions(
+        command=spec.command, env=spec.env, workdir=spec.workdir, user=spec.user,
+        read_only=spec.read_only, memory=spec.memory, cpu_shares=spec.cpu_shares,
+        pids_limit=spec.pids, network=network,
+        labels={"scow.function": spec.name, "scow.role": "function"},
+    )  # fmt: skip
+
+
+async def make_instance(
+    runtime: Runtime, spec: FunctionSpec, image: ImageConfig, layers: list[Path], image_ref: str
+) -> Instance:
+    """A ready instance: created, and for http started and answering on its port."""
+    started = time.perf_counter()
+    if spec.protocol == "stdio":
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            record = await runtime.create(
+                image, layers, run_options(spec, "none"), image=image_ref, stdio="pipes",
+                pipes=Stdio(stdin=in_r, stdout=out_w, stderr=err_w),
+            )  # fmt: skip
+        except BaseException:
+            for fd in (in_w, out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (in_r, out_w, err_w):
+                os.close(fd)
+        inst = Instance(spec, record, stdin=in_w, stdout=out_r, stderr=err_r)
+        inst.phases = {**record.phases, "total": time.perf_counter() - started}
+        return inst
+    record = await runtime.create(
+        image, layers, run_options(spec, "bridge"), image=image_ref, stdio="logs"
+    )
+    inst = Instance(spec, record)
+    try:
+        record = await runtime.start(record.id)
+        inst.record = record
+        clock = time.perf_counter()
+        await _wait_port(runtime, record, spec.port)
+        inst.phases = {**record.phases, "ready": time.perf_counter() - clock}
+    except BaseException:
+        await runtime.remove(record.id, force=True)
+        raise
+    inst.phases["total"] = time.perf_counter() - started
+    return inst
+
+
+async def _wait_port(runtime: Runtime, record: ContainerRecord, port: int) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    delay = 0.002
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection(record.ip, port)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+        except OSError:
+            if runtime.get(record.id).status == "exited":
+                tail = _log_tail(runtime, record.id)
+                raise InstanceError(
+                    f"the function exited before listening on {port}: {tail}"
+                ) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+    raise InstanceError(f"the function did not listen on port {port} within {READY_TIMEOUT:.0f}s")
+
+
+def _log_tail(runtime: Runtime, cid: str) -> str:
+    lines = runtime.logs(cid, stdout=False, tail=20)
+    return "\n".join(ln.text for ln in lines)[-STDERR_TAIL:]
+
+
+async def invoke(
+    runtime: Runtime, http: httpx.AsyncClient, inst: Instance, req: CallRequest
+) -> CallResult:
+    """Run ``req`` in ``inst`` before the request's deadline."""
+    remaining = req.deadline - time.time()
+    if remaining <= 0:
+        return CallResult.failure(
+            req.id, 504, "timeout", "the deadline passed in the queue", part="queue"
+        )
+    inst.calls += 1
+    inst.last_used = time.monotonic()
+    try:
+        if inst.spec.protocol == "stdio":
+            return await asyncio.wait_for(_stdio(runtime, inst, req), remaining)
+        return await asyncio.wait_for(_http(runtime, http, inst, req), remaining)
+    except TimeoutError:
+        with contextlib.suppress(Exception):
+            await runtime.kill(inst.id, "KILL")
+        return CallResult.failure(
+            req.id, 504, "timeout",
+            f"the function ran past its timeout ({inst.spec.timeout:g}s) and was killed",
+            part="run",
+        )  # fmt: skip
+
+
+async def _stdio(runtime: Runtime, inst: Instance, req: CallRequest) -> CallResult:
+    await runtime.start(inst.id)
+    loop = asyncio.get_running_loop()
+
+    def feed() -> None:
+        try:
+            view = memoryview(req.body)
+            while view:
+                view = view[os.write(inst.stdin, view) :]
+        except BrokenPipeError:
+            pass  # the function did not read all of its input: its right
+        finally:
+            os.close(inst.stdin)
+            inst.stdin = -1
+
+    writer = loop.run_in_executor(None, feed)
+    out, err = await asyncio.gather(
+        loop.run_in_executor(None, _read_all, inst.stdout),
+        loop.run_in_executor(None, _read_all, inst.stderr),
+    )
+    await writer
+    status = await runtime.wait(inst.id)
+    if status.code == 0 and not status.oom_killed:
+        return CallResult(req.id, 200, (("content-type", "application/octet-stream"),), out)
+    return _crash(req, status, err.decode(errors="replace"))
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _crash(req: CallRequest, status: ExitStatus, stderr: str) -> CallResult:
+    error = "oom" if status.oom_killed else "crash"
+    what = "the function was OOM-killed" if status.oom_killed else f"the function crashed: {status}"
+    tail = stderr[-STDERR_TAIL:]
+    return CallResult.failure(req.id, 502, error, what + (f"\n{tail}" if tail else ""))
+
+
+async def _http(
+    runtime: Runtime, http: httpx.AsyncClient, inst: Instance, req: CallRequest
+) -> CallResult:
+    url = f"http://{inst.record.ip}:{inst.spec.port}{req.path}"
+    headers = [(k, v) for k, v in req.headers if k.lower() not in HOP_HEADERS]
+    try:
+        response = await http.request(
+            req.method, url, params=req.query or None, headers=headers, content=req.body,
+            timeout=None,
+        )  # fmt: skip
+    except httpx.HTTPError as exc:
+        record = runtime.get(inst.id)
+        if record.status == "exited":
+            status = await runtime.wait(inst.id)
+            return _crash(req, status, _log_tail(runtime, inst.id))
+        return CallResult.failure(
+            req.id, 502, "bad_response", f"the function's reply was not HTTP: {exc}"
+        )
+    kept = tuple((k, v) for k, v in response.headers.multi_items() if k.lower() not in HOP_HEADERS)
+    return CallResult(req.id, response.status_code, kept, response.content)

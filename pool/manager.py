@@ -1,0 +1,324 @@
+"""The pool manager: one per node. It keeps warm pools and runs the calls it pulls.
+
+Per function, a worker reads the function's stream in the consumer group
+``nodes``, only as many entries as its pool can serve (pull-based: a node with
+no room leaves work for the others), runs each in an instance, replies to the
+gateway that asked, records the call, and then XACKs.
+
+Every node heartbeats into ``nodes``. Each node also looks at the entries still
+pending in every function's stream: those held by a node whose heartbeat has
+gone stale are claimed and run here, so calls outlive a crashed node; an entry
+delivered too often (it keeps killing nodes) goes to ``dead`` with an error.
+A call whose deadline has passed is answered 504 and never run late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any, cast
+
+import httpx
+import redis.asyncio as aioredis
+
+from images.errors import ImageError
+from images.store import ImageStore
+from pool import contract
+from pool.contract import CallRequest, CallResult
+from pool.functions import FunctionSpec
+from pool.instances import Instance, InstanceError, invoke, make_instance
+from pool.warm import WarmPool
+from runtime.engine import Runtime
+
+log = logging.getLogger("scow.pool")
+
+
+class FunctionWorker:
+    def __init__(self, manager: PoolManager, spec: FunctionSpec) -> None:
+        self.manager = manager
+        self.spec = spec
+        self.image_error = ""
+        try:
+            image = manager.images.get(spec.image)
+            self.image_config = image.run_config
+            self.layers = manager.images.layer_dirs(image)
+        except ImageError as exc:
+            self.image_error = str(exc)
+            self.layers = []
+        self.pool = WarmPool(spec, self._make, manager.destroy_instance, manager.create_slots)
+        self.inflight: set[asyncio.Task[None]] = set()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def _make(self) -> Instance:
+        return await make_instance(
+            self.manager.runtime, self.spec, self.image_config, self.layers, self.spec.image
+        )
+
+    def start(self) -> None:
+        if not self.image_error:
+            self.pool.refill()
+        self._reader = asyncio.create_task(self._consume(), name=f"consume-{self.spec.name}")
+
+    async def _consume(self) -> None:
+        key = contract.calls_key(self.spec.name)
+        redis = self.manager.redis
+        while True:
+            await self.pool.wait_until_can_serve()
+            try:
+                batches = cast(list[Any], await redis.xreadgroup(
+                    contract.GROUP, self.manager.node_id, {key: ">"}, count=1, block=1000
+                ))  # fmt: skip
+            except aioredis.ResponseError as exc:
+                if "NOGROUP" in str(exc):  # deleted and redeployed: make the group again
+                    with contextlib.suppress(aioredis.ResponseError):
+                        await redis.xgroup_create(key, contract.GROUP, id="0", mkstream=True)
+                    continue
+                raise
+            except (aioredis.ConnectionError, aioredis.TimeoutError):
+                await asyncio.sleep(0.5)
+                continue
+            for _, entries in batches or []:
+                for entry_id, fields in entries:
+                    self.run(entry_id, fields)
+
+    def run(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        task = asyncio.create_task(self._handle(entry_id, fields))
+        self.inflight.add(task)
+        task.add_done_callback(self.inflight.discard)
+
+    async def _handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        req = CallRequest.from_fields(fields)
+        picked = time.time()
+        queue_seconds = max(0.0, picked - req.enqueued)
+        if picked >= req.deadline:
+            result = CallResult.failure(
+                req.id, 504, "timeout", "the deadline passed before a node took the call",
+                part="queue",
+            )  # fmt: skip
+        elif self.image_error:
+            result = CallResult.failure(req.id, 502, "no_image", self.image_error)
+        else:
+            await self.manager.redis.hset(
+                contract.record_key(req.id),
+                mapping={"state": "running", "node": self.manager.node_id},
+            )
+            result = await self._run(req)
+        result = replace(
+            result, node=self.manager.node_id, queue_seconds=queue_seconds,
+            run_seconds=time.time() - picked,
+        )  # fmt: skip
+        await self.manager.reply(req, result)
+        await self.manager.redis.xack(contract.calls_key(self.spec.name), contract.GROUP, entry_id)
+
+    async def _run(self, req: CallRequest) -> CallResult:
+        try:
+            inst = await asyncio.wait_for(self.pool.acquire(), max(req.deadline - time.time(), 0))
+        except TimeoutError:
+            return CallResult.failure(
+                req.id, 504, "timeout", "no instance was ready before the deadline", part="queue"
+            )
+        except InstanceError as exc:
+            return CallResult.failure(
+                req.id, 502, "cold_start", f"the function could not start: {exc}"
+            )
+        reusable = False
+        try:
+            result = await invoke(self.manager.runtime, self.manager.http, inst, req)
+            reusable = result.error == "" and self.spec.protocol == "http"
+            return replace(result, cold=inst.source == "cold", container=inst.id)
+        finally:
+            self.pool.release(inst, reusable=reusable)
+
+    async def stop(self) -> None:
+        """Stop reading, let calls in flight finish, destroy the pool."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self.inflight:
+            await asyncio.gather(*self.inflight, return_exceptions=True)
+        await self.pool.close()
+
+
+class PoolManager:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        runtime: Runtime,
+        images: ImageStore,
+        *,
+        node_id: str | None = None,
+        create_slots: int | None = None,
+        sync_every: float = 0.5,
+    ) -> None:
+        self.redis = redis
+        self.runtime = runtime
+        self.images = images
+        self.node_id = node_id or f"{socket.gethostname()}-{secrets.token_hex(4)}"
+        self.create_slots = asyncio.Semaphore(create_slots or max(2, (os.cpu_count() or 1) * 2))
+        self.sync_every = sync_every
+        self.workers: dict[str, FunctionWorker] = {}
+        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1024), timeout=None)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def destroy_instance(self, inst: Instance) -> None:
+        inst.close_pipes()
+        await self.runtime.remove(inst.id, force=True)
+
+    async def start(self) -> None:
+        await self.runtime.open()
+        await self.runtime.reap()
+        # Function containers of this node's previous life: their pipes and pools are gone.
+        for record in self.runtime.containers():
+            if record.labels.get("scow.role") == "function":
+                await self.runtime.destroy(record.id)
+        await self._heartbeat_once()
+        await self.sync_functions()
+        for loop_fn in (self._heartbeat, self._sync, self._take_over, self._shrink):
+            self._tasks.append(asyncio.create_task(_forever(loop_fn), name=loop_fn.__name__))
+
+    async def stop(self) -> None:
+        """Claim no more work, finish what is in flight, remove every container."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*(w.stop() for w in self.workers.values()))
+        self.workers.clear()
+        await self.http.aclose()
+        with contextlib.suppress(aioredis.RedisError):
+            await self.redis.hdel(contract.NODES, self.node_id)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    # -- loops ----------------------------------------------------------------------
+
+    async def _heartbeat_once(self) -> None:
+        info = {"heartbeat": time.time(), "pid": os.getpid(), "host": socket.gethostname()}
+        await self.redis.hset(contract.NODES, self.node_id, json.dumps(info))
+
+    async def _heartbeat(self) -> None:
+        await self._heartbeat_once()
+        await asyncio.sleep(contract.HEARTBEAT_EVERY)
+
+    async def _sync(self) -> None:
+        await self.sync_functions()
+        await asyncio.sleep(self.sync_every)
+
+    async def sync_functions(self) -> None:
+        """Start, replace and stop workers to match the deployed functions."""
+        raw = await self.redis.hgetall(contract.FUNCTIONS)
+        specs = {s.name: s for s in (FunctionSpec.from_json(v) for v in raw.values())}
+        for name in list(self.workers):
+            if name not in specs or specs[name] != self.workers[name].spec:
+                await self.workers.pop(name).stop()
+        for name, spec in specs.items():
+            if name not in self.workers:
+                worker = FunctionWorker(self, spec)
+                self.workers[name] = worker
+                worker.start()
+
+    async def _shrink(self) -> None:
+        for worker in list(self.workers.values()):
+            await worker.pool.shrink()
+        await asyncio.sleep(1.0)
+
+    async def live_nodes(self) -> set[str]:
+        now = time.time()
+        nodes = await self.redis.hgetall(contract.NODES)
+        live = set()
+        for node, info in nodes.items():
+            if now - json.loads(info)["heartbeat"] < contract.HEARTBEAT_STALE:
+                live.add(node.decode())
+        return live
+
+    async def _take_over(self) -> None:
+        await self.take_over_once()
+        await asyncio.sleep(1.0)
+
+    async def take_over_once(self) -> int:
+        """Claim calls pending with dead nodes; how many were claimed."""
+        live = await self.live_nodes()
+        claimed = 0
+        for name, worker in list(self.workers.items()):
+            key = contract.calls_key(name)
+            try:
+                pending = await self.redis.xpending_range(key, contract.GROUP, "-", "+", 100)
+            except aioredis.ResponseError:
+                continue
+            for entry in pending:
+                consumer = entry["consumer"].decode()
+                if consumer in live:
+                    continue
+                got = await self.redis.xclaim(
+                    key, contract.GROUP, self.node_id, min_idle_time=500,
+                    message_ids=[entry["message_id"]],
+                )  # fmt: skip
+                for entry_id, fields in got:
+                    if fields is None:
+                        continue  # deleted meanwhile
+                    claimed += 1
+                    if entry["times_delivered"] + 1 > contract.MAX_DELIVERIES:
+                        await self._dead_letter(key, entry_id, fields)
+                    else:
+                        worker.run(entry_id, fields)
+            for consumer in await self.redis.xinfo_consumers(key, contract.GROUP):
+                cname = consumer["name"].decode()
+                if cname not in live and cname != self.node_id and not consumer["pending"]:
+                    await self.redis.xgroup_delconsumer(key, contract.GROUP, cname)
+        return claimed
+
+    async def _dead_letter(self, key: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        req = CallRequest.from_fields(fields)
+        await self.redis.xadd(contract.DEAD, {**fields, b"stream": key.encode()}, maxlen=10_000)
+        result = CallResult.failure(
+            req.id, 502, "dead_letter",
+            f"the call was delivered {contract.MAX_DELIVERIES} times and its node died each time",
+            node=self.node_id,
+        )  # fmt: skip
+        await self.reply(req, result)
+        await self.redis.xack(key, contract.GROUP, entry_id)
+
+    async def reply(self, req: CallRequest, result: CallResult) -> None:
+        record = {
+            "state": "done", "status": result.status, "error": result.error,
+            "message": result.message, "cold": int(result.cold), "node": result.node,
+            "container": result.container, "queue_seconds": result.queue_seconds,
+            "run_seconds": result.run_seconds,
+        }  # fmt: skip
+        if not req.reply_to:  # async: the record keeps the result
+            record["body"] = result.body
+            record["headers"] = json.dumps(list(result.headers))
+        key = contract.record_key(req.id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping=record)
+            pipe.expire(key, contract.RECORD_TTL)
+            if req.reply_to:
+                pipe.xadd(req.reply_to, result.to_fields(), maxlen=contract.REPLY_MAXLEN)
+            await pipe.execute()
+
+
+async def _forever(step: Callable[[], Awaitable[None]]) -> None:
+    """Run a loop body again and again; a failure is logged and retried, never fatal."""
+    while True:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except (aioredis.RedisError, OSError) as exc:
+            log.warning("%s: %s", getattr(step, "__name__", step), exc)
+            await asyncio.sleep(0.5)

@@ -1,0 +1,171 @@
+"""A warm pool: instances of one function on one node, made before calls need them.
+
+The pool keeps ``pool.min`` instances ready and makes more, up to ``pool.max``
+in all, while calls wait (a call that finds none ready waits for the next one
+made: a cold start). A throwaway instance (``max_invocations`` 1) is destroyed
+after its call and replaced at once; a reusable one goes back to the pool until
+it has served ``max_invocations`` calls. Ready instances beyond ``pool.min``
+that sat idle for ``idle_ttl`` are destroyed: with ``pool.min`` 0 the function
+scales to zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from pool.functions import FunctionSpec
+from pool.instances import Instance, InstanceError
+
+log = logging.getLogger("scow.pool")
+
+
+class WarmPool:
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        make: Callable[[], Awaitable[Instance]],
+        destroy: Callable[[Instance], Awaitable[None]],
+        slots: asyncio.Semaphore,
+    ) -> None:
+        self.spec = spec
+        self._make = make
+        self._destroy = destroy
+        self._slots = slots
+        self.ready: deque[Instance] = deque()
+        self.creating = 0
+        self.busy = 0
+        self.cold_start_errors = 0
+        self._waiters: deque[asyncio.Future[Instance]] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+        self._closed = False
+
+    @property
+    def total(self) -> int:
+        return len(self.ready) + self.creating + self.busy
+
+    def can_serve(self) -> bool:
+        """Whether a call read now gets an instance without exceeding ``pool.max``.
+
+        Ready instances are never kept while calls wait, so any ready one is free;
+        otherwise each busy instance and each waiting call holds one of the slots.
+        """
+        return bool(self.ready) or self.busy + len(self._waiters) < self.spec.pool_max
+
+    async def wait_until_can_serve(self) -> None:
+        while not self.can_serve() and not self._closed:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def acquire(self) -> Instance:
+        """A ready instance, or the next one made (marked ``cold``)."""
+        if self.ready:
+            inst = self.ready.popleft()
+            self.busy += 1
+            inst.source = "pool"
+            self.refill()
+            return inst
+        fut: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self.refill()
+        try:
+            inst = await fut
+        except BaseException:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release(fut.result(), reusable=True)  # made for us, but we are gone
+            raise
+        inst.source = "cold"
+        return inst
+
+    def release(self, inst: Instance, *, reusable: bool) -> None:
+        """After a call: back to the pool if it may serve again, else destroyed."""
+        self.busy -= 1
+        limit = self.spec.max_invocations
+        if reusable and not self._closed and (limit == 0 or inst.calls < limit):
+            self.busy += 1
+            self._hand_over(inst)
+        else:
+            self._spawn(self._destroy(inst))
+        self.refill()
+
+    def _hand_over(self, inst: Instance) -> None:
+        """Give a ready instance to the first waiting call, or keep it ready."""
+        self.busy -= 1
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.busy += 1
+                fut.set_result(inst)
+                return
+        inst.last_used = time.monotonic()
+        self.ready.append(inst)
+        self._changed.set()
+
+    def refill(self) -> None:
+        if self._closed:
+            return
+        want = max(self.spec.pool_min, len(self._waiters))
+        while len(self.ready) + self.creating < want and self.total < self.spec.pool_max:
+            self.creating += 1
+            self._spawn(self._create())
+        self._changed.set()
+
+    async def _create(self) -> None:
+        try:
+            async with self._slots:
+                inst = await self._make()
+        except Exception as exc:
+            self.creating -= 1
+            self.cold_start_errors += 1
+            log.warning("function %s: cannot make an instance: %s", self.spec.name, exc)
+            if self._waiters:
+                fut = self._waiters.popleft()
+                if not fut.done():
+                    fut.set_exception(InstanceError(str(exc)))
+            self._changed.set()
+            return
+        self.creating -= 1
+        if self._closed:
+            await self._destroy(inst)
+            return
+        self.busy += 1
+        self._hand_over(inst)
+
+    async def shrink(self) -> int:
+        """Destroy ready instances idle past ``idle_ttl`` beyond ``pool.min``; how many."""
+        now = time.monotonic()
+        removed = 0
+        while len(self.ready) > self.spec.pool_min:
+            oldest = min(self.ready, key=lambda i: i.last_used)
+            if now - oldest.last_used < self.spec.idle_ttl:
+                break
+            self.ready.remove(oldest)
+            await self._destroy(oldest)
+            removed += 1
+        if removed:
+            self._changed.set()
+        return removed
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Destroy every instance this pool holds; calls still waiting fail."""
+        self._closed = True
+        self._changed.set()
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(InstanceError(f"function {self.spec.name} is shutting down"))
+        self._waiters.clear()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self.ready:
+            await self._destroy(self.ready.popleft())
