@@ -52,6 +52,12 @@ from runtime.users import resolve_user
 
 Progress = Callable[[str], None]
 DEFAULT_SHELL = ["/bin/sh", "-c"]
+# RUN steps get Docker's default capability set, as ``docker build`` gives them:
+# package managers drop privileges (SETUID, SETGID) and chown files (CHOWN).
+BUILD_CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+    "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+)  # fmt: skip
 
 
 class BuildError(ImageError):
@@ -342,7 +348,7 @@ class Builder:
         )
         opts = RunOptions(
             entrypoint=tuple(argv), command=(), env=tuple(env), user=cfg.get("User") or "",
-            network="host", memory=4 << 30, pids_limit=4096,
+            network="host", memory=4 << 30, pids_limit=4096, cap_add=BUILD_CAPABILITIES,
         )  # fmt: skip
         read_fd, write_fd = os.pipe()
         tail: list[str] = []

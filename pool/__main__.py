@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -14,12 +15,21 @@ import redis.asyncio as aioredis
 from images.store import ImageStore
 from pool.manager import PoolManager
 from runtime.engine import Runtime, RuntimeConfig
+from runtime.network import DEFAULT_BRIDGE, DEFAULT_SUBNET
 
 
 async def _main(args: argparse.Namespace) -> None:
     redis = aioredis.Redis.from_url(args.redis_url)
-    runtime = Runtime(RuntimeConfig(state_dir=args.state_dir, run_dir=args.run_dir))
-    images = ImageStore(args.state_dir / "images")
+    runtime = Runtime(
+        RuntimeConfig(
+            state_dir=args.state_dir,
+            run_dir=args.run_dir,
+            cgroup_parent=args.cgroup_parent,
+            bridge=args.bridge,
+            subnet=IPv4Network(args.subnet),
+        )
+    )
+    images = ImageStore(args.images or args.state_dir / "images")
     images.open()
     manager = PoolManager(redis, runtime, images, node_id=args.node_id)
     stop = asyncio.Event()
@@ -38,6 +48,10 @@ def main() -> None:
     parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/scow"))
     parser.add_argument("--run-dir", type=Path, default=Path("/run/scow"))
     parser.add_argument("--node-id", default=None, help="default: host name and a random suffix")
+    parser.add_argument("--images", type=Path, default=None, help="default: STATE_DIR/images")
+    parser.add_argument("--cgroup-parent", default="scow")
+    parser.add_argument("--bridge", default=DEFAULT_BRIDGE)
+    parser.add_argument("--subnet", default=str(DEFAULT_SUBNET))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:

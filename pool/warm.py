@@ -1,12 +1,13 @@
 """A warm pool: instances of one function on one node, made before calls need them.
 
-The pool keeps ``pool.min`` instances ready and makes more, up to ``pool.max``
-in all, while calls wait (a call that finds none ready waits for the next one
-made: a cold start). A throwaway instance (``max_invocations`` 1) is destroyed
-after its call and replaced at once; a reusable one goes back to the pool until
-it has served ``max_invocations`` calls. Ready instances beyond ``pool.min``
-that sat idle for ``idle_ttl`` are destroyed: with ``pool.min`` 0 the function
-scales to zero.
+The pool keeps ready as many instances as calls recently needed at once (the
+peak concurrency over the last ``idle_ttl``), at least ``pool.min``, at most
+``pool.max`` in all; calls that wait make it grow (a call that finds none ready
+waits for the next one made: a cold start). A throwaway instance
+(``max_invocations`` 1) is destroyed after its call and replaced at once; a
+reusable one goes back to the pool until it has served ``max_invocations``
+calls. Ready instances beyond ``pool.min`` that sat idle for ``idle_ttl`` are
+destroyed: with ``pool.min`` 0 the function scales to zero.
 """
 
 from __future__ import annotations
@@ -43,6 +44,18 @@ class WarmPool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._closed = False
+        self._peaks: deque[tuple[float, int]] = deque()  # (when, calls at once)
+
+    def _note_demand(self) -> None:
+        now = time.monotonic()
+        self._peaks.append((now, self.busy + len(self._waiters)))
+        while self._peaks and now - self._peaks[0][0] > self.spec.idle_ttl:
+            self._peaks.popleft()
+
+    def recent_demand(self) -> int:
+        """The most calls this node ran at once within the last ``idle_ttl``."""
+        now = time.monotonic()
+        return max((n for t, n in self._peaks if now - t <= self.spec.idle_ttl), default=0)
 
     @property
     def total(self) -> int:
@@ -67,10 +80,12 @@ class WarmPool:
             inst = self.ready.popleft()
             self.busy += 1
             inst.source = "pool"
+            self._note_demand()
             self.refill()
             return inst
         fut: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
+        self._note_demand()
         self.refill()
         try:
             inst = await fut
@@ -110,7 +125,7 @@ class WarmPool:
     def refill(self) -> None:
         if self._closed:
             return
-        want = max(self.spec.pool_min, len(self._waiters))
+        want = max(self.spec.pool_min, len(self._waiters), self.recent_demand())
         while len(self.ready) + self.creating < want and self.total < self.spec.pool_max:
             self.creating += 1
             self._spawn(self._create())

@@ -111,6 +111,9 @@ def make_config(
     env = merge_env(
         [DEFAULT_PATH, f"HOSTNAME={hostname}", f"HOME={user.home}"], image.env, opts.env
     )
+    caps = sorted(
+        set(CAPABILITIES) | {"CAP_" + c.upper().removeprefix("CAP_") for c in opts.cap_add}
+    )
     rlimits = {"RLIMIT_NOFILE": (min(1024, nofile_hard), nofile_hard)}
     for u in opts.ulimits:
         rlimits[RLIMITS[u.name]] = (u.soft, u.hard)
@@ -145,7 +148,7 @@ def make_config(
             "args": args,
             "env": env,
             "cwd": opts.workdir or image.working_dir or "/",
-            "capabilities": {k: list(CAPABILITIES) for k in ("bounding", "effective", "permitted")},
+            "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
             "rlimits": [
                 {"type": name, "soft": soft, "hard": hard}
                 for name, (soft, hard) in sorted(rlimits.items())

@@ -183,9 +183,12 @@ class RunOptions:
     publish_all: bool = False
     links: Mapping[str, str] = field(default_factory=dict)  # container name or id -> alias
     init: bool = True
+    # Capabilities beyond the default three (docker's --cap-add), e.g. for build steps.
+    cap_add: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for check in (_check_name, _check_env, _check_limits, _check_paths, _check_network):
+        checks = (_check_name, _check_env, _check_limits, _check_paths, _check_network, _check_caps)
+        for check in checks:
             check(self)
 
 
@@ -231,6 +234,23 @@ def _check_network(o: RunOptions) -> None:
         raise InvalidOption("network", o.network, "expected 'none', 'bridge' or 'host'")
     if o.network != "bridge" and (o.ports or o.links):
         raise InvalidOption("network", o.network, "ports and links need the bridge network")
+
+
+CAPABILITIES = {
+    "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE",
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER",
+    "KILL", "LEASE", "LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN",
+    "NET_BIND_SERVICE", "NET_BROADCAST", "NET_RAW", "PERFMON", "SETFCAP", "SETGID", "SETPCAP",
+    "SETUID", "SYS_ADMIN", "SYS_BOOT", "SYS_CHROOT", "SYS_MODULE", "SYS_NICE", "SYS_PACCT",
+    "SYS_PTRACE", "SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "SYSLOG",
+    "WAKE_ALARM",
+}  # fmt: skip
+
+
+def _check_caps(o: RunOptions) -> None:
+    for cap in o.cap_add:
+        if cap.upper().removeprefix("CAP_") not in CAPABILITIES:
+            raise InvalidOption("cap_add", cap, "not a Linux capability")
 
 
 def parse_tmpfs(text: str) -> tuple[str, int]:

@@ -1,0 +1,140 @@
+"""Functions deployed through the client contract and called through Redis and a node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from images.store import ImageStore
+from pool.contract import CallRequest, CallResult, PoolClient, new_call_id
+from pool.functions import FunctionSpec
+from pool.manager import PoolManager
+from runtime.engine import Runtime
+from tests.pool.conftest import spec
+
+
+def request(fn: str, body: bytes = b"", timeout: float = 10.0, **kw: object) -> CallRequest:
+    now = time.time()
+    return CallRequest(new_call_id(), fn, deadline=now + timeout, body=body, enqueued=now, **kw)  # type: ignore[arg-type]
+
+
+async def call(client: PoolClient, fn: str, body: bytes = b"", timeout: float = 10.0) -> CallResult:
+    return await client.call(
+        request(fn, body, timeout, reply_to=client.reply_stream, method="POST", path="/")
+    )
+
+
+async def deploy(client: PoolClient, manager: PoolManager, s: FunctionSpec) -> None:
+    await client.deploy(s)
+    await manager.sync_functions()
+    pool = manager.workers[s.name].pool
+    for _ in range(500):  # wait for the pool to be warm
+        if len(pool.ready) >= s.pool_min:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{s.name}: pool never became warm")
+
+
+async def gone_within(runtime: Runtime, container: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if runtime.store.load(container) is None:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+@pytest.mark.slow
+async def test_stdio_wc_100_calls_each_in_a_fresh_container(
+    client: PoolClient, manager: PoolManager, runtime: Runtime
+) -> None:
+    await deploy(client, manager, spec(name="wc", image="examples/busybox-wc", protocol="stdio"))
+    containers = set()
+    for i in range(100):
+        body = b"word " * i
+        result = await call(client, "wc", body)
+        assert result.status == 200, result
+        assert result.body.split() == [b"0", str(i).encode(), str(len(body)).encode()]
+        containers.add(result.container)
+        if i % 10 == 0:
+            assert await gone_within(runtime, result.container, 1.0)
+    assert len(containers) == 100
+
+
+@pytest.mark.slow
+async def test_python_hello_100_calls_each_in_a_fresh_container(
+    client: PoolClient, python_images: ImageStore, redis_client: object, runtime: Runtime,
+) -> None:  # fmt: skip
+    m = PoolManager(redis_client, runtime, python_images, sync_every=0.05)  # type: ignore[arg-type]
+    await m.start()
+    try:
+        await deploy(client, m, spec(name="hello", image="examples/python-hello"))
+        hostnames = set()
+        for i in range(100):
+            result = await call(client, "hello", f"caller{i}".encode())
+            assert result.status == 200, result
+            reply = json.loads(result.body)
+            assert reply["hello"] == f"caller{i}"
+            hostnames.add(reply["hostname"])
+            if i % 10 == 0:
+                assert await gone_within(runtime, result.container, 1.0)
+        assert len(hostnames) == 100
+    finally:
+        await m.stop()
+
+
+async def test_warm_then_cold_after_scale_to_zero(client: PoolClient, manager: PoolManager) -> None:
+    s = spec(name="zero", image="examples/busybox-wc", protocol="stdio", idle_ttl="1s",
+             pool={"min": 0, "max": 2})  # fmt: skip
+    await client.deploy(s)
+    await manager.sync_functions()
+    first = await call(client, "zero", b"a")
+    assert first.status == 200 and first.cold  # nothing was warm: min is 0
+    pool = manager.workers["zero"].pool
+    for _ in range(200):  # the throwaway container is replaced while it is wanted...
+        if pool.ready:
+            break
+        await asyncio.sleep(0.02)
+    warm = await call(client, "zero", b"b")
+    assert warm.status == 200 and not warm.cold
+    await asyncio.sleep(1.5)
+    await pool.shrink()  # ...and dropped after idle_ttl: scaled to zero
+    assert pool.total == 0
+    again = await call(client, "zero", b"c")
+    assert again.status == 200 and again.cold
+
+
+async def test_timeout_oom_and_exit_code(client: PoolClient, manager: PoolManager) -> None:
+    await deploy(client, manager, spec(name="sleepy", image="busybox", protocol="stdio",
+                                       command="sleep 10", timeout="1s"))  # fmt: skip
+    started = time.time()
+    slow = await call(client, "sleepy", timeout=1.0)
+    late = time.time() - started
+    assert (slow.status, slow.error, slow.part) == (504, "timeout", "run"), slow
+    assert late < 1.5, f"answered {late - 1.0:.2f}s after the deadline"
+
+    await deploy(client, manager, spec(name="hog", image="busybox", protocol="stdio",
+                                       command="dd if=/dev/zero of=/dev/null bs=64M",
+                                       memory="32m"))  # fmt: skip
+    hog = await call(client, "hog")
+    assert (hog.status, hog.error) == (502, "oom"), hog
+    assert "OOM" in hog.message
+
+    await deploy(client, manager, spec(name="three", image="busybox", protocol="stdio",
+                                       command="echo bad news >&2; exit 3"))  # fmt: skip
+    three = await call(client, "three")
+    assert (three.status, three.error) == (502, "crash"), three
+    assert "exit code 3" in three.message and "bad news" in three.message
+    body = json.loads(three.body)
+    assert body["error"] == "crash"
+
+
+async def test_unknown_image_answers_502(client: PoolClient, manager: PoolManager) -> None:
+    await client.deploy(spec(name="ghost", image="no/such:image", protocol="stdio"))
+    await manager.sync_functions()
+    result = await call(client, "ghost")
+    assert (result.status, result.error) == (502, "no_image")
+    assert "no/such:image" in result.message
