@@ -90,9 +90,15 @@ class FunctionWorker:
                     self.run(entry_id, fields)
 
     def run(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        self.manager.handling.add(entry_id)
         task = asyncio.create_task(self._handle(entry_id, fields))
         self.inflight.add(task)
-        task.add_done_callback(self.inflight.discard)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self.inflight.discard(t)
+            self.manager.handling.discard(entry_id)
+
+        task.add_done_callback(done)
 
     async def _handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         req = CallRequest.from_fields(fields)
@@ -166,6 +172,9 @@ class PoolManager:
         self.create_slots = asyncio.Semaphore(create_slots or max(2, (os.cpu_count() or 1) * 2))
         self.sync_every = sync_every
         self.workers: dict[str, FunctionWorker] = {}
+        # Entries this process is running: pending entries under our name that are not
+        # here were left by an earlier process with the same node id.
+        self.handling: set[bytes] = set()
         self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1024), timeout=None)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -251,7 +260,7 @@ class PoolManager:
         await asyncio.sleep(1.0)
 
     async def take_over_once(self) -> int:
-        """Claim calls pending with dead nodes; how many were claimed."""
+        """Claim calls pending with dead nodes (or with an earlier life of this one)."""
         live = await self.live_nodes()
         claimed = 0
         for name, worker in list(self.workers.items()):
@@ -262,7 +271,10 @@ class PoolManager:
                 continue
             for entry in pending:
                 consumer = entry["consumer"].decode()
-                if consumer in live:
+                mine_from_before = (
+                    consumer == self.node_id and entry["message_id"] not in self.handling
+                )
+                if consumer in live and not mine_from_before:
                     continue
                 got = await self.redis.xclaim(
                     key, contract.GROUP, self.node_id, min_idle_time=500,

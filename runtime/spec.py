@@ -316,6 +316,7 @@ def options_from_json(data: Mapping[str, Any]) -> RunOptions:
             d[key] = tuple(d[key])
     d["env"] = tuple(d.get("env", ()))
     d["volumes_from"] = tuple(d.get("volumes_from", ()))
+    d["cap_add"] = tuple(d.get("cap_add", ()))
     d["volumes"] = tuple(Volume(**v) for v in d.get("volumes", ()))
     d["ports"] = tuple(Port(**p) for p in d.get("ports", ()))
     d["ulimits"] = tuple(Ulimit(**u) for u in d.get("ulimits", ()))

@@ -231,7 +231,7 @@ def test_options_round_trip_through_json() -> None:
     opts = RunOptions(
         name="x", command=("a", "b"), volumes=(Volume("/d", "n"),), ports=(Port(80, 8080),),
         ulimits=(Ulimit("nofile", 1, 2),), tmpfs={"/t": 5}, labels={"k": "v"},
-        network="bridge", links={"db": "database"},
+        network="bridge", links={"db": "database"}, cap_add=("CHOWN",),
     )  # fmt: skip
     assert options_from_json(json.loads(json.dumps(options_to_json(opts)))) == opts
     rec = ContainerRecord("i" * 64, "n", 1.0, "busybox", ImageConfig(cmd=("sh",)), opts, ("/l",),
