@@ -31,7 +31,7 @@ def version() -> None:
 def up(
     state_dir: Path | None, run_dir: Path | None, host: str, port: int, redis_url: str | None
 ) -> None:
-    """Run the whole host in the foreground: Redis, the gateway. Ctrl-C stops it."""
+    """Run the whole host in the foreground: Redis, a node, the gateway. Ctrl-C stops it."""
     from gateway.redisd import RedisServerError
     from gateway.up import Host, HostError
 

@@ -1,8 +1,8 @@
 """`scow up`: the whole host in the foreground, stopped cleanly by Ctrl-C or SIGTERM.
 
-It starts redis-server (unless REDIS_URL names one) and the gateway as child
-processes, watches them, and on a signal or a child's death stops the rest in
-reverse order and removes its pid file and sockets.
+It starts redis-server (unless REDIS_URL names one), one pool manager (a node)
+and the gateway as child processes, watches them, and on a signal or a child's
+death stops the rest in reverse order and removes its pid file and sockets.
 """
 
 from __future__ import annotations
@@ -82,20 +82,17 @@ class Host:
             self.out(f"redis     {redis_url} (data in {cfg.redis_dir})")
         else:
             self.out(f"redis     {redis_url} (external)")
+        # The node first, so that it is up when the first call arrives; the gateway
+        # talks to it through Redis only.
+        node_args = ["--state-dir", str(cfg.state_dir), "--run-dir", str(cfg.run_dir)]
+        self._spawn("pool manager", ["pool", "--redis-url", redis_url, *node_args])
+        self.out(f"node      pool manager, state in {cfg.state_dir}")
+        gateway_args = ["--host", cfg.http_host, "--port", str(cfg.http_port)]
         gateway = self._spawn(
             "gateway",
-            [
-                "gateway",
-                "--redis-url",
-                redis_url,
-                "--host",
-                cfg.http_host,
-                "--port",
-                str(cfg.http_port),
-                "--socket",
-                str(cfg.socket_path),
-            ],
-        )
+            ["gateway.cli", "gateway", "--redis-url", redis_url, *gateway_args,
+             "--socket", str(cfg.socket_path)],
+        )  # fmt: skip
         if not self._wait_listening(gateway, cfg.socket_path):
             return 1
         self.out(f"api       http://{cfg.http_host}:{cfg.http_port} and unix://{cfg.socket_path}")
@@ -116,7 +113,7 @@ class Host:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         # Children ignore the terminal's Ctrl-C (own process group): we stop them in order.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", *args],
+            [sys.executable, "-m", *args],
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
