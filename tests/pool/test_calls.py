@@ -138,3 +138,30 @@ async def test_unknown_image_answers_502(client: PoolClient, manager: PoolManage
     result = await call(client, "ghost")
     assert (result.status, result.error) == (502, "no_image")
     assert "no/such:image" in result.message
+
+
+async def test_call_that_keeps_killing_nodes_goes_to_dead_letters(
+    client: PoolClient, manager: PoolManager
+) -> None:
+    from pool.contract import DEAD, GROUP, calls_key
+
+    key = calls_key("deadly")
+    await client.redis.xgroup_create(key, GROUP, id="0", mkstream=True)
+    pending = asyncio.create_task(call(client, "deadly", b"x", timeout=10.0))
+    for _ in range(100):
+        if await client.redis.xlen(key):
+            break
+        await asyncio.sleep(0.01)
+    # Three nodes took it and died without a heartbeat: delivered three times.
+    got = await client.redis.xreadgroup(GROUP, "ghost-1", {key: ">"}, count=1)
+    entry_id = got[0][1][0][0]
+    for ghost in ("ghost-2", "ghost-3"):
+        await client.redis.xclaim(key, GROUP, ghost, min_idle_time=0, message_ids=[entry_id])
+    await client.deploy(spec(name="deadly", image="examples/busybox-wc", protocol="stdio"))
+    await manager.sync_functions()
+    await manager.take_over_once()
+    result = await pending
+    assert (result.status, result.error) == (502, "dead_letter"), result
+    assert "delivered 3 times" in result.message
+    assert await client.redis.xlen(DEAD) == 1
+    assert (await client.redis.xpending(key, GROUP))["pending"] == 0
