@@ -7,10 +7,11 @@ import datetime
 from collections.abc import Callable
 from pathlib import Path
 
-from loadtests import runtime_start
+from loadtests import pool_calls, runtime_start
 
 SCENARIOS: dict[str, Callable[[int], str]] = {
     "runtime-start": runtime_start.run,
+    "pool-calls": pool_calls.run,
 }
 
 

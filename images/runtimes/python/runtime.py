@@ -53,6 +53,9 @@ def encode(result):
 def make_server(handle, port):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body leave as separate writes: with Nagle on, a keep-alive
+        # caller waits for the delayed ACK (40 ms) on every call.
+        disable_nagle_algorithm = True
 
         def _serve(self):
             length = int(self.headers.get("Content-Length") or 0)

@@ -1,0 +1,189 @@
+"""Calls through the client contract, Redis and a pool manager, on real containers.
+
+- fresh-container calls (max_invocations 1): stdio busybox ``wc`` and, with the
+  python image built, the python hello over http: latency percentiles;
+- reuse mode (max_invocations 0): the python hello, calls per second;
+- pool refill: warm containers made per second, beside bare parallel ``runc run``
+  of an equivalent bundle with the same parallelism.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Network
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from gateway.redisd import RedisServer
+from images.base import bootstrap
+from images.builder import Builder, BuildOptions
+from images.store import ImageStore
+from pool.contract import CallRequest, PoolClient, new_call_id
+from pool.functions import parse_spec
+from pool.manager import PoolManager
+from runtime.engine import Runtime, RuntimeConfig
+from runtime.oci import make_config
+from runtime.spec import ImageConfig, RunOptions
+from runtime.users import User
+
+REPO = Path(__file__).resolve().parent.parent
+MS = 1000
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def timed_calls(
+    client: PoolClient, fn: str, count: int, concurrency: int
+) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    queue = asyncio.Queue[int]()
+    for i in range(count):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            now = time.time()
+            req = CallRequest(new_call_id(), fn, deadline=now + 30, body=f"x{i}".encode(),
+                              enqueued=now, reply_to=client.reply_stream)  # fmt: skip
+            t = time.perf_counter()
+            result = await client.call(req)
+            latencies.append(time.perf_counter() - t)
+            if result.status != 200:
+                raise RuntimeError(f"{fn}: {result.status} {result.message}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - started
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the pool did not get warm")
+        await asyncio.sleep(0.005)
+
+
+def bare_parallel(base: Path, layer: Path, count: int, parallel: int) -> float:
+    bundle = base / "bare"
+    bundle.mkdir()
+    config = make_config(
+        ImageConfig(cmd=("true",)), RunOptions(read_only=True), user=User(0, 0, (), "/"),
+        hostname="bare", rootfs=layer, cgroups_path="/scow-bench/x", extra_mounts=[],
+        netns_path=None, init_binary=shutil.which("tini-static"), nofile_hard=1024,
+    )  # fmt: skip
+
+    def one(i: int) -> None:
+        d = base / f"b{i}"
+        d.mkdir()
+        cfg = dict(config, linux={**config["linux"], "cgroupsPath": f"/scow-bench/b{i}"})
+        (d / "config.json").write_text(json.dumps(cfg))
+        subprocess.run(["runc", "--root", str(base / "root"), "run", "--bundle", str(d), f"b{i}"],
+                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(one, range(count)))
+    elapsed = time.perf_counter() - started
+    for d in Path("/sys/fs/cgroup").glob("*/scow-bench"):
+        d.rmdir()
+    return count / elapsed
+
+
+async def measure(runs: int, with_python: bool) -> list[str]:
+    base = Path(tempfile.mkdtemp(prefix="scow-poolbench-"))
+    server = RedisServer(base / "redis.sock", base / "redis", persist=False)
+    server.start()
+    redis = aioredis.Redis.from_url(server.url)
+    rt = Runtime(RuntimeConfig(state_dir=base / "state", run_dir=base / "run",
+                               cgroup_parent="scow-bench-pool", bridge="scowbench0",
+                               subnet=IPv4Network("10.215.0.0/24")))  # fmt: skip
+    store = ImageStore(base / "images")
+    store.open()
+    lines: list[str] = []
+    manager = PoolManager(redis, rt, store, sync_every=0.05)
+    client = PoolClient(redis)
+    try:
+        busybox = bootstrap(store, "busybox")
+        await rt.open()
+        builder = Builder(store, rt, progress=lambda line: None)
+        await builder.build(BuildOptions(REPO / "images/examples/busybox-wc", tag="bench/wc"))
+        if with_python:
+            await builder.build(BuildOptions(REPO / "images/runtimes/python", tag="scow/python"))
+            await builder.build(
+                BuildOptions(REPO / "images/examples/python-hello", tag="bench/hello")
+            )
+        await manager.start()
+        await client.start()
+
+        async def deploy(**fields: object) -> None:
+            spec = parse_spec(fields)
+            await client.deploy(spec)
+            await manager.sync_functions()
+            pool = manager.workers[spec.name].pool
+            await until(lambda: len(pool.ready) >= spec.pool_min)
+
+        lines += ["## Calls through the pool (client contract, Redis, pool manager)", "",
+                  "| scenario | calls | concurrency | p50 ms | p90 ms | p99 ms | calls/s |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+
+        def row(name: str, lat: list[float], conc: int, elapsed: float) -> None:
+            lines.append(
+                f"| {name} | {len(lat)} | {conc} | {pct(lat, 0.5) * MS:.1f} | {pct(lat, 0.9) * MS:.1f}"
+                f" | {pct(lat, 0.99) * MS:.1f} | {len(lat) / elapsed:.0f} |"
+            )
+
+        await deploy(name="wc", image="bench/wc", protocol="stdio", pool={"min": 4, "max": 16})
+        for conc in (1, 4):
+            lat, elapsed = await timed_calls(client, "wc", runs * 4, conc)
+            row("stdio busybox wc, fresh container", lat, conc, elapsed)
+        if with_python:
+            await deploy(name="hello", image="bench/hello", pool={"min": 4, "max": 16})
+            for conc in (1, 4):
+                lat, elapsed = await timed_calls(client, "hello", runs * 2, conc)
+                row("python hello (http), fresh container", lat, conc, elapsed)
+            await deploy(name="reuse", image="bench/hello", max_invocations=0,
+                         pool={"min": 2, "max": 4})  # fmt: skip
+            for conc in (1, 8):
+                lat, elapsed = await timed_calls(client, "reuse", runs * 10, conc)
+                row("python hello (http), reuse mode", lat, conc, elapsed)
+
+        # Refill: how fast a pool of stdio containers fills, beside bare runc run.
+        count = 40
+        started = time.perf_counter()
+        await deploy(name="refill", image="bench/wc", protocol="stdio",
+                     pool={"min": count, "max": count})  # fmt: skip
+        scow_rate = count / (time.perf_counter() - started)
+        slots = max(2, (os.cpu_count() or 1) * 2)
+        bare_rate = bare_parallel(base, store.layer_dirs(busybox)[0], count, slots)
+        lines += ["", f"## Pool refill: {count} containers, {slots} at a time", "",
+                  "| what | containers/s | vs bare |", "|---|---:|---:|",
+                  f"| scow warm pool (stdio: rootfs, config, runc create) | {scow_rate:.0f} |"
+                  f" {scow_rate / bare_rate:.2f}x |",
+                  f"| bare parallel runc run (create, start, exit, delete) | {bare_rate:.0f} | 1.00x |"]  # fmt: skip
+        return lines
+    finally:
+        await client.close()
+        await manager.stop()
+        await rt.reap()
+        await asyncio.to_thread(rt.network.remove_bridge)
+        await redis.aclose()
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run(runs: int = 30, with_python: bool = True) -> str:
+    return "\n".join(asyncio.run(measure(runs, with_python))) + "\n"
