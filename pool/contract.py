@@ -40,6 +40,16 @@ HEARTBEAT_EVERY = 1.0
 HEARTBEAT_STALE = 4.0  # a node silent this long is dead: its calls are taken over
 
 
+def cancellation_requested() -> bool:
+    """Whether the current task was asked to stop.
+
+    redis-py can absorb a cancellation that lands mid-command (it retries the
+    command), so loops that keep going after Redis errors must also ask this.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def calls_key(function: str) -> str:
     return f"{PREFIX}:calls:{function}"
 
@@ -157,13 +167,15 @@ class PoolClient:
 
     async def _read_replies(self) -> None:
         last = "$"
-        while True:
+        while not cancellation_requested():
             try:
                 batches = cast(
                     list[Any],
                     await self.redis.xread({self.reply_stream: last}, block=1000, count=500),
                 )
             except (aioredis.ConnectionError, aioredis.TimeoutError):
+                if cancellation_requested():
+                    raise asyncio.CancelledError from None
                 await asyncio.sleep(0.2)  # Redis is away; waiting calls time out on their own
                 continue
             for _, entries in batches or []:

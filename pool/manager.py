@@ -70,7 +70,7 @@ class FunctionWorker:
     async def _consume(self) -> None:
         key = contract.calls_key(self.spec.name)
         redis = self.manager.redis
-        while True:
+        while not contract.cancellation_requested():
             await self.pool.wait_until_can_serve()
             try:
                 batches = cast(list[Any], await redis.xreadgroup(
@@ -191,15 +191,17 @@ class PoolManager:
                 await self.runtime.destroy(record.id)
         await self._heartbeat_once()
         await self.sync_functions()
-        for loop_fn in (self._heartbeat, self._sync, self._take_over, self._shrink):
-            self._tasks.append(asyncio.create_task(_forever(loop_fn), name=loop_fn.__name__))
+        loops = [(self._heartbeat_once, contract.HEARTBEAT_EVERY), (self.sync_functions,
+                 self.sync_every), (self.take_over_once, 1.0), (self._shrink, 1.0)]  # fmt: skip
+        for step, every in loops:
+            name = step.__name__
+            self._tasks.append(asyncio.create_task(_forever(step, every), name=name))
 
     async def stop(self) -> None:
         """Claim no more work, finish what is in flight, remove every container."""
         for task in self._tasks:
             task.cancel()
-        # Bounded: a loop stuck in a Redis call that does not honour cancellation (seen
-        # once after XGROUP DELCONSUMER, not understood yet) must not hang a shutdown.
+        # Bounded all the same: a shutdown must never hang on one stuck loop.
         _, stuck = await asyncio.wait(self._tasks, timeout=5)
         for task in stuck:
             log.warning("loop %s did not stop within 5s of being cancelled", task.get_name())
@@ -222,14 +224,6 @@ class PoolManager:
         info = {"heartbeat": time.time(), "pid": os.getpid(), "host": socket.gethostname()}
         await self.redis.hset(contract.NODES, self.node_id, json.dumps(info))
 
-    async def _heartbeat(self) -> None:
-        await self._heartbeat_once()
-        await asyncio.sleep(contract.HEARTBEAT_EVERY)
-
-    async def _sync(self) -> None:
-        await self.sync_functions()
-        await asyncio.sleep(self.sync_every)
-
     async def sync_functions(self) -> None:
         """Start, replace and stop workers to match the deployed functions."""
         raw = await self.redis.hgetall(contract.FUNCTIONS)
@@ -246,7 +240,6 @@ class PoolManager:
     async def _shrink(self) -> None:
         for worker in list(self.workers.values()):
             await worker.pool.shrink()
-        await asyncio.sleep(1.0)
 
     async def live_nodes(self) -> set[str]:
         now = time.time()
@@ -257,11 +250,7 @@ class PoolManager:
                 live.add(node.decode())
         return live
 
-    async def _take_over(self) -> None:
-        await self.take_over_once()
-        await asyncio.sleep(1.0)
-
-    async def take_over_once(self) -> int:
+    async def take_over_once(self) -> int | None:
         """Claim calls pending with dead nodes (or with an earlier life of this one)."""
         live = await self.live_nodes()
         claimed = 0
@@ -326,8 +315,11 @@ class PoolManager:
             await pipe.execute()
 
 
-async def _forever(step: Callable[[], Awaitable[None]]) -> None:
-    """Run a loop body again and again; a failure is logged and retried, never fatal."""
+async def _forever(step: Callable[[], Awaitable[object]], every: float) -> None:
+    """Run a loop body every ``every`` seconds; a failure is logged and retried, never fatal.
+
+    A cancellation is checked after every step too: redis-py can absorb one.
+    """
     while True:
         try:
             await step()
@@ -335,4 +327,6 @@ async def _forever(step: Callable[[], Awaitable[None]]) -> None:
             raise
         except (aioredis.RedisError, OSError) as exc:
             log.warning("%s: %s", getattr(step, "__name__", step), exc)
-            await asyncio.sleep(0.5)
+        if contract.cancellation_requested():
+            raise asyncio.CancelledError
+        await asyncio.sleep(every)
