@@ -69,6 +69,15 @@ _FIELDS = {
 
 def parse_spec(data: Mapping[str, Any]) -> FunctionSpec:
     """Check a deploy request (JSON or YAML shaped) once, naming the field and value at fault."""
+    try:
+        return _parse(data)
+    except InvalidSpec:
+        raise
+    except InvalidOption as exc:  # sizes and durations, checked by the runtime's parsers
+        raise InvalidSpec(exc.option, exc.value, exc.reason) from None
+
+
+def _parse(data: Mapping[str, Any]) -> FunctionSpec:
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
         raise InvalidSpec(
@@ -124,6 +133,10 @@ def parse_spec(data: Mapping[str, Any]) -> FunctionSpec:
         raise InvalidSpec("pool.min", spec.pool_min, f"above pool.max ({spec.pool_max})")
     if spec.timeout <= 0:
         raise InvalidSpec("timeout", data.get("timeout"), "must be above zero")
+    if spec.concurrency != 1:
+        raise InvalidSpec(
+            "concurrency", spec.concurrency, "one call per container is all this version runs"
+        )
     if spec.protocol == "stdio" and spec.max_invocations != 1:
         raise InvalidSpec(
             "max_invocations", spec.max_invocations, "stdio runs one process per call"
