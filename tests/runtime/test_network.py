@@ -15,6 +15,17 @@ SERVE = "mkdir -p /tmp/www && echo hello-from-$(hostname) > /tmp/www/index.html 
         "exec httpd -f -p 8080 -h /tmp/www"  # fmt: skip
 
 
+async def get_when_up(url: str, attempts: int = 50) -> httpx.Response:
+    """GET ``url`` once the server inside the container listens (bounded retries)."""
+    async with httpx.AsyncClient() as client:
+        for _ in range(attempts - 1):
+            try:
+                return await client.get(url)
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+        return await client.get(url)
+
+
 async def test_containers_reach_each_other_by_ip_and_link_alias(
     runtime: Runtime, busybox_layer: Path
 ) -> None:
@@ -53,15 +64,8 @@ async def test_published_port_reaches_server(runtime: Runtime, busybox_layer: Pa
     try:
         (published,) = server.ports
         assert published.host_ip == "127.0.0.1" and published.host_port > 0
-        url = f"http://127.0.0.1:{published.host_port}/"
-        async with httpx.AsyncClient() as client:
-            for _ in range(50):
-                try:
-                    response = await client.get(url)
-                    break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
-            assert response.text == "hello-from-pub\n"
+        response = await get_when_up(f"http://127.0.0.1:{published.host_port}/")
+        assert response.text == "hello-from-pub\n"
     finally:
         await runtime.remove(server.id, force=True)
 
@@ -74,13 +78,7 @@ async def test_publish_all_exposed_ports(runtime: Runtime, busybox_layer: Path) 
     await runtime.start(rec.id)
     try:
         assert [(p.container_port, p.host_ip) for p in rec.ports] == [(8080, "127.0.0.1")]
-        async with httpx.AsyncClient() as client:
-            for _ in range(50):
-                try:
-                    response = await client.get(f"http://127.0.0.1:{rec.ports[0].host_port}/")
-                    break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
+        response = await get_when_up(f"http://127.0.0.1:{rec.ports[0].host_port}/")
         assert response.text == "hello-from-all\n"
     finally:
         await runtime.remove(rec.id, force=True)
