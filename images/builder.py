@@ -78,6 +78,16 @@ class BuildOptions:
 
 
 @dataclass
+class _Build:
+    """One build's inputs, and the image each finished stage produced."""
+
+    opts: BuildOptions
+    dockerfile: Dockerfile
+    context: BuildContext
+    results: dict[int, Image | None] = field(default_factory=dict)
+
+
+@dataclass
 class _State:
     config: dict[str, Any]
     image: Image | None  # the image the next step builds on (None: scratch, no step yet)
@@ -126,11 +136,11 @@ class Builder:
         global_args = self._global_args(dockerfile, opts.build_args)
         total = sum(1 + len(s.instructions) for s in stages)
         self._step, self._total = 0, total
-        results: dict[int, Image | None] = {}
+        build = _Build(opts, dockerfile, context)
         state: _State | None = None
         for stage in stages:
-            state = await self._stage(stage, dockerfile, results, global_args, context, opts)
-            results[stage.index] = state.image
+            state = await self._stage(stage, build, global_args)
+            build.results[stage.index] = state.image
         assert state is not None
         final = await self._finish(state, opts)
         self.progress(f"Successfully built {final.short_id}")
@@ -152,18 +162,11 @@ class Builder:
 
     # -- stages ---------------------------------------------------------------------
 
-    async def _stage(
-        self,
-        stage: Stage,
-        dockerfile: Dockerfile,
-        results: dict[int, Image | None],
-        global_args: dict[str, str],
-        context: BuildContext,
-        opts: BuildOptions,
-    ) -> _State:
+    async def _stage(self, stage: Stage, build: _Build, global_args: dict[str, str]) -> _State:
+        dockerfile = build.dockerfile
         base_ref = substitute(stage.base, global_args, dockerfile.escape)
         self._say_step(f"FROM {base_ref}" + (f" AS {stage.name}" if stage.name else ""))
-        base = await self._base(base_ref, stage, dockerfile, results)
+        base = await self._base(base_ref, stage, build)
         config = child_config(base.config if base else None)
         config.pop("author", None)
         state = _State(config, base, {}, list(config["config"].get("Shell") or DEFAULT_SHELL))
@@ -175,19 +178,17 @@ class Builder:
             ins = parse_dockerfile(f"FROM scratch\n{text}").stages[0].instructions[0]
             ins = Instruction(stage.line, ins.cmd, ins.args, ins.original, ins.flags, ins.json)
             self.progress(f" ---> Running ONBUILD trigger: {text}")
-            await self._step_one(state, ins, context, opts, dockerfile, results, counted=False)
+            await self._step_one(state, ins, build, counted=False)
         for ins in stage.instructions:
-            await self._step_one(state, ins, context, opts, dockerfile, results)
+            await self._step_one(state, ins, build)
         return state
 
-    async def _base(
-        self, ref: str, stage: Stage, dockerfile: Dockerfile, results: dict[int, Image | None]
-    ) -> Image | None:
+    async def _base(self, ref: str, stage: Stage, build: _Build) -> Image | None:
         if ref == "scratch":
             return None
-        for earlier in dockerfile.stages[: stage.index]:
+        for earlier in build.dockerfile.stages[: stage.index]:
             if earlier.name and earlier.name == ref.lower():
-                return results[earlier.index]
+                return build.results[earlier.index]
         try:
             return self.store.get(ref)
         except ImageNotFound:
@@ -204,46 +205,36 @@ class Builder:
     # -- steps ----------------------------------------------------------------------
 
     async def _step_one(
-        self,
-        state: _State,
-        ins: Instruction,
-        context: BuildContext,
-        opts: BuildOptions,
-        dockerfile: Dockerfile,
-        results: dict[int, Image | None],
-        counted: bool = True,
+        self, state: _State, ins: Instruction, build: _Build, counted: bool = True
     ) -> None:
         if counted:
             self._say_step(ins.original)
         scope = state.scope()
         try:
-            args = (
-                substitute(ins.args, scope, dockerfile.escape)
-                if ins.cmd in SUBSTITUTED
-                else ins.args
-            )
+            escape = build.dockerfile.escape
+            args = substitute(ins.args, scope, escape) if ins.cmd in SUBSTITUTED else ins.args
         except ValueError as exc:
             raise BuildError(ins.line, str(exc)) from None
         if ins.cmd == "ARG":
-            self._arg(state, args, opts)  # ARG changes scope, not the image
+            self._arg(state, args, build.opts)  # ARG changes scope, not the image
             return
         extra = ""
         sources: list[Path] = []
         if ins.cmd in ("COPY", "ADD") and "from" not in ins.flags:
-            sources, extra = self._sources(ins, args, context)
+            sources, extra = self._sources(ins, args, build.context)
         elif ins.cmd == "COPY":
-            src = self._copy_from_image(ins, dockerfile, results)
+            src = self._copy_from_image(ins, build)
             extra = src.id if src else "scratch"
         elif ins.cmd == "RUN":
             extra = "\n".join(f"{k}={v}" for k, v in sorted(state.args.items()))
         key = step_key(state.image.id if state.image else None, f"{ins.cmd} {args}", extra)
-        if not opts.no_cache and (cached := self._cached(key)) is not None:
+        if not build.opts.no_cache and (cached := self._cached(key)) is not None:
             self.progress(" ---> Using cache")
             state.config = copy.deepcopy(cached.config)
             state.image = cached
             self.progress(f" ---> {cached.short_id}")
             return
-        diff_id = await self._execute(state, ins, args, sources, context, dockerfile, results)
+        diff_id = await self._execute(state, ins, args, sources, build)
         add_step(state.config, ins.original, diff_id)
         image = self.store.create_image(state.config, intermediate=True)
         self.cache.put(key, image.id)
@@ -270,14 +261,7 @@ class Builder:
             state.args.setdefault(name, "")
 
     async def _execute(
-        self,
-        state: _State,
-        ins: Instruction,
-        args: str,
-        sources: list[Path],
-        context: BuildContext,
-        dockerfile: Dockerfile,
-        results: dict[int, Image | None],
+        self, state: _State, ins: Instruction, args: str, sources: list[Path], build: _Build
     ) -> str | None:
         """Apply one instruction to ``state``; the diff_id of the layer it made, if any."""
         cfg = state.cfg
@@ -286,18 +270,18 @@ class Builder:
                 case "RUN":
                     return await self._run(state, ins)
                 case "COPY" | "ADD":
-                    return await self._copy(state, ins, args, sources, context, dockerfile, results)
+                    return await self._copy(state, ins, args, sources, build)
                 case "WORKDIR":
                     path = os.path.join(cfg.get("WorkingDir") or "/", args)
                     cfg["WorkingDir"] = os.path.normpath(path)
                     return self._ensure_dir(state, cfg["WorkingDir"])
                 case "ENV":
                     env = state.env()
-                    env.update(_pairs(ins, args, dockerfile.escape, state.scope()))
+                    env.update(_pairs(ins, args, build.dockerfile.escape, state.scope()))
                     cfg["Env"] = [f"{k}={v}" for k, v in env.items()]
                 case "LABEL":
                     labels = dict(cfg.get("Labels") or {})
-                    labels.update(_pairs(ins, args, dockerfile.escape, state.scope()))
+                    labels.update(_pairs(ins, args, build.dockerfile.escape, state.scope()))
                     cfg["Labels"] = labels
                 case "MAINTAINER":
                     state.config["author"] = args
@@ -407,12 +391,10 @@ class Builder:
                 raise BuildError(ins.line, f"{ins.cmd} {exc}") from None
         return paths, context.digest(paths) + "".join(urls)
 
-    def _copy_from_image(
-        self, ins: Instruction, dockerfile: Dockerfile, results: dict[int, Image | None]
-    ) -> Image | None:
+    def _copy_from_image(self, ins: Instruction, build: _Build) -> Image | None:
         ref = ins.flags["from"]
         try:
-            return results[dockerfile.stage(ref).index]
+            return build.results[build.dockerfile.stage(ref).index]
         except KeyError:
             pass
         try:
@@ -421,14 +403,7 @@ class Builder:
             raise BuildError(ins.line, f"COPY --from={ref}: no such stage or image") from None
 
     async def _copy(
-        self,
-        state: _State,
-        ins: Instruction,
-        args: str,
-        sources: list[Path],
-        context: BuildContext,
-        dockerfile: Dockerfile,
-        results: dict[int, Image | None],
+        self, state: _State, ins: Instruction, args: str, sources: list[Path], build: _Build
     ) -> str | None:
         items = list(ins.json) if ins.json is not None else args.split()
         dest = items[-1]
@@ -443,7 +418,7 @@ class Builder:
             parent = target if into_dir else target.parent
             make_parents(staging, parent, layers)
             if "from" in ins.flags:
-                image = self._copy_from_image(ins, dockerfile, results)
+                image = self._copy_from_image(ins, build)
                 mount = Path(tempfile.mkdtemp(dir=self.store.tmp, prefix="from-"))
                 if image is not None and image.diff_ids:
                     await asyncio.to_thread(
@@ -458,7 +433,8 @@ class Builder:
                     await asyncio.to_thread(place, origin, target, into_dir, None)
             else:
                 for src in sources:
-                    await asyncio.to_thread(place, src, target, into_dir, context, ins.cmd == "ADD")
+                    add = ins.cmd == "ADD"
+                    await asyncio.to_thread(place, src, target, into_dir, build.context, add)
                 for url in [s for s in items[:-1] if re.match(r"^https?://", s)]:
                     await asyncio.to_thread(download, url, target, into_dir)
             if "chown" in ins.flags:
