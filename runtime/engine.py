@@ -50,11 +50,11 @@ from runtime.records import (
     PublishedPort,
     StdioMode,
 )
-from runtime.rootfs import changes, is_mounted, mount_overlay, unmount
+from runtime.rootfs import changes, is_mounted, make_skeleton, mount_overlay, unmount
 from runtime.runc import Runc
-from runtime.spec import ImageConfig, Port, RunOptions, Volume
+from runtime.spec import ImageConfig, Port, RunOptions
 from runtime.users import resolve_user
-from runtime.volumes import VolumeStore
+from runtime.volumes import VolumeStore, seed_new_volumes, volume_mounts
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class Runtime:
         path = self.config.state_dir / "skeletons" / key
         if not (path / "etc" / "hostname").exists():
             tmp = path.with_name(f"{key}.{secrets.token_hex(4)}")
-            _make_skeleton(tmp, [], layers)
+            make_skeleton(tmp, [], layers)
             try:
                 tmp.rename(path)
             except OSError:
@@ -244,11 +244,11 @@ class Runtime:
     ) -> ContainerRecord:
         cid, opts, paths = record.id, record.options, self.paths(record.id)
         clock = time.perf_counter()
-        mounts, volumes, anonymous = self._volume_mounts(record, sources)
+        mounts, volumes, anonymous = volume_mounts(self.volumes, record, sources)
         extra_points = [m.destination for m in mounts] + list(opts.tmpfs)
         lowers = [self._base_skeleton(layers), *layers]
         if extra_points:
-            _make_skeleton(paths.skeleton, extra_points, layers)
+            make_skeleton(paths.skeleton, extra_points, layers)
             lowers.insert(0, paths.skeleton)
         if opts.read_only:
             await asyncio.to_thread(mount_overlay, paths.rootfs, lowers)
@@ -261,7 +261,7 @@ class Runtime:
             _read_text(paths.rootfs / "etc/passwd"),
             _read_text(paths.rootfs / "etc/group"),
         )
-        _fill_new_volumes(paths.rootfs, volumes, self.volumes.root)
+        seed_new_volumes(paths.rootfs, volumes, self.volumes.root)
 
         phases = {"rootfs": time.perf_counter() - clock}
         clock = time.perf_counter()
@@ -336,39 +336,6 @@ class Runtime:
             record = record.evolve(ports=published, proxy_pid=proxy.pid)
         self.store.save(record)
         return record
-
-    def _volume_mounts(
-        self, record: ContainerRecord, sources: list[ContainerRecord]
-    ) -> tuple[list[Mount], list[tuple[str, str]], list[str]]:
-        """Mounts for -v, the image's VOLUMEs and --volumes-from; new anonymous volumes."""
-        opts = record.options
-        mounts: list[Mount] = []
-        named: list[tuple[str, str]] = []
-        anonymous: list[str] = []
-        targets = {v.target for v in opts.volumes}
-        wanted = list(opts.volumes)
-        wanted += [Volume(target=t) for t in record.image_config.volumes if t not in targets]
-        for v in wanted:
-            mode = "ro" if v.read_only else "rw"
-            if v.kind == "bind":
-                mounts.append(Mount(v.target, v.source, "bind", ("rbind", mode)))
-                continue
-            vol = self.volumes.create(v.source, anonymous=v.kind == "anonymous")
-            if vol.anonymous:
-                anonymous.append(vol.name)
-            named.append((vol.name, v.target))
-            mounts.append(Mount(v.target, str(vol.path), "bind", ("rbind", mode)))
-        for src in sources:
-            for vol_name, target in src.volumes:
-                if target not in targets:
-                    path = str(self.volumes.get(vol_name).path)
-                    mounts.append(Mount(target, path, "bind", ("rbind", "rw")))
-                    named.append((vol_name, target))
-            for v in src.options.volumes:
-                if v.kind == "bind" and v.target not in targets:
-                    mode = "ro" if v.read_only else "rw"
-                    mounts.append(Mount(v.target, v.source, "bind", ("rbind", mode)))
-        return mounts, named, anonymous
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -592,50 +559,6 @@ def _read_text(path: Path) -> str:
         return path.read_text(errors="replace")
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return ""
-
-
-SKELETON_DIRS = {"proc": 0o555, "sys": 0o555, "dev": 0o755, "tmp": 0o1777, "run": 0o755,
-                 "etc": 0o755}  # fmt: skip
-
-
-def _make_skeleton(root: Path, mount_points: list[str], layers: Sequence[Path]) -> None:
-    """Empty mount points above the image, so runc never writes into a read-only rootfs.
-
-    Files such as /etc/hosts must exist as files to be bind-mounted on. Every
-    directory made takes the owner and mode the image gives it, if it has it.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    for d, mode in SKELETON_DIRS.items():
-        _mirror_dir(root, d, layers, mode)
-    for name in ("hosts", "resolv.conf", "hostname"):
-        (root / "etc" / name).touch()
-    for point in mount_points:
-        parts = Path(point.lstrip("/")).parts
-        for i in range(1, len(parts) + 1):
-            _mirror_dir(root, str(Path(*parts[:i])), layers, 0o755)
-
-
-def _mirror_dir(root: Path, rel: str, layers: Sequence[Path], default_mode: int) -> None:
-    target = root / rel
-    if target.exists():
-        return
-    target.mkdir()
-    source = next((layer / rel for layer in layers if os.path.lexists(layer / rel)), None)
-    if source is not None and source.is_dir() and not source.is_symlink():
-        st = os.lstat(source)
-        os.chown(target, st.st_uid, st.st_gid)
-        os.chmod(target, st.st_mode & 0o7777)
-    else:
-        os.chmod(target, default_mode)
-
-
-def _fill_new_volumes(rootfs: Path, volumes: list[tuple[str, str]], volume_root: Path) -> None:
-    """An empty volume mounted where the image has files starts with a copy of them."""
-    for name, target in volumes:
-        data = volume_root / name / "_data"
-        src = rootfs / target.lstrip("/")
-        if src.is_dir() and not src.is_symlink() and not any(data.iterdir()):
-            shutil.copytree(src, data, symlinks=True, dirs_exist_ok=True)
 
 
 def _pids_from_files(paths: ContainerPaths) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ import ctypes
 import errno
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from runtime.errors import ContainerError, NotFound
@@ -111,3 +112,38 @@ def changes(upper: Path, lowers: list[Path]) -> list[tuple[str, str]]:
             else:
                 out.append(("C" if _in_lowers(rel, lowers) else "A", "/" + rel))
     return sorted(out, key=lambda c: c[1])
+
+
+SKELETON_DIRS = {"proc": 0o555, "sys": 0o555, "dev": 0o755, "tmp": 0o1777, "run": 0o755,
+                 "etc": 0o755}  # fmt: skip
+
+
+def make_skeleton(root: Path, mount_points: list[str], layers: Sequence[Path]) -> None:
+    """Empty mount points above the image, so runc never writes into a read-only rootfs.
+
+    Files such as /etc/hosts must exist as files to be bind-mounted on. Every
+    directory made takes the owner and mode the image gives it, if it has it.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for d, mode in SKELETON_DIRS.items():
+        _mirror_dir(root, d, layers, mode)
+    for name in ("hosts", "resolv.conf", "hostname"):
+        (root / "etc" / name).touch()
+    for point in mount_points:
+        parts = Path(point.lstrip("/")).parts
+        for i in range(1, len(parts) + 1):
+            _mirror_dir(root, str(Path(*parts[:i])), layers, 0o755)
+
+
+def _mirror_dir(root: Path, rel: str, layers: Sequence[Path], default_mode: int) -> None:
+    target = root / rel
+    if target.exists():
+        return
+    target.mkdir()
+    source = next((layer / rel for layer in layers if os.path.lexists(layer / rel)), None)
+    if source is not None and source.is_dir() and not source.is_symlink():
+        st = os.lstat(source)
+        os.chown(target, st.st_uid, st.st_gid)
+        os.chmod(target, st.st_mode & 0o7777)
+    else:
+        os.chmod(target, default_mode)

@@ -3,6 +3,10 @@
 ``<root>/<name>/_data`` is what containers mount (Docker's layout). Anonymous
 volumes get a random 64-hex name; named ones are made on first use. A volume in
 use by a container cannot be removed.
+
+``volume_mounts`` plans a container's bind mounts from ``-v``, the image's
+VOLUMEs and ``--volumes-from``; ``seed_new_volumes`` gives an empty new volume a
+copy of what the image has at its path (as Docker does).
 """
 
 from __future__ import annotations
@@ -15,8 +19,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.errors import Conflict, InvalidOption, NotFound
+from runtime.oci import Mount
+from runtime.spec import Volume
+
+if TYPE_CHECKING:
+    from runtime.records import ContainerRecord
 
 VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$")
 
@@ -77,3 +87,46 @@ class VolumeStore:
         if in_use_by:
             raise Conflict(f"volume {name} is in use by container {', '.join(in_use_by)}")
         shutil.rmtree(self.root / name)
+
+
+def volume_mounts(
+    store: VolumeStore, record: ContainerRecord, sources: list[ContainerRecord]
+) -> tuple[list[Mount], list[tuple[str, str]], list[str]]:
+    """Mounts for -v, the image's VOLUMEs and --volumes-from; new anonymous volumes."""
+    opts = record.options
+    mounts: list[Mount] = []
+    named: list[tuple[str, str]] = []
+    anonymous: list[str] = []
+    targets = {v.target for v in opts.volumes}
+    wanted = list(opts.volumes)
+    wanted += [Volume(target=t) for t in record.image_config.volumes if t not in targets]
+    for v in wanted:
+        mode = "ro" if v.read_only else "rw"
+        if v.kind == "bind":
+            mounts.append(Mount(v.target, v.source, "bind", ("rbind", mode)))
+            continue
+        vol = store.create(v.source, anonymous=v.kind == "anonymous")
+        if vol.anonymous:
+            anonymous.append(vol.name)
+        named.append((vol.name, v.target))
+        mounts.append(Mount(v.target, str(vol.path), "bind", ("rbind", mode)))
+    for src in sources:
+        for vol_name, target in src.volumes:
+            if target not in targets:
+                path = str(store.get(vol_name).path)
+                mounts.append(Mount(target, path, "bind", ("rbind", "rw")))
+                named.append((vol_name, target))
+        for v in src.options.volumes:
+            if v.kind == "bind" and v.target not in targets:
+                mode = "ro" if v.read_only else "rw"
+                mounts.append(Mount(v.target, v.source, "bind", ("rbind", mode)))
+    return mounts, named, anonymous
+
+
+def seed_new_volumes(rootfs: Path, volumes: list[tuple[str, str]], volume_root: Path) -> None:
+    """An empty volume mounted where the image has files starts with a copy of them."""
+    for name, target in volumes:
+        data = volume_root / name / "_data"
+        src = rootfs / target.lstrip("/")
+        if src.is_dir() and not src.is_symlink() and not any(data.iterdir()):
+            shutil.copytree(src, data, symlinks=True, dirs_exist_ok=True)
