@@ -21,6 +21,9 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    # Listen now: a client that connects before uvicorn serves waits in the backlog
+    # instead of being refused.
+    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
@@ -36,6 +39,7 @@ def bind_unix(path: Path) -> socket.socket:
     finally:
         os.umask(old)
     os.chmod(path, 0o600)
+    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 

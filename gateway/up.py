@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +45,16 @@ def claim_pid_file(path: Path) -> None:
     if other and other != os.getpid() and _pid_alive(other):
         raise HostError(f"scow up is already running as pid {other} (pid file {path})")
     path.write_text(f"{os.getpid()}\n")
+
+
+def _accepts(path: Path) -> bool:
+    """Whether a server listens on the Unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 class Host:
@@ -129,7 +140,7 @@ class Host:
             if proc.poll() is not None:
                 self.out(f"gateway exited with code {proc.returncode} on start")
                 return False
-            if path.exists():
+            if _accepts(path):
                 return True
             if time.monotonic() > deadline:
                 self.out(f"gateway did not open {path} within {timeout}s")

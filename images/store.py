@@ -219,18 +219,20 @@ class ImageStore:
         return Image(config_digest, manifest_digest, config, tags)
 
     def get(self, ref: str) -> Image:
-        """By tag (``name[:tag]``), full id, or an unambiguous id prefix."""
+        """By tag (``name[:tag]``), then by full id or an unambiguous id prefix.
+
+        Names come first, as in Docker: an image may be called ``cafe``.
+        """
         entries = self._entries()
-        if not reference.ID_RE.match(ref) or ":" in ref.removeprefix("sha256:"):
-            try:
-                wanted = reference.normalize(ref)
-            except InvalidReference:
-                raise ImageNotFound(ref) from None
-            for e in entries:
-                if e.get("annotations", {}).get(REF_NAME) == wanted:
-                    return self._image(e["digest"], entries)
-            if not reference.ID_RE.match(ref):
-                raise ImageNotFound(ref)
+        try:
+            wanted = reference.normalize(ref)
+        except InvalidReference:
+            wanted = ""
+        for e in entries:
+            if wanted and e.get("annotations", {}).get(REF_NAME) == wanted:
+                return self._image(e["digest"], entries)
+        if not reference.ID_RE.match(ref):
+            raise ImageNotFound(ref)
         prefix = "sha256:" + ref.removeprefix("sha256:")
         matches = {}
         for e in entries:

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +13,15 @@ import psutil
 import pytest
 
 from tests.utils import free_port, wait_until
+
+
+def accepts(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 @pytest.fixture
@@ -38,7 +48,7 @@ def host(scow_dirs: tuple[Path, Path]) -> Iterator[tuple[subprocess.Popen[str], 
         env=env,
     )
     try:
-        wait_until(lambda: (run / "scow.sock").exists() or proc.poll() is not None, 20, "scow up")
+        wait_until(lambda: accepts(run / "scow.sock") or proc.poll() is not None, 30, "scow up")
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         yield proc, run, port
     finally:

@@ -20,6 +20,12 @@ def test_bootstrap_busybox_is_tagged_and_runnable(store: ImageStore, busybox: Im
     assert (layer / "bin/busybox").is_file()
 
 
+def test_names_that_look_like_ids_are_names_first(store: ImageStore, busybox: Image) -> None:
+    store.tag("busybox", "cafe")
+    assert store.get("cafe").id == busybox.id
+    assert store.get(busybox.id[7:11]).id == busybox.id  # a short id prefix still works
+
+
 def test_tag_untag_and_remove(store: ImageStore, busybox: Image) -> None:
     store.tag("busybox", "mine:v1")
     assert store.get("mine:v1").tags == ("busybox:latest", "mine:v1")
