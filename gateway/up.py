@@ -47,7 +47,7 @@ def claim_pid_file(path: Path) -> None:
     path.write_text(f"{os.getpid()}\n")
 
 
-def _accepts(path: Path) -> bool:
+def accepts_connections(path: Path) -> bool:
     """Whether a server listens on the Unix socket ``path``."""
     with socket.socket(socket.AF_UNIX) as s:
         try:
@@ -140,7 +140,7 @@ class Host:
             if proc.poll() is not None:
                 self.out(f"gateway exited with code {proc.returncode} on start")
                 return False
-            if _accepts(path):
+            if accepts_connections(path):
                 return True
             if time.monotonic() > deadline:
                 self.out(f"gateway did not open {path} within {timeout}s")

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,16 +11,8 @@ import httpx
 import psutil
 import pytest
 
+from gateway.up import accepts_connections
 from tests.utils import free_port, wait_until
-
-
-def accepts(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as s:
-        try:
-            s.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture
@@ -48,7 +39,9 @@ def host(scow_dirs: tuple[Path, Path]) -> Iterator[tuple[subprocess.Popen[str], 
         env=env,
     )
     try:
-        wait_until(lambda: accepts(run / "scow.sock") or proc.poll() is not None, 30, "scow up")
+        wait_until(
+            lambda: accepts_connections(run / "scow.sock") or proc.poll() is not None, 30, "scow up"
+        )
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         yield proc, run, port
     finally:
