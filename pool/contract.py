@@ -8,6 +8,8 @@ Version 1. Every key starts with ``scow:v1:``.
     call:<id>            hash   the call record (state, status, timings), with a TTL
     nodes                hash   node id -> {started, heartbeat, pid, host}
     dead                 stream calls that killed their node too often
+    commands             stream node commands any node may take; group "nodes"
+    node:<id>:commands   stream node commands for one node; group "nodes"
 
 A gateway reads its reply stream with one task and hands each result to the
 request waiting for it (``PoolClient``): no Redis connection per waiting call.
@@ -56,6 +58,13 @@ def calls_key(function: str) -> str:
 
 def replies_key(gateway: str) -> str:
     return f"{PREFIX}:replies:{gateway}"
+
+
+COMMANDS = f"{PREFIX}:commands"
+
+
+def node_commands_key(node: str) -> str:
+    return f"{PREFIX}:node:{node}:commands"
 
 
 def record_key(call_id: str) -> str:
@@ -140,6 +149,36 @@ class CallResult:
         body = json.dumps({"error": error, "message": message}).encode()
         headers = (("content-type", "application/json"),)
         return cls(call_id, status, headers, body, error=error, message=message, **extra)
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    """Work for a node that is not a function call: images, containers, environments."""
+
+    id: str
+    name: str  # e.g. "images.list", "image.bootstrap"
+    args: dict[str, Any]
+    deadline: float
+    reply_to: str
+
+    def to_fields(self) -> Fields:
+        meta = {"name": self.name, "args": self.args, "deadline": self.deadline,
+                "reply_to": self.reply_to}  # fmt: skip
+        return {"id": self.id, "meta": json.dumps(meta)}
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> CommandRequest:
+        meta = json.loads(fields[b"meta"])
+        return cls(_s(fields[b"id"]), meta["name"], meta["args"], meta["deadline"],
+                   meta["reply_to"])  # fmt: skip
+
+
+class CommandFailed(Exception):
+    """A node command answered with an error: its status, code and message."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        self.status, self.error, self.message = status, error, message
+        super().__init__(f"{error}: {message}")
 
 
 @dataclass
@@ -246,6 +285,35 @@ class PoolClient:
             return CallResult.failure(request.id, 504, "timeout", message, part=part)
         finally:
             self._waiting.pop(request.id, None)
+
+    async def command(
+        self, name: str, args: dict[str, Any] | None = None, *, node: str = "",
+        timeout: float = 60.0,
+    ) -> Any:  # fmt: skip
+        """Run a node command (on ``node``, or on any node) and return its JSON result.
+
+        Raises CommandFailed with the node's status and message, or a 504 one when no
+        node answered in time.
+        """
+        req = CommandRequest(new_call_id(), name, args or {}, time.time() + timeout,
+                             self.reply_stream)  # fmt: skip
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[CallResult] = loop.create_future()
+        self._waiting[req.id] = fut
+        try:
+            key = node_commands_key(node) if node else COMMANDS
+            await self.redis.xadd(key, req.to_fields())
+            result = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            where = f"node {node}" if node else "any node"
+            raise CommandFailed(
+                504, "timeout", f"{name}: no answer from {where} in {timeout:g}s"
+            ) from None
+        finally:
+            self._waiting.pop(req.id, None)
+        if result.status >= 400:
+            raise CommandFailed(result.status, result.error, result.message)
+        return json.loads(result.body) if result.body else None
 
     async def record(self, call_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(record_key(call_id))

@@ -133,9 +133,11 @@ def _parse(data: Mapping[str, Any]) -> FunctionSpec:
         raise InvalidSpec("pool.min", spec.pool_min, f"above pool.max ({spec.pool_max})")
     if spec.timeout <= 0:
         raise InvalidSpec("timeout", data.get("timeout"), "must be above zero")
-    if spec.concurrency != 1:
+    if spec.concurrency > 1 and (spec.protocol != "http" or spec.max_invocations == 1):
         raise InvalidSpec(
-            "concurrency", spec.concurrency, "one call per container is all this version runs"
+            "concurrency",
+            spec.concurrency,
+            "sharing a container needs http and max_invocations != 1",
         )
     if spec.protocol == "stdio" and spec.max_invocations != 1:
         raise InvalidSpec(

@@ -48,7 +48,9 @@ class Instance:
     record: ContainerRecord
     source: Literal["pool", "cold"] = "pool"
     phases: dict[str, float] = field(default_factory=dict)
-    calls: int = 0
+    calls: int = 0  # calls taken so far (max_invocations counts these)
+    inflight: int = 0  # calls running now (at most the spec's concurrency)
+    retired: bool = False  # a call on it failed: it takes no more and goes when idle
     last_used: float = field(default_factory=time.monotonic)
     stdin: int = -1
     stdout: int = -1
@@ -151,7 +153,6 @@ async def invoke(
         return CallResult.failure(
             req.id, 504, "timeout", "the deadline passed in the queue", part="queue"
         )
-    inst.calls += 1
     inst.last_used = time.monotonic()
     try:
         if inst.spec.protocol == "stdio":

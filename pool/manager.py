@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 from images.errors import ImageError
 from images.store import ImageStore
 from pool import contract
+from pool.commands import CommandError, run_command
 from pool.contract import CallRequest, CallResult
 from pool.functions import FunctionSpec
 from pool.instances import Instance, InstanceError, invoke, make_instance
@@ -177,6 +178,7 @@ class PoolManager:
         self.handling: set[bytes] = set()
         self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1024), timeout=None)
         self._tasks: list[asyncio.Task[None]] = []
+        self._commands: set[asyncio.Task[None]] = set()
 
     async def destroy_instance(self, inst: Instance) -> None:
         inst.close_pipes()
@@ -190,12 +192,16 @@ class PoolManager:
             if record.labels.get("scow.role") == "function":
                 await self.runtime.destroy(record.id)
         await self._heartbeat_once()
+        for key in (contract.COMMANDS, contract.node_commands_key(self.node_id)):
+            with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: it exists
+                await self.redis.xgroup_create(key, contract.GROUP, id="0", mkstream=True)
         await self.sync_functions()
         loops = [(self._heartbeat_once, contract.HEARTBEAT_EVERY), (self.sync_functions,
                  self.sync_every), (self.take_over_once, 1.0), (self._shrink, 1.0)]  # fmt: skip
         for step, every in loops:
             name = step.__name__
             self._tasks.append(asyncio.create_task(_forever(step, every), name=name))
+        self._tasks.append(asyncio.create_task(_forever(self._read_commands, 0), name="commands"))
 
     async def stop(self) -> None:
         """Claim no more work, finish what is in flight, remove every container."""
@@ -205,6 +211,8 @@ class PoolManager:
         _, stuck = await asyncio.wait(self._tasks, timeout=5)
         for task in stuck:
             log.warning("loop %s did not stop within 5s of being cancelled", task.get_name())
+        if self._commands:  # commands already taken are finished and answered
+            await asyncio.gather(*self._commands, return_exceptions=True)
         await asyncio.gather(*(w.stop() for w in self.workers.values()))
         self.workers.clear()
         await self.http.aclose()
@@ -240,6 +248,32 @@ class PoolManager:
     async def _shrink(self) -> None:
         for worker in list(self.workers.values()):
             await worker.pool.shrink()
+
+    async def _read_commands(self) -> None:
+        """Take node commands (shared and our own) and run each in its own task."""
+        keys = {contract.COMMANDS: ">", contract.node_commands_key(self.node_id): ">"}
+        batches = await self.redis.xreadgroup(
+            contract.GROUP, self.node_id, keys, count=16, block=1000
+        )
+        for key, entries in batches or []:
+            for entry_id, fields in entries:
+                task = asyncio.create_task(self._command(key, entry_id, fields))
+                self._commands.add(task)
+                task.add_done_callback(self._commands.discard)
+
+    async def _command(self, key: bytes, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        req = contract.CommandRequest.from_fields(fields)
+        if time.time() > req.deadline:
+            result = CallResult.failure(req.id, 504, "timeout", f"{req.name}: the deadline passed")
+        else:
+            try:
+                value = await run_command(self, req.name, req.args)
+                body = json.dumps(value).encode()
+                result = CallResult(req.id, 200, (("content-type", "application/json"),), body)
+            except CommandError as exc:
+                result = CallResult.failure(req.id, exc.status, exc.error, exc.message)
+        await self.redis.xadd(req.reply_to, result.to_fields(), maxlen=contract.REPLY_MAXLEN)
+        await self.redis.xack(key, contract.GROUP, entry_id)
 
     async def live_nodes(self) -> set[str]:
         now = time.time()

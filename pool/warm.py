@@ -6,7 +6,8 @@ peak concurrency over the last ``idle_ttl``), at least ``pool.min``, at most
 waits for the next one made: a cold start). A throwaway instance
 (``max_invocations`` 1) is destroyed after its call and replaced at once; a
 reusable one goes back to the pool until it has served ``max_invocations``
-calls. Ready instances beyond ``pool.min`` that sat idle for ``idle_ttl`` are
+calls, and while busy it takes more calls, up to the spec's ``concurrency``.
+Ready instances beyond ``pool.min`` that sat idle for ``idle_ttl`` are
 destroyed: with ``pool.min`` 0 the function scales to zero.
 """
 
@@ -17,6 +18,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from pool.functions import FunctionSpec
 from pool.instances import Instance, InstanceError
@@ -45,6 +47,8 @@ class WarmPool:
         self._changed = asyncio.Event()
         self._closed = False
         self._peaks: deque[tuple[float, int]] = deque()  # (when, calls at once)
+        # Busy instances that may take more calls at once (concurrency above 1).
+        self._shared: list[Instance] = []
 
     def _note_demand(self) -> None:
         now = time.monotonic()
@@ -65,9 +69,34 @@ class WarmPool:
         """Whether a call read now gets an instance without exceeding ``pool.max``.
 
         Ready instances are never kept while calls wait, so any ready one is free;
-        otherwise each busy instance and each waiting call holds one of the slots.
+        a shared busy one may have room; otherwise each busy instance and each
+        waiting call holds one of the slots.
         """
-        return bool(self.ready) or self.busy + len(self._waiters) < self.spec.pool_max
+        return (
+            bool(self.ready)
+            or self._room() is not None
+            or self.busy + len(self._waiters) < self.spec.pool_max
+        )
+
+    def _has_budget(self, inst: Instance) -> bool:
+        limit = self.spec.max_invocations
+        return limit == 0 or inst.calls < limit
+
+    def _room(self) -> Instance | None:
+        """A busy instance that can take one more call now, the least loaded."""
+        open_ = [
+            i for i in self._shared
+            if i.inflight < self.spec.concurrency and not i.retired and self._has_budget(i)
+        ]  # fmt: skip
+        return min(open_, key=lambda i: i.inflight, default=None)
+
+    def _take(self, inst: Instance, source: Literal["pool", "cold"]) -> Instance:
+        inst.calls += 1
+        inst.inflight += 1
+        inst.source = source
+        if self.spec.concurrency > 1 and inst not in self._shared:
+            self._shared.append(inst)
+        return inst
 
     async def wait_until_can_serve(self) -> None:
         while not self.can_serve() and not self._closed:
@@ -79,10 +108,12 @@ class WarmPool:
         if self.ready:
             inst = self.ready.popleft()
             self.busy += 1
-            inst.source = "pool"
             self._note_demand()
             self.refill()
-            return inst
+            return self._take(inst, "pool")
+        if (shared := self._room()) is not None:
+            self._note_demand()
+            return self._take(shared, "pool")
         fut: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         self._note_demand()
@@ -93,16 +124,26 @@ class WarmPool:
             if fut in self._waiters:
                 self._waiters.remove(fut)
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self.release(fut.result(), reusable=True)  # made for us, but we are gone
+                self._hand_over(fut.result())  # made for us, but we are gone: not used
             raise
-        inst.source = "cold"
-        return inst
+        return self._take(inst, "cold")
 
     def release(self, inst: Instance, *, reusable: bool) -> None:
-        """After a call: back to the pool if it may serve again, else destroyed."""
+        """After a call: back to the pool if it may serve again, else destroyed.
+
+        An instance still running other calls stays busy; one that failed takes
+        no new calls and goes when its last call ends.
+        """
+        inst.inflight -= 1
+        if not reusable:
+            inst.retired = True
+        if inst.inflight > 0:
+            self._changed.set()
+            return
+        if inst in self._shared:
+            self._shared.remove(inst)
         self.busy -= 1
-        limit = self.spec.max_invocations
-        if reusable and not self._closed and (limit == 0 or inst.calls < limit):
+        if not inst.retired and not self._closed and self._has_budget(inst):
             self.busy += 1
             self._hand_over(inst)
         else:

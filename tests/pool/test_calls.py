@@ -165,3 +165,43 @@ async def test_call_that_keeps_killing_nodes_goes_to_dead_letters(
     assert "delivered 3 times" in result.message
     assert await client.redis.xlen(DEAD) == 1
     assert (await client.redis.xpending(key, GROUP))["pending"] == 0
+
+
+SLEEPY_HANDLER = """
+import socket, time
+
+def handle(event, context):
+    time.sleep(0.5)
+    return socket.gethostname()
+"""
+
+
+@pytest.mark.slow
+async def test_concurrency_shares_one_reusable_container(
+    client: PoolClient, python_images: ImageStore, redis_client: object, runtime: Runtime,
+    tmp_path: object,
+) -> None:  # fmt: skip
+    from pathlib import Path
+
+    from images.builder import Builder, BuildOptions
+
+    ctx = Path(str(tmp_path))
+    (ctx / "Dockerfile").write_text("FROM scow/python\nCOPY handler.py /function/handler.py\n")
+    (ctx / "handler.py").write_text(SLEEPY_HANDLER)
+    await Builder(python_images, runtime, progress=lambda line: None).build(
+        BuildOptions(ctx, tag="tests/sleepy")
+    )
+    m = PoolManager(redis_client, runtime, python_images, sync_every=0.05)  # type: ignore[arg-type]
+    await m.start()
+    try:
+        await deploy(client, m, spec(name="sleepy", image="tests/sleepy", max_invocations=0,
+                                     concurrency=4, pool={"min": 1, "max": 1}))  # fmt: skip
+        started = time.perf_counter()
+        results = await asyncio.gather(*(call(client, "sleepy") for _ in range(4)))
+        elapsed = time.perf_counter() - started
+        assert all(r.status == 200 for r in results), results
+        assert len({r.body for r in results}) == 1  # one container served all four
+        assert elapsed < 1.5, f"four 0.5 s calls took {elapsed:.2f}s: they did not overlap"
+        assert m.workers["sleepy"].pool.total == 1
+    finally:
+        await m.stop()

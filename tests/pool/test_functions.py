@@ -37,7 +37,7 @@ def test_yaml_shaped_fields() -> None:
         ({"name": "a", "image": "x", "pool": {"min": 5, "max": 2}}, "pool.min", "above pool.max"),
         ({"name": "a", "image": "x", "port": 70000}, "port", "1 to 65535"),
         ({"name": "a", "image": "x", "colour": "red"}, "colour", "unknown field"),
-        ({"name": "a", "image": "x", "concurrency": 4}, "concurrency", "one call per container"),
+        ({"name": "a", "image": "x", "concurrency": 4}, "concurrency", "max_invocations != 1"),
         ({"name": "a", "image": "x", "protocol": "stdio", "max_invocations": 5},
          "max_invocations", "one process per call"),
     ],
