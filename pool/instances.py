@@ -123,12 +123,14 @@ async def _wait_port(runtime: Runtime, record: ContainerRecord, port: int) -> No
     delay = 0.002
     while time.monotonic() < deadline:
         try:
-            _, writer = await asyncio.open_connection(record.ip, port)
+            # Each probe is short: a lost SYN must not stall readiness for TCP's own
+            # connect timeout (minutes), far past any call's deadline.
+            _, writer = await asyncio.wait_for(asyncio.open_connection(record.ip, port), 0.5)
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
             return
-        except OSError:
+        except (OSError, TimeoutError):
             if runtime.get(record.id).status == "exited":
                 tail = _log_tail(runtime, record.id)
                 raise InstanceError(

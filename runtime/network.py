@@ -6,7 +6,8 @@ How it works, for a container with id ``ID``:
 2. a named netns ``scow-ID[:12]`` is made (a bind mount under /run/netns);
 3. a veth pair is made with the host end ``svID[:10]`` on the bridge and the peer
    created straight inside the netns, where it is renamed ``eth0``, given the
-   address from IPAM and a default route via the bridge's address;
+   address from IPAM and a default route via the bridge's address; the host
+   forgets any neighbour entry for that address left by its previous owner;
 4. runc joins the netns by path (config.json ``linux.namespaces``).
 
 Teardown walks back from the id alone: delete the host veth (its peer goes with
@@ -118,6 +119,13 @@ class BridgeNetwork:
                 )  # fmt: skip
                 host = ipr.link_lookup(ifname=veth_name(cid))[0]
                 ipr.link("set", index=host, master=bridge[0], state="up")
+                # The host may still hold a neighbour entry for this address from its
+                # last owner (another MAC): drop it, or connections stall until it ages.
+                try:
+                    ipr.neigh("del", dst=str(ip), ifindex=bridge[0])
+                except NetlinkError as exc:
+                    if exc.code not in (errno.ENOENT, errno.ESRCH):
+                        raise
             with IPRoute(netns=ns) as inner:
                 peer = inner.link_lookup(ifname=_peer_name(cid))[0]
                 inner.link("set", index=peer, ifname="eth0")
