@@ -262,11 +262,13 @@ class PoolClient:
     # -- calls ----------------------------------------------------------------------
 
     async def submit(self, request: CallRequest) -> None:
-        await self.redis.hset(record_key(request.id), mapping={
-            "state": "queued", "function": request.function, "enqueued": request.enqueued,
-        })  # fmt: skip
-        await self.redis.expire(record_key(request.id), RECORD_TTL)
-        await self.redis.xadd(calls_key(request.function), request.to_fields())
+        """Record the call and queue it, in one round trip."""
+        record = {"state": "queued", "function": request.function, "enqueued": request.enqueued}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(record_key(request.id), mapping=record)
+            pipe.expire(record_key(request.id), RECORD_TTL)
+            pipe.xadd(calls_key(request.function), request.to_fields())
+            await pipe.execute()
 
     async def call(self, request: CallRequest, grace: float = 1.0) -> CallResult:
         """Queue ``request`` and wait for its result; a 504 when its deadline passes first."""

@@ -122,8 +122,7 @@ class FunctionWorker:
             result, node=self.manager.node_id, queue_seconds=queue_seconds,
             run_seconds=time.time() - picked,
         )  # fmt: skip
-        await self.manager.reply(req, result)
-        await self.manager.redis.xack(contract.calls_key(self.spec.name), contract.GROUP, entry_id)
+        await self.manager.reply(req, result, ack=(contract.calls_key(self.spec.name), entry_id))
 
     async def _run(self, req: CallRequest) -> CallResult:
         try:
@@ -327,10 +326,12 @@ class PoolManager:
             f"the call was delivered {contract.MAX_DELIVERIES} times and its node died each time",
             node=self.node_id,
         )  # fmt: skip
-        await self.reply(req, result)
-        await self.redis.xack(key, contract.GROUP, entry_id)
+        await self.reply(req, result, ack=(key, entry_id))
 
-    async def reply(self, req: CallRequest, result: CallResult) -> None:
+    async def reply(
+        self, req: CallRequest, result: CallResult, ack: tuple[str, bytes] | None = None
+    ) -> None:
+        """Record the result, send it to the gateway that asked, and XACK: one round trip."""
         record = {
             "state": "done", "status": result.status, "error": result.error,
             "message": result.message, "cold": int(result.cold), "node": result.node,
@@ -346,6 +347,8 @@ class PoolManager:
             pipe.expire(key, contract.RECORD_TTL)
             if req.reply_to:
                 pipe.xadd(req.reply_to, result.to_fields(), maxlen=contract.REPLY_MAXLEN)
+            if ack is not None:
+                pipe.xack(ack[0], contract.GROUP, ack[1])
             await pipe.execute()
 
 
