@@ -23,7 +23,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -208,10 +208,7 @@ class PoolClient:
         last = "$"
         while not cancellation_requested():
             try:
-                batches = cast(
-                    list[Any],
-                    await self.redis.xread({self.reply_stream: last}, block=1000, count=500),
-                )
+                batches = await self.redis.xread({self.reply_stream: last}, block=1000, count=500)
             except (aioredis.ConnectionError, aioredis.TimeoutError):
                 if cancellation_requested():
                     raise asyncio.CancelledError from None

@@ -24,7 +24,6 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, cast
 
 import httpx
 import redis.asyncio as aioredis
@@ -74,9 +73,9 @@ class FunctionWorker:
         while not contract.cancellation_requested():
             await self.pool.wait_until_can_serve()
             try:
-                batches = cast(list[Any], await redis.xreadgroup(
+                batches = await redis.xreadgroup(
                     contract.GROUP, self.manager.node_id, {key: ">"}, count=1, block=1000
-                ))  # fmt: skip
+                )  # fmt: skip
             except aioredis.ResponseError as exc:
                 if "NOGROUP" in str(exc):  # deleted and redeployed: make the group again
                     with contextlib.suppress(aioredis.ResponseError):
