@@ -29,11 +29,19 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+import pyroute2.config
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from runtime.errors import NetworkError
 from runtime.ipam import Ipam
+
+# pyroute2 forks a child for netns work and SIGTERMs it when done. A forked child
+# keeps our Python signal handlers and shares asyncio's signal wakeup fd, so that
+# SIGTERM, landing before the child exits, reached the parent's event loop as if
+# the parent had been asked to stop (the pool manager then shut down). With this,
+# the child takes SIGTERM with the default action and just dies.
+pyroute2.config.disable_mp_signal = True
 
 NETNS_DIR = Path("/run/netns")
 DEFAULT_BRIDGE = "scow0"
