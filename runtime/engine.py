@@ -359,7 +359,8 @@ class Runtime:
     async def wait(self, ref: str) -> ExitStatus:
         """Until the container's main process ends; its exit code and whether OOM killed it."""
         record = self.store.find(ref)
-        if record.status == "exited" and record.exit_code is not None:
+        watched = record.stdio == "pipes" and self.exits.watching(record.pid)
+        if record.status == "exited" and record.exit_code is not None and not watched:
             return ExitStatus(record.exit_code, record.oom_killed)
         if record.stdio == "logs":
             await self.exits.watch(record.monitor_pid)
@@ -483,7 +484,9 @@ class Runtime:
             code = _exit_file_code(self.paths(record.id))
             if code is None:
                 return record
-        elif _alive(record.pid):
+        elif _alive(record.pid) or self.exits.watching(record.pid):
+            # Running, or our child whose exit status the watcher holds (it may have
+            # reaped it already): wait() records the real code, -1 here would hide it.
             return record
         else:
             code = None

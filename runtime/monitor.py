@@ -96,6 +96,10 @@ class ExitWatcher:
         loop.add_reader(pidfd, ready)
         return fut
 
+    def watching(self, pid: int) -> bool:
+        """Whether ``pid`` is watched (its exit status is, or will be, in its future)."""
+        return pid in self._waits
+
     def forget(self, pid: int) -> None:
         self._waits.pop(pid, None)
 
