@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--subnet", default=str(DEFAULT_SUBNET))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per call otherwise
     try:
         asyncio.run(_main(args))
     except OSError as exc:

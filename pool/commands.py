@@ -8,21 +8,43 @@ reason; the gateway's container, image and environment routes build on these.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
+import secrets
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from images.base import BootstrapError, bootstrap
+from images.builder import Builder, BuildError, BuildOptions
 from images.errors import ImageError, ImageInUse, ImageNotFound, InvalidReference
+from images.layers import unpack
 from images.store import Image
-from runtime.errors import ContainerError, NotFound
+from pool import contract, leases
+from pool.environments import parse_environment
+from runtime.errors import ContainerError, InvalidOption, NotFound
 
 if TYPE_CHECKING:
     from pool.manager import PoolManager
 
-Handler = Callable[["PoolManager", dict[str, Any]], Awaitable[Any]]
+
+@dataclass(frozen=True)
+class Command:
+    """One command's input: JSON arguments, bulk bytes, and where progress lines go."""
+
+    args: dict[str, Any]
+    blob: bytes = b""
+    # Thread-safe: bootstraps and builds report from worker threads too.
+    progress: Callable[[str], None] = lambda line: None
+
+
+Handler = Callable[["PoolManager", Command], Awaitable[Any]]
 
 
 class CommandError(Exception):
@@ -38,7 +60,7 @@ def _image_json(image: Image, store_size: Callable[[str], int]) -> dict[str, Any
     }  # fmt: skip
 
 
-async def node_info(node: PoolManager, args: dict[str, Any]) -> Any:
+async def node_info(node: PoolManager, cmd: Command) -> Any:
     return {
         "node": node.node_id, "host": socket.gethostname(), "pid": os.getpid(),
         "cgroups": node.runtime.cgroups.version, "time": time.time(),
@@ -49,38 +71,94 @@ async def node_info(node: PoolManager, args: dict[str, Any]) -> Any:
     }  # fmt: skip
 
 
-async def images_list(node: PoolManager, args: dict[str, Any]) -> Any:
+async def images_list(node: PoolManager, cmd: Command) -> Any:
     store = node.images
-    return [
-        _image_json(i, store.layer_size) for i in store.images(all_images=bool(args.get("all")))
-    ]
+    all_images = bool(cmd.args.get("all"))
+    return [_image_json(i, store.layer_size) for i in store.images(all_images=all_images)]
 
 
-async def image_inspect(node: PoolManager, args: dict[str, Any]) -> Any:
-    image = node.images.get(_required(args, "ref"))
+async def image_inspect(node: PoolManager, cmd: Command) -> Any:
+    image = node.images.get(_required(cmd.args, "ref"))
     return {**_image_json(image, node.images.layer_size), "config": image.config,
             "history": node.images.history(image)}  # fmt: skip
 
 
-async def image_bootstrap(node: PoolManager, args: dict[str, Any]) -> Any:
-    image = await asyncio.to_thread(bootstrap, node.images, _required(args, "name"))
+async def image_bootstrap(node: PoolManager, cmd: Command) -> Any:
+    name = _required(cmd.args, "name")
+    image = await asyncio.to_thread(bootstrap, node.images, name, cmd.progress)
     return _image_json(image, node.images.layer_size)
 
 
-async def image_remove(node: PoolManager, args: dict[str, Any]) -> Any:
-    ref = _required(args, "ref")
+async def image_remove(node: PoolManager, cmd: Command) -> Any:
+    ref = _required(cmd.args, "ref")
     image = node.images.get(ref)
     users = [r.name for r in node.runtime.containers() if r.image in (ref, image.id, *image.tags)]
-    return node.images.remove(ref, force=bool(args.get("force")), in_use_by=users)
+    return node.images.remove(ref, force=bool(cmd.args.get("force")), in_use_by=users)
 
 
-async def containers_list(node: PoolManager, args: dict[str, Any]) -> Any:
+async def image_tag(node: PoolManager, cmd: Command) -> Any:
+    image = node.images.tag(_required(cmd.args, "ref"), _required(cmd.args, "tag"))
+    return _image_json(image, node.images.layer_size)
+
+
+async def image_build(node: PoolManager, cmd: Command) -> Any:
+    """Build from a tar of the context (``blob``), as ``docker build`` uploads it."""
+    args = cmd.args
+    tmp = node.runtime.config.state_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    context = Path(tempfile.mkdtemp(prefix="build-", dir=tmp))
+    try:
+        await asyncio.to_thread(unpack, io.BytesIO(cmd.blob), context)
+        dockerfile = args.get("dockerfile") or "Dockerfile"
+        path = (context / dockerfile).resolve()
+        if not path.is_relative_to(context.resolve()) or not path.is_file():
+            raise CommandError(400, "bad_request", f"no Dockerfile {dockerfile!r} in the context")
+        opts = BuildOptions(
+            context, dockerfile=path, tag=args.get("tag") or None,
+            build_args=_strings(args, "build_args"), no_cache=bool(args.get("no_cache")),
+            target=args.get("target") or None, labels=_strings(args, "labels"),
+        )  # fmt: skip
+        image = await Builder(node.images, node.runtime, cmd.progress).build(opts)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, context, True)
+    return _image_json(image, node.images.layer_size)
+
+
+async def containers_list(node: PoolManager, cmd: Command) -> Any:
     return [
         {"id": r.id, "name": r.name, "image": r.image, "status": r.status,
          "created": r.created, "labels": dict(r.labels), "ip": r.ip}
         for r in node.runtime.containers()
-        if args.get("all") or r.status in ("running", "paused")
+        if cmd.args.get("all") or r.status in ("running", "paused")
     ]  # fmt: skip
+
+
+async def env_create(node: PoolManager, cmd: Command) -> Any:
+    spec = parse_environment(cmd.args)
+    image = node.images.get(spec.image)
+    lease_id = secrets.token_hex(8)
+    record = await node.runtime.create(
+        image.run_config, node.images.layer_dirs(image), leases.run_options(spec, lease_id),
+        image=spec.image,
+    )  # fmt: skip
+    try:
+        record = await node.runtime.start(record.id)
+        await leases.wait_ready(node.runtime, record, spec.wait)
+        lease = leases.lease_json(record, spec, node.node_id)
+        await node.redis.hset(contract.ENVIRONMENTS, lease_id, json.dumps(lease))
+    except BaseException:
+        await node.runtime.remove(record.id, force=True, volumes=True)
+        raise
+    return lease
+
+
+async def env_remove(node: PoolManager, cmd: Command) -> Any:
+    lease_id = _required(cmd.args, "id")
+    found = [r for r in node.runtime.containers() if r.labels.get("scow.environment") == lease_id]
+    for record in found:
+        await node.runtime.remove(record.id, force=True, volumes=True)
+    await node.redis.hdel(contract.ENVIRONMENTS, lease_id)
+    return {"id": lease_id, "removed": len(found)}
 
 
 COMMANDS: dict[str, Handler] = {
@@ -89,7 +167,11 @@ COMMANDS: dict[str, Handler] = {
     "image.inspect": image_inspect,
     "image.bootstrap": image_bootstrap,
     "image.remove": image_remove,
+    "image.tag": image_tag,
+    "image.build": image_build,
     "containers.list": containers_list,
+    "env.create": env_create,
+    "env.remove": env_remove,
 }
 
 
@@ -100,16 +182,28 @@ def _required(args: dict[str, Any], key: str) -> str:
     return value
 
 
-async def run_command(node: PoolManager, name: str, args: dict[str, Any]) -> Any:
+def _strings(args: dict[str, Any], key: str) -> dict[str, str]:
+    value = args.get(key) or {}
+    if not isinstance(value, dict):
+        raise CommandError(400, "bad_request", f"argument {key!r} must be an object")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+async def run_command(node: PoolManager, name: str, cmd: Command) -> Any:
     """The command's result, or CommandError with the status a caller should see."""
     handler = COMMANDS.get(name)
     if handler is None:
         raise CommandError(404, "unknown_command", f"no node command {name!r}")
     try:
-        return await handler(node, args)
+        return await handler(node, cmd)
     except (ImageNotFound, NotFound) as exc:
         raise CommandError(404, "not_found", str(exc)) from None
     except ImageInUse as exc:
         raise CommandError(409, "conflict", str(exc)) from None
-    except (InvalidReference, BootstrapError, ImageError, ContainerError) as exc:
+    except leases.NotReady as exc:
+        status = 504 if exc.timed_out else 502
+        raise CommandError(status, "not_ready", f"the environment is not ready: {exc}") from None
+    except InvalidOption as exc:
+        raise CommandError(400, "invalid", str(exc)) from None
+    except (InvalidReference, BootstrapError, BuildError, ImageError, ContainerError) as exc:
         raise CommandError(400, "bad_request", str(exc)) from None

@@ -6,10 +6,17 @@ Version 1. Every key starts with ``scow:v1:``.
     calls:<fn>           stream one entry per call; consumer group "nodes"
     replies:<gateway>    stream results for the gateway instance that asked
     call:<id>            hash   the call record (state, status, timings), with a TTL
-    nodes                hash   node id -> {started, heartbeat, pid, host}
+    invocations          hash   function -> calls answered
+    logs:<fn>            stream the function's log lines, tagged with call and container
+    nodes                hash   node id -> {heartbeat, pid, host, functions: pool sizes}
     dead                 stream calls that killed their node too often
     commands             stream node commands any node may take; group "nodes"
     node:<id>:commands   stream node commands for one node; group "nodes"
+    progress:<id>        stream progress lines of a long node command (builds)
+    environments         hash   environment id -> its lease and where it runs
+
+A call's entry is deleted once it is answered, so a stream's length is the
+number of calls waiting or running: the gateway's queue cap reads it.
 
 A gateway reads its reply stream with one task and hands each result to the
 request waiting for it (``PoolClient``): no Redis connection per waiting call.
@@ -22,6 +29,7 @@ import contextlib
 import json
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +43,9 @@ GROUP = "nodes"
 FUNCTIONS = f"{PREFIX}:functions"
 NODES = f"{PREFIX}:nodes"
 DEAD = f"{PREFIX}:dead"
+INVOCATIONS = f"{PREFIX}:invocations"
+ENVIRONMENTS = f"{PREFIX}:environments"
+LOGS_MAXLEN = 10_000  # lines kept per function
 RECORD_TTL = 3600
 REPLY_MAXLEN = 10_000
 MAX_DELIVERIES = 3  # a call delivered this often has crashed nodes: dead-letter it
@@ -69,6 +80,14 @@ def node_commands_key(node: str) -> str:
 
 def record_key(call_id: str) -> str:
     return f"{PREFIX}:call:{call_id}"
+
+
+def logs_key(function: str) -> str:
+    return f"{PREFIX}:logs:{function}"
+
+
+def progress_key(command_id: str) -> str:
+    return f"{PREFIX}:progress:{command_id}"
 
 
 def new_call_id() -> str:
@@ -160,17 +179,41 @@ class CommandRequest:
     args: dict[str, Any]
     deadline: float
     reply_to: str
+    blob: bytes = b""  # bulk input, such as a build context
 
     def to_fields(self) -> Fields:
         meta = {"name": self.name, "args": self.args, "deadline": self.deadline,
                 "reply_to": self.reply_to}  # fmt: skip
-        return {"id": self.id, "meta": json.dumps(meta)}
+        return {"id": self.id, "meta": json.dumps(meta), "blob": self.blob}
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes]) -> CommandRequest:
         meta = json.loads(fields[b"meta"])
         return cls(_s(fields[b"id"]), meta["name"], meta["args"], meta["deadline"],
-                   meta["reply_to"])  # fmt: skip
+                   meta["reply_to"], fields.get(b"blob", b""))  # fmt: skip
+
+
+# Queue a call unless its function already has ARGV[1] (> 0) calls waiting or running;
+# -1 when queued, else the queue's length. Atomic, so concurrent gateways respect the cap.
+_SUBMIT = """
+local cap = tonumber(ARGV[1])
+if cap > 0 then
+  local length = redis.call('XLEN', KEYS[2])
+  if length >= cap then return length end
+end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'function', ARGV[4], 'enqueued', ARGV[7])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'fn', ARGV[4], 'meta', ARGV[5], 'body', ARGV[6])
+return -1
+"""
+
+
+class QueueFull(Exception):
+    """A function's queue is at its cap: the call was not queued."""
+
+    def __init__(self, function: str, length: int) -> None:
+        self.function, self.length = function, length
+        super().__init__(f"function {function!r} has {length} calls queued, its limit")
 
 
 class CommandFailed(Exception):
@@ -189,6 +232,7 @@ class PoolClient:
     instance: str = field(default_factory=lambda: secrets.token_hex(6))
     _waiting: dict[str, asyncio.Future[CallResult]] = field(default_factory=dict)
     _reader: asyncio.Task[None] | None = None
+    _submit: Any = None  # the registered submit script
 
     @property
     def reply_stream(self) -> str:
@@ -258,22 +302,33 @@ class PoolClient:
 
     # -- calls ----------------------------------------------------------------------
 
-    async def submit(self, request: CallRequest) -> None:
-        """Record the call and queue it, in one round trip."""
-        record = {"state": "queued", "function": request.function, "enqueued": request.enqueued}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(record_key(request.id), mapping=record)
-            pipe.expire(record_key(request.id), RECORD_TTL)
-            pipe.xadd(calls_key(request.function), request.to_fields())
-            await pipe.execute()
+    async def submit(self, request: CallRequest, max_queue: int = 0) -> None:
+        """Record the call and queue it, in one round trip.
 
-    async def call(self, request: CallRequest, grace: float = 1.0) -> CallResult:
-        """Queue ``request`` and wait for its result; a 504 when its deadline passes first."""
+        With ``max_queue`` above zero, raises QueueFull instead when that many calls
+        of the function are already waiting or running.
+        """
+        if self._submit is None:
+            self._submit = self.redis.register_script(_SUBMIT)
+        f = request.to_fields()
+        keys = [record_key(request.id), calls_key(request.function)]
+        argv = [max_queue, RECORD_TTL, f["id"], f["fn"], f["meta"], f["body"], request.enqueued]
+        length = int(await self._submit(keys=keys, args=argv))
+        if length >= 0:
+            raise QueueFull(request.function, length)
+
+    async def call(
+        self, request: CallRequest, grace: float = 1.0, max_queue: int = 0
+    ) -> CallResult:
+        """Queue ``request`` and wait for its result; a 504 when its deadline passes first.
+
+        Raises QueueFull (nothing queued) when the function's queue is at ``max_queue``.
+        """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[CallResult] = loop.create_future()
         self._waiting[request.id] = fut
         try:
-            await self.submit(request)
+            await self.submit(request, max_queue)
             remaining = request.deadline - time.time() + grace
             return await asyncio.wait_for(fut, max(remaining, 0.01))
         except TimeoutError:
@@ -287,22 +342,27 @@ class PoolClient:
 
     async def command(
         self, name: str, args: dict[str, Any] | None = None, *, node: str = "",
-        timeout: float = 60.0,
+        timeout: float = 60.0, blob: bytes = b"",
+        progress: Callable[[str], Awaitable[None]] | None = None,
     ) -> Any:  # fmt: skip
         """Run a node command (on ``node``, or on any node) and return its JSON result.
 
+        ``progress`` is awaited with each progress line the node reports while it works.
         Raises CommandFailed with the node's status and message, or a 504 one when no
         node answered in time.
         """
         req = CommandRequest(new_call_id(), name, args or {}, time.time() + timeout,
-                             self.reply_stream)  # fmt: skip
+                             self.reply_stream, blob)  # fmt: skip
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[CallResult] = loop.create_future()
         self._waiting[req.id] = fut
         try:
             key = node_commands_key(node) if node else COMMANDS
             await self.redis.xadd(key, req.to_fields())
-            result = await asyncio.wait_for(fut, timeout)
+            if progress is None:
+                result = await asyncio.wait_for(fut, timeout)
+            else:
+                result = await asyncio.wait_for(self._follow(req.id, fut, progress), timeout)
         except TimeoutError:
             where = f"node {node}" if node else "any node"
             raise CommandFailed(
@@ -310,9 +370,26 @@ class PoolClient:
             ) from None
         finally:
             self._waiting.pop(req.id, None)
+            if progress is not None:
+                await self.redis.delete(progress_key(req.id))
         if result.status >= 400:
             raise CommandFailed(result.status, result.error, result.message)
         return json.loads(result.body) if result.body else None
+
+    async def _follow(
+        self, command_id: str, fut: asyncio.Future[CallResult],
+        progress: Callable[[str], Awaitable[None]],
+    ) -> CallResult:  # fmt: skip
+        key, last = progress_key(command_id), "0"
+        while True:
+            done = fut.done()  # read before the last batch: lines sent before the result
+            batches = await self.redis.xread({key: last}, block=None if done else 200, count=200)
+            for _, entries in batches or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    await progress(_s(fields[b"line"]))
+            if done and not batches:
+                return fut.result()
 
     async def record(self, call_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(record_key(call_id))

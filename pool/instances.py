@@ -55,6 +55,8 @@ class Instance:
     stdin: int = -1
     stdout: int = -1
     stderr: int = -1
+    logged: int = 0  # log lines of the container already published
+    call_logs: list[tuple[str, str]] = field(default_factory=list)  # the last call's
 
     @property
     def id(self) -> str:
@@ -141,6 +143,18 @@ async def _wait_port(runtime: Runtime, record: ContainerRecord, port: int) -> No
     raise InstanceError(f"the function did not listen on port {port} within {READY_TIMEOUT:.0f}s")
 
 
+def _new_log_lines(runtime: Runtime, inst: Instance) -> list[tuple[str, str]]:
+    """What the container logged since the last call (a throwaway one: all of it).
+
+    Lines written after the reply was sent are published with the next call, or
+    not at all for a throwaway container.
+    """
+    lines = runtime.logs(inst.id)
+    new = lines[inst.logged :]
+    inst.logged = len(lines)
+    return [(ln.stream, ln.text) for ln in new]
+
+
 def _log_tail(runtime: Runtime, cid: str) -> str:
     lines = runtime.logs(cid, stdout=False, tail=20)
     return "\n".join(ln.text for ln in lines)[-STDERR_TAIL:]
@@ -156,10 +170,13 @@ async def invoke(
             req.id, 504, "timeout", "the deadline passed in the queue", part="queue"
         )
     inst.last_used = time.monotonic()
+    inst.call_logs = []
     try:
         if inst.spec.protocol == "stdio":
             return await asyncio.wait_for(_stdio(runtime, inst, req), remaining)
-        return await asyncio.wait_for(_http(runtime, http, inst, req), remaining)
+        result = await asyncio.wait_for(_http(runtime, http, inst, req), remaining)
+        inst.call_logs = _new_log_lines(runtime, inst)
+        return result
     except TimeoutError:
         with contextlib.suppress(Exception):
             await runtime.kill(inst.id, "KILL")
@@ -191,6 +208,7 @@ async def _stdio(runtime: Runtime, inst: Instance, req: CallRequest) -> CallResu
         loop.run_in_executor(None, _read_all, inst.stderr),
     )
     await writer
+    inst.call_logs = [("stderr", line) for line in err.decode(errors="replace").splitlines()]
     status = await runtime.wait(inst.id)
     if status.code == 0 and not status.oom_killed:
         return CallResult(req.id, 200, (("content-type", "application/octet-stream"),), out)
@@ -216,6 +234,7 @@ async def _http(
 ) -> CallResult:
     url = f"http://{inst.record.ip}:{inst.spec.port}{req.path}"
     headers = [(k, v) for k, v in req.headers if k.lower() not in HOP_HEADERS]
+    headers.append(("x-call-id", req.id))  # the runtime hands it to the handler
     try:
         response = await http.request(
             req.method, url, params=req.query or None, headers=headers, content=req.body,

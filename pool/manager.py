@@ -22,7 +22,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 import httpx
@@ -31,10 +31,11 @@ import redis.asyncio as aioredis
 from images.errors import ImageError
 from images.store import ImageStore
 from pool import contract
-from pool.commands import CommandError, run_command
+from pool.commands import Command, CommandError, run_command
 from pool.contract import CallRequest, CallResult
 from pool.functions import FunctionSpec
 from pool.instances import Instance, InstanceError, invoke, make_instance
+from pool.leases import reap_expired
 from pool.warm import WarmPool
 from runtime.engine import Runtime
 
@@ -61,6 +62,12 @@ class FunctionWorker:
         return await make_instance(
             self.manager.runtime, self.spec, self.image_config, self.layers, self.spec.image
         )
+
+    def resize(self, spec: FunctionSpec) -> None:
+        self.spec = spec
+        self.pool.spec = spec
+        if not self.image_error:
+            self.pool.refill()
 
     def start(self) -> None:
         if not self.image_error:
@@ -104,6 +111,7 @@ class FunctionWorker:
         req = CallRequest.from_fields(fields)
         picked = time.time()
         queue_seconds = max(0.0, picked - req.enqueued)
+        logs: list[tuple[str, str]] = []
         if picked >= req.deadline:
             result = CallResult.failure(
                 req.id, 504, "timeout", "the deadline passed before a node took the call",
@@ -116,14 +124,15 @@ class FunctionWorker:
                 contract.record_key(req.id),
                 mapping={"state": "running", "node": self.manager.node_id},
             )
-            result = await self._run(req)
+            result = await self._run(req, logs)
         result = replace(
             result, node=self.manager.node_id, queue_seconds=queue_seconds,
             run_seconds=time.time() - picked,
         )  # fmt: skip
-        await self.manager.reply(req, result, ack=(contract.calls_key(self.spec.name), entry_id))
+        ack = (contract.calls_key(self.spec.name), entry_id)
+        await self.manager.reply(req, result, ack=ack, logs=logs)
 
-    async def _run(self, req: CallRequest) -> CallResult:
+    async def _run(self, req: CallRequest, logs: list[tuple[str, str]]) -> CallResult:
         try:
             inst = await asyncio.wait_for(self.pool.acquire(), max(req.deadline - time.time(), 0))
         except TimeoutError:
@@ -137,6 +146,7 @@ class FunctionWorker:
         reusable = False
         try:
             result = await invoke(self.manager.runtime, self.manager.http, inst, req)
+            logs.extend(inst.call_logs)
             reusable = result.error == "" and self.spec.protocol == "http"
             return replace(result, cold=inst.source == "cold", container=inst.id)
         finally:
@@ -177,6 +187,7 @@ class PoolManager:
         self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1024), timeout=None)
         self._tasks: list[asyncio.Task[None]] = []
         self._commands: set[asyncio.Task[None]] = set()
+        self._callbacks: set[asyncio.Task[None]] = set()
 
     async def destroy_instance(self, inst: Instance) -> None:
         inst.close_pipes()
@@ -195,7 +206,8 @@ class PoolManager:
                 await self.redis.xgroup_create(key, contract.GROUP, id="0", mkstream=True)
         await self.sync_functions()
         loops = [(self._heartbeat_once, contract.HEARTBEAT_EVERY), (self.sync_functions,
-                 self.sync_every), (self.take_over_once, 1.0), (self._shrink, 1.0)]  # fmt: skip
+                 self.sync_every), (self.take_over_once, 1.0), (self._shrink, 1.0),
+                 (self._reap_environments, 1.0)]  # fmt: skip
         for step, every in loops:
             name = step.__name__
             self._tasks.append(asyncio.create_task(_forever(step, every), name=name))
@@ -213,6 +225,8 @@ class PoolManager:
             await asyncio.gather(*self._commands, return_exceptions=True)
         await asyncio.gather(*(w.stop() for w in self.workers.values()))
         self.workers.clear()
+        if self._callbacks:
+            await asyncio.gather(*self._callbacks, return_exceptions=True)
         await self.http.aclose()
         with contextlib.suppress(aioredis.RedisError):
             await self.redis.hdel(contract.NODES, self.node_id)
@@ -227,7 +241,14 @@ class PoolManager:
     # -- loops ----------------------------------------------------------------------
 
     async def _heartbeat_once(self) -> None:
-        info = {"heartbeat": time.time(), "pid": os.getpid(), "host": socket.gethostname()}
+        pools = {
+            name: {"ready": len(w.pool.ready), "busy": w.pool.busy, "creating": w.pool.creating}
+            for name, w in self.workers.items()
+        }
+        info = {
+            "heartbeat": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
+            "functions": pools,
+        }  # fmt: skip
         await self.redis.hset(contract.NODES, self.node_id, json.dumps(info))
 
     async def sync_functions(self) -> None:
@@ -235,7 +256,11 @@ class PoolManager:
         raw = await self.redis.hgetall(contract.FUNCTIONS)
         specs = {s.name: s for s in (FunctionSpec.from_json(v) for v in raw.values())}
         for name in list(self.workers):
-            if name not in specs or specs[name] != self.workers[name].spec:
+            worker = self.workers[name]
+            new = specs.get(name)
+            if new is not None and new != worker.spec and _only_sizes_differ(worker.spec, new):
+                worker.resize(new)  # scaling keeps the warm instances
+            elif new is None or new != worker.spec:
                 await self.workers.pop(name).stop()
         for name, spec in specs.items():
             if name not in self.workers:
@@ -264,14 +289,42 @@ class PoolManager:
         if time.time() > req.deadline:
             result = CallResult.failure(req.id, 504, "timeout", f"{req.name}: the deadline passed")
         else:
+            lines: asyncio.Queue[str | None] = asyncio.Queue()
+            loop = asyncio.get_running_loop()
+            pump = asyncio.create_task(self._pump_progress(req.id, lines))
+
+            def progress(line: str) -> None:
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+
+            cmd = Command(req.args, req.blob, progress)
             try:
-                value = await run_command(self, req.name, req.args)
+                value = await run_command(self, req.name, cmd)
                 body = json.dumps(value).encode()
                 result = CallResult(req.id, 200, (("content-type", "application/json"),), body)
             except CommandError as exc:
                 result = CallResult.failure(req.id, exc.status, exc.error, exc.message)
+            except Exception as exc:  # a bug: answer it rather than leave the caller waiting
+                log.exception("node command %s failed", req.name)
+                result = CallResult.failure(req.id, 500, "internal", f"{req.name}: {exc!r}")
+            finally:
+                lines.put_nowait(None)
+                await pump
         await self.redis.xadd(req.reply_to, result.to_fields(), maxlen=contract.REPLY_MAXLEN)
         await self.redis.xack(key, contract.GROUP, entry_id)
+        await self.redis.xdel(key, entry_id)
+
+    async def _pump_progress(self, command_id: str, lines: asyncio.Queue[str | None]) -> None:
+        """Forward a command's progress lines to its progress stream, in order."""
+        key = contract.progress_key(command_id)
+        while (line := await lines.get()) is not None:
+            with contextlib.suppress(aioredis.RedisError):  # progress is best effort
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.xadd(key, {"line": line}, maxlen=10_000)
+                    pipe.expire(key, 3600)  # the asker may be gone
+                    await pipe.execute()
+
+    async def _reap_environments(self) -> None:
+        await reap_expired(self.runtime, self.redis, self.node_id)
 
     async def live_nodes(self) -> set[str]:
         now = time.time()
@@ -328,14 +381,16 @@ class PoolManager:
         await self.reply(req, result, ack=(key, entry_id))
 
     async def reply(
-        self, req: CallRequest, result: CallResult, ack: tuple[str, bytes] | None = None
-    ) -> None:
-        """Record the result, send it to the gateway that asked, and XACK: one round trip."""
+        self, req: CallRequest, result: CallResult, ack: tuple[str, bytes] | None = None,
+        logs: Sequence[tuple[str, str]] = (),
+    ) -> None:  # fmt: skip
+        """Record the result, send it to the gateway that asked, publish the call's log
+        lines, then XACK and delete the entry: one round trip."""
         record = {
             "state": "done", "status": result.status, "error": result.error,
             "message": result.message, "cold": int(result.cold), "node": result.node,
             "container": result.container, "queue_seconds": result.queue_seconds,
-            "run_seconds": result.run_seconds,
+            "run_seconds": result.run_seconds, "finished": time.time(),
         }  # fmt: skip
         if not req.reply_to:  # async: the record keeps the result
             record["body"] = result.body
@@ -346,9 +401,50 @@ class PoolManager:
             pipe.expire(key, contract.RECORD_TTL)
             if req.reply_to:
                 pipe.xadd(req.reply_to, result.to_fields(), maxlen=contract.REPLY_MAXLEN)
+            pipe.hincrby(contract.INVOCATIONS, req.function, 1)
+            for stream, text in logs:
+                line = {"call": req.id, "container": result.container, "stream": stream,
+                        "text": text}  # fmt: skip
+                pipe.xadd(contract.logs_key(req.function), line,
+                          maxlen=contract.LOGS_MAXLEN, approximate=True)  # fmt: skip
             if ack is not None:
                 pipe.xack(ack[0], contract.GROUP, ack[1])
+                pipe.xdel(ack[0], ack[1])
             await pipe.execute()
+        if req.callback:
+            task = asyncio.create_task(self._post_callback(req, result))
+            self._callbacks.add(task)
+            task.add_done_callback(self._callbacks.discard)
+
+    async def _post_callback(self, req: CallRequest, result: CallResult) -> None:
+        """POST an async call's result to its X-Callback-Url, as OpenFaaS does.
+
+        Two tries; the outcome goes into the call record.
+        """
+        headers = [
+            *result.headers,
+            ("x-call-id", req.id),
+            ("x-function-status", str(result.status)),
+        ]
+        outcome = ""
+        for attempt in range(2):
+            try:
+                response = await self.http.post(
+                    req.callback, content=result.body, headers=headers, timeout=10.0
+                )
+                outcome = str(response.status_code)
+                if response.status_code < 500:
+                    break
+            except httpx.HTTPError as exc:
+                outcome = f"error: {exc!r}"
+            if attempt == 0:
+                await asyncio.sleep(1.0)
+        with contextlib.suppress(aioredis.RedisError):
+            await self.redis.hset(contract.record_key(req.id), "callback", outcome)
+
+
+def _only_sizes_differ(old: FunctionSpec, new: FunctionSpec) -> bool:
+    return replace(old, pool_min=new.pool_min, pool_max=new.pool_max) == new
 
 
 async def _forever(step: Callable[[], Awaitable[object]], every: float) -> None:
