@@ -1,49 +1,86 @@
-"""The gateway's starlette application (the composition root for its routes)."""
+"""The gateway's starlette application: the composition root for its routes.
+
+Handlers validate, then call the pool's client contract; nothing here touches
+runc, cgroups or disks. Docker's tools prefix paths with ``/v1.NN``: the same
+routes answer with and without it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import __version__
+from gateway import calls, environments, functions, images, system
+from gateway.auth import TokenAuth
+from gateway.http import (
+    ApiError,
+    RequestLog,
+    api_error,
+    http_error,
+    internal_error,
+    redis_unavailable,
+)
+from gateway.metrics import GatewayMetrics
+from gateway.state import Gateway, GatewaySettings
+from pool.contract import PoolClient
 
-
-def error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status)
-
-
-async def healthz(request: Request) -> JSONResponse:
-    redis: aioredis.Redis = request.app.state.redis
-    try:
-        await redis.ping()
-    except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
-        return error(503, "redis_unavailable", f"cannot reach Redis: {exc}")
-    return JSONResponse({"status": "ok"})
-
-
-async def version(request: Request) -> JSONResponse:
-    return JSONResponse({"version": __version__})
+_VERSION_PREFIX = re.compile(r"^/v1\.\d+(?=/)")
 
 
-def create_app(redis_url: str) -> Starlette:
+class StripVersion:
+    """ASGI middleware: ``/v1.43/images/json`` is ``/images/json``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (m := _VERSION_PREFIX.match(scope["path"])):
+            scope = {**scope, "path": scope["path"][m.end() :]}
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: GatewaySettings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.redis = aioredis.Redis.from_url(
-            redis_url, socket_timeout=5, socket_connect_timeout=2
-        )
+        # Blocking: a burst of calls waits for a connection instead of failing.
+        connections = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=256, timeout=10, socket_timeout=10,
+            socket_connect_timeout=2,
+        )  # fmt: skip
+        redis = aioredis.Redis(connection_pool=connections)
+        pool = PoolClient(redis)
+        await pool.start()
+        app.state.gw = Gateway(settings, redis, pool, GatewayMetrics())
         try:
             yield
         finally:
-            await app.state.redis.aclose()
+            with contextlib.suppress(aioredis.RedisError):
+                await pool.close()
+            await redis.aclose(close_connection_pool=True)
 
-    routes = [
-        Route("/healthz", healthz, methods=["GET", "HEAD"]),
-        Route("/system/version", version, methods=["GET"]),
+    routes = [*system.routes, *functions.routes, *calls.routes, *environments.routes,
+              *images.routes]  # fmt: skip
+    middleware = [
+        Middleware(RequestLog),
+        Middleware(StripVersion),
+        Middleware(TokenAuth, token=settings.token),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: api_error,
+            HTTPException: http_error,
+            aioredis.ConnectionError: redis_unavailable,
+            aioredis.TimeoutError: redis_unavailable,
+            Exception: internal_error,
+        },
+    )

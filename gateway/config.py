@@ -39,6 +39,10 @@ class HostConfig:
         return self.run_dir / "scow.sock"
 
     @property
+    def token_file(self) -> Path:
+        return self.state_dir / "token"
+
+    @property
     def pid_file(self) -> Path:
         return self.run_dir / "scow.pid"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import uvicorn
 
 from gateway.app import create_app
+from gateway.http import RequestIdFilter
+from gateway.state import GatewaySettings
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:
@@ -44,13 +47,30 @@ def bind_unix(path: Path) -> socket.socket:
     return sock
 
 
-def serve(redis_url: str, host: str, port: int, socket_path: Path | None) -> None:
+def configure_logging(level: int = logging.INFO) -> None:
+    """Every line names the request it belongs to (``-`` outside a request)."""
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def serve(
+    settings: GatewaySettings, host: str, port: int, socket_path: Path | None,
+    log_level: int = logging.INFO,
+) -> None:  # fmt: skip
+    configure_logging(log_level)
     sockets = [bind_tcp(host, port)]
     if socket_path is not None:
         sockets.append(bind_unix(socket_path))
     config = uvicorn.Config(
-        create_app(redis_url), log_level="warning", lifespan="on", access_log=False
-    )
+        create_app(settings), log_level="warning", lifespan="on", access_log=False,
+        log_config=None, server_header=False, date_header=False,  # a function sends its own
+    )  # fmt: skip
     server = uvicorn.Server(config)
     try:
         asyncio.run(server.serve(sockets=sockets))

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from gateway.auth import load_or_create_token
 from gateway.config import HostConfig
 from gateway.redisd import RedisServer
 
@@ -99,14 +100,18 @@ class Host:
         self._spawn("pool manager", ["pool", "--redis-url", redis_url, *node_args])
         self.out(f"node      pool manager, state in {cfg.state_dir}")
         gateway_args = ["--host", cfg.http_host, "--port", str(cfg.http_port)]
+        token = "SCOW_TOKEN" if os.environ.get("SCOW_TOKEN") else str(cfg.token_file)
+        if not os.environ.get("SCOW_TOKEN"):
+            load_or_create_token(cfg.token_file)
         gateway = self._spawn(
             "gateway",
             ["gateway.cli", "gateway", "--redis-url", redis_url, *gateway_args,
-             "--socket", str(cfg.socket_path)],
+             "--socket", str(cfg.socket_path), "--token-file", str(cfg.token_file)],
         )  # fmt: skip
         if not self._wait_listening(gateway, cfg.socket_path):
             return 1
         self.out(f"api       http://{cfg.http_host}:{cfg.http_port} and unix://{cfg.socket_path}")
+        self.out(f"token     {token} (needed on TCP: Authorization: Bearer <token>)")
         self.out("scow is up; Ctrl-C stops it")
         while not self._stopping:
             for name, proc in self.children:

@@ -1,25 +1,68 @@
-"""The `scow` command."""
+"""The `scow` command: the host (`up`, `gateway`) and a client of its API for the rest."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 import click
 
 from gateway import __version__
+from gateway.cli.environments import env
+from gateway.cli.functions import fn
+from gateway.cli.images import build, history, image, images, rmi, tag
+from gateway.cli.output import api_command, client, format_option
 from gateway.config import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, HostConfig
+from gateway.state import DEFAULT_BODY_LIMIT, DEFAULT_MAX_QUEUE
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """scow: functions on throwaway containers."""
+    """scow: functions on throwaway containers.
+
+    The client commands talk to the API on the Unix socket /run/scow/scow.sock,
+    or over TCP when SCOW_HOST is set (tcp://127.0.0.1:8080), with the token
+    from SCOW_TOKEN or the state dir's token file.
+    """
 
 
 @main.command()
-def version() -> None:
-    """Print the scow version."""
-    click.echo(f"scow {__version__}")
+@click.option("--client-only", is_flag=True, help="Do not ask the server")
+@api_command
+def version(client_only: bool) -> None:
+    """Print the versions of this client and of the server."""
+    click.echo(f"client  {__version__}")
+    if not client_only:
+        click.echo(f"server  {client().json('GET', '/system/version')['version']}")
+
+
+@main.command()
+@format_option
+@api_command
+def info(fmt: str) -> None:
+    """Where the API listens, its limits, and each node with its pools."""
+    import json
+
+    data = client().json("GET", "/system/info")
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"api        {client().endpoint.describe()}")
+    click.echo(f"version    {data['version']['release']}")
+    click.echo(f"functions  {data['functions']}")
+    limits = data["limits"]
+    click.echo(
+        f"limits     body {limits['body_bytes']} bytes, queue {limits['queue']} per function"
+    )
+    for node in data["nodes"]:
+        state = "live" if node["live"] else f"silent for {node['heartbeat_age']:.0f}s"
+        click.echo(f"node       {node['id']} (pid {node['pid']}, {state})")
+        for name, pool in sorted(node["functions"].items()):
+            click.echo(
+                f"  {name:<24} ready {pool['ready']}  busy {pool['busy']}  "
+                f"creating {pool['creating']}"
+            )
 
 
 @main.command()
@@ -51,15 +94,46 @@ def up(
 @click.option("--host", default=DEFAULT_HTTP_HOST, show_default=True)
 @click.option("--port", default=DEFAULT_HTTP_PORT, show_default=True, type=int)
 @click.option("--socket", "socket_path", type=click.Path(path_type=Path), help="Unix socket path")
-def gateway(redis_url: str, host: str, port: int, socket_path: Path | None) -> None:
+@click.option(
+    "--token-file", type=click.Path(path_type=Path), default="/var/lib/scow/token",
+    show_default=True, help="Made on first start; SCOW_TOKEN overrides it",
+)  # fmt: skip
+@click.option("--body-limit", default=DEFAULT_BODY_LIMIT, show_default=True, help="Bytes")
+@click.option(
+    "--max-queue", default=DEFAULT_MAX_QUEUE, show_default=True,
+    help="Calls waiting or running per function before 429 (0: no cap)",
+)  # fmt: skip
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
+def gateway(
+    redis_url: str, host: str, port: int, socket_path: Path | None, token_file: Path,
+    body_limit: int, max_queue: int, log_level: str,
+) -> None:  # fmt: skip
     """Run one gateway against a Redis (to scale out beside `scow up`)."""
+    import os
+
+    from gateway.auth import load_or_create_token
     from gateway.serve import serve
+    from gateway.state import GatewaySettings
 
     try:
-        serve(redis_url, host, port, socket_path)
+        token = os.environ.get("SCOW_TOKEN") or load_or_create_token(token_file)
+        settings = GatewaySettings(
+            redis_url=redis_url, token=token, body_limit=body_limit, max_queue=max_queue
+        )
+        serve(settings, host, port, socket_path, getattr(logging, log_level.upper()))
     except OSError as exc:
         click.echo(f"scow gateway: {exc}", err=True)
         sys.exit(1)
+
+
+main.add_command(fn)
+main.add_command(env)
+main.add_command(image)
+main.add_command(build)
+main.add_command(images)
+main.add_command(rmi)
+main.add_command(tag)
+main.add_command(history)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,225 @@
+"""Calls: sync and async invocation, call records, and function logs.
+
+A sync call is queued for the nodes and waits for its result on this
+gateway's reply stream; an async call answers 202 at once and its result is
+kept in the call record (and POSTed to ``X-Callback-Url`` by the node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from gateway.auth import authorized
+from gateway.http import ApiError, read_body
+from gateway.state import Gateway
+from pool import contract
+from pool.contract import CallRequest, QueueFull, new_call_id
+from pool.functions import FunctionSpec
+
+# Not passed to the function: they describe this hop, or belong to the gateway.
+_DROPPED = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te",
+            "upgrade", "x-callback-url"}  # fmt: skip
+
+
+async def _function(gw: Gateway, request: Request) -> FunctionSpec:
+    name = request.path_params["name"]
+    try:
+        spec = await gw.pool.get(name)
+    except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+        raise ApiError(503, "redis_unavailable", f"cannot reach Redis: {exc}") from None
+    if spec is None:
+        raise ApiError(404, "not_found", f"no function {name!r}")
+    if spec.auth and not authorized(request.scope, gw.settings.token):
+        raise ApiError(401, "unauthorized", f"function {name!r} needs Authorization: Bearer")
+    return spec
+
+
+async def _request(gw: Gateway, request: Request, spec: FunctionSpec, reply_to: str) -> CallRequest:
+    body = await read_body(request, gw.settings.body_limit)
+    headers = tuple(
+        (k, v) for k, v in request.headers.items()
+        if k not in _DROPPED and not (spec.auth and k == "authorization")
+    )  # fmt: skip
+    now = time.time()
+    return CallRequest(
+        id=new_call_id(), function=spec.name, deadline=now + spec.timeout,
+        method=request.method, path="/" + request.path_params.get("path", ""),
+        query=request.url.query, headers=headers, body=body, enqueued=now, reply_to=reply_to,
+        callback=_callback_url(request),
+    )  # fmt: skip
+
+
+def _callback_url(request: Request) -> str:
+    url = request.headers.get("x-callback-url", "")
+    if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
+        raise ApiError(400, "bad_request", f"invalid X-Callback-Url {url!r}: expected http(s)://")
+    return url
+
+
+def _queue_full(gw: Gateway, exc: QueueFull) -> ApiError:
+    gw.metrics.rejected.labels(exc.function, "queue_full").inc()
+    return ApiError(429, "queue_full", str(exc), {"Retry-After": "1"})
+
+
+async def invoke(request: Request) -> Response:
+    gw: Gateway = request.app.state.gw
+    spec = await _function(gw, request)
+    call = await _request(gw, request, spec, gw.pool.reply_stream)
+    started = time.perf_counter()
+    try:
+        result = await gw.pool.call(call, max_queue=gw.settings.max_queue)
+    except QueueFull as exc:
+        raise _queue_full(gw, exc) from None
+    except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+        raise ApiError(503, "redis_unavailable", f"cannot reach Redis: {exc}") from None
+    elapsed = time.perf_counter() - started
+    gw.metrics.observe(spec.name, result, elapsed)
+    headers = [(k, v) for k, v in result.headers if k.lower() not in ("content-length",)]
+    response = Response(result.body, result.status)
+    for k, v in headers:
+        response.headers.append(k, v)
+    response.headers["x-call-id"] = call.id
+    response.headers["x-duration-seconds"] = f"{elapsed:.6f}"
+    response.headers["x-scow-cold"] = "1" if result.cold else "0"
+    return response
+
+
+async def invoke_async(request: Request) -> Response:
+    gw: Gateway = request.app.state.gw
+    spec = await _function(gw, request)
+    call = await _request(gw, request, spec, reply_to="")
+    try:
+        await gw.pool.submit(call, max_queue=gw.settings.max_queue)
+    except QueueFull as exc:
+        raise _queue_full(gw, exc) from None
+    except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+        raise ApiError(503, "redis_unavailable", f"cannot reach Redis: {exc}") from None
+    return JSONResponse({"call_id": call.id}, 202, headers={"x-call-id": call.id})
+
+
+def record_json(call_id: str, record: dict[str, bytes]) -> dict[str, Any]:
+    """A call record for people and scripts: numbers as numbers, the body as text or base64."""
+    text = {k: v.decode(errors="replace") for k, v in record.items() if k not in ("body",)}
+    out: dict[str, Any] = {"id": call_id, "function": text.get("function", ""),
+                           "state": text.get("state", "")}  # fmt: skip
+    if "status" in text:
+        out["status"] = int(text["status"])
+    for key in ("enqueued", "finished", "queue_seconds", "run_seconds"):
+        if key in text:
+            out[key] = float(text[key])
+    for key in ("error", "message", "node", "container", "callback"):
+        if text.get(key):
+            out[key] = text[key]
+    if "cold" in text:
+        out["cold"] = text["cold"] == "1"
+    if "headers" in text:
+        out["headers"] = dict(json.loads(text["headers"]))
+    if "body" in record:
+        try:
+            out["body"] = record["body"].decode()
+        except UnicodeDecodeError:
+            out["body_base64"] = base64.b64encode(record["body"]).decode()
+    return out
+
+
+async def get_call(request: Request) -> JSONResponse:
+    gw: Gateway = request.app.state.gw
+    call_id = request.path_params["id"]
+    raw = await gw.redis.hgetall(contract.record_key(call_id))
+    if not raw:
+        raise ApiError(404, "not_found", f"no call {call_id!r} (records are kept for an hour)")
+    return JSONResponse(record_json(call_id, {k.decode(): v for k, v in raw.items()}))
+
+
+def _since(value: str | None) -> str:
+    """A stream id from ``since``: epoch seconds, RFC 3339, or a duration ago (``5m``)."""
+    if not value:
+        return "-"
+    try:
+        when = float(value)
+    except ValueError:
+        units = {"s": 1, "m": 60, "h": 3600}
+        if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+            when = time.time() - float(value[:-1]) * units[value[-1]]
+        else:
+            try:
+                when = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                raise ApiError(
+                    400, "bad_request",
+                    f"invalid since {value!r}: epoch seconds, RFC 3339, or a duration like 5m",
+                ) from None  # fmt: skip
+    return str(int(when * 1000))
+
+
+def _line(function: str, entry_id: bytes, fields: dict[bytes, bytes]) -> bytes:
+    ms = int(entry_id.split(b"-")[0])
+    line = {
+        "time": datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds"),
+        "function": function, "call_id": fields[b"call"].decode(),
+        "container": fields[b"container"].decode(), "stream": fields[b"stream"].decode(),
+        "text": fields[b"text"].decode(errors="replace"),
+    }  # fmt: skip
+    return json.dumps(line).encode() + b"\n"
+
+
+async def logs(request: Request) -> Response:
+    """``?name=F&tail=N&since=T&follow=1``: the function's log lines as NDJSON."""
+    gw: Gateway = request.app.state.gw
+    q = request.query_params
+    name = q.get("name", "")
+    if not name:
+        raise ApiError(400, "bad_request", "?name= names the function")
+    tail_text = q.get("tail", "")
+    if tail_text and not tail_text.isdigit():
+        raise ApiError(400, "bad_request", f"invalid tail {tail_text!r}: expected a number")
+    follow = q.get("follow", "") in ("1", "true", "yes")
+    key = contract.logs_key(name)
+    start = _since(q.get("since"))
+    if tail_text == "0":
+        entries = []
+    elif tail_text:
+        entries = list(reversed(await gw.redis.xrevrange(key, "+", start, count=int(tail_text))))
+    else:
+        entries = await gw.redis.xrange(key, start, "+")
+    if not follow:
+        return Response(b"".join(_line(name, i, f) for i, f in entries),
+                        media_type="application/x-ndjson")  # fmt: skip
+    last = entries[-1][0] if entries else (b"$" if start == "-" else f"{int(start) - 1}")
+
+    async def stream() -> AsyncIterator[bytes]:
+        for entry_id, fields in entries:
+            yield _line(name, entry_id, fields)
+        cursor = last
+        while True:  # until the client goes away (starlette then cancels this)
+            batches = await gw.redis.xread({key: cursor}, block=1000, count=500)
+            for _, new in batches or []:
+                for entry_id, fields in new:
+                    cursor = entry_id
+                    yield _line(name, entry_id, fields)
+            await asyncio.sleep(0)
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+routes = [
+    Route("/function/{name}", invoke, methods=METHODS),
+    Route("/function/{name}/{path:path}", invoke, methods=METHODS),
+    Route("/async-function/{name}", invoke_async, methods=["POST"]),
+    Route("/async-function/{name}/{path:path}", invoke_async, methods=["POST"]),
+    Route("/system/calls/{id}", get_call, methods=["GET"]),
+    Route("/system/logs", logs, methods=["GET"]),
+]

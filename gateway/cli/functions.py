@@ -1,0 +1,224 @@
+"""`scow fn`: deploy, list, inspect, remove, invoke, scale functions and follow their logs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+import yaml
+
+from gateway.cli.output import (
+    EXIT_FAILED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    api_command,
+    client,
+    emit,
+    fail,
+    format_option,
+    key_values,
+)
+from gateway.client import ApiClientError
+
+
+@click.group()
+def fn() -> None:
+    """Functions: an image plus a spec, called over HTTP."""
+
+
+def _spec_from_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}", EXIT_USAGE)
+    except yaml.YAMLError as exc:
+        fail(f"{path} is not valid YAML: {exc}", EXIT_USAGE)
+    if not isinstance(data, dict):
+        fail(f"{path}: expected a mapping of spec fields, got {type(data).__name__}", EXIT_USAGE)
+    return data
+
+
+@fn.command()
+@click.argument("name", required=False)
+@click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path),
+              help="A YAML spec; flags given too override its fields")  # fmt: skip
+@click.option("--image")
+@click.option("--protocol", type=click.Choice(["http", "stdio"]))
+@click.option("--port", type=int)
+@click.option("--command", help="A shell command run in place of the image's")
+@click.option("-e", "--env", "env", multiple=True, help="KEY=VALUE (repeatable)")
+@click.option("--memory", help="e.g. 128m")
+@click.option("--cpu-shares", type=int)
+@click.option("--timeout", help="e.g. 30s")
+@click.option("--max-invocations", type=int, help="1: a fresh container per call; 0: unlimited")
+@click.option("--concurrency", type=int)
+@click.option("--pool-min", type=int)
+@click.option("--pool-max", type=int)
+@click.option("--auth/--no-auth", default=None, help="Calls need the API token")
+@click.option("-l", "--label", multiple=True, help="KEY=VALUE (repeatable)")
+@format_option
+@api_command
+def deploy(name: str | None, spec_file: Path | None, image: str | None, protocol: str | None,
+           port: int | None, command: str | None, env: tuple[str, ...], memory: str | None,
+           cpu_shares: int | None, timeout: str | None, max_invocations: int | None,
+           concurrency: int | None, pool_min: int | None, pool_max: int | None,
+           auth: bool | None, label: tuple[str, ...], fmt: str) -> None:  # fmt: skip
+    """Create or update a function, from a YAML spec (-f) or flags."""
+    spec = _spec_from_file(spec_file) if spec_file else {}
+    flags = {"name": name, "image": image, "protocol": protocol, "port": port,
+             "command": command, "memory": memory, "cpu_shares": cpu_shares,
+             "timeout": timeout, "max_invocations": max_invocations,
+             "concurrency": concurrency, "auth": auth}  # fmt: skip
+    spec.update({k: v for k, v in flags.items() if v is not None})
+    if env:
+        spec["env"] = {**_as_map(spec.get("env")), **key_values(env, "env")}
+    if label:
+        spec["labels"] = {**(spec.get("labels") or {}), **key_values(label, "label")}
+    if pool_min is not None or pool_max is not None:
+        pool = dict(spec.get("pool") or {})
+        pool.update({k: v for k, v in (("min", pool_min), ("max", pool_max)) if v is not None})
+        spec["pool"] = pool
+    if not spec.get("name") or not spec.get("image"):
+        fail("a function needs a name and an image (NAME --image IMAGE, or -f FILE)", EXIT_USAGE)
+    api = client()
+    try:
+        result = api.json("POST", "/system/functions", json=spec)
+        verb = "Deployed"
+    except ApiClientError as exc:
+        if exc.status != 409:
+            raise
+        result = api.json("PUT", "/system/functions", json=spec)
+        verb = "Updated"
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"{verb} {result['name']} ({result['image']}, {result['protocol']})")
+        click.echo(f"Call it: POST {api.endpoint.describe()}/function/{result['name']}")
+
+
+def _as_map(env: Any) -> dict[str, str]:
+    if isinstance(env, dict):
+        return {str(k): str(v) for k, v in env.items()}
+    return key_values([str(e) for e in env or ()], "env")
+
+
+@fn.command("ls")
+@format_option
+@api_command
+def list_functions(fmt: str) -> None:
+    """List functions with their calls and warm instances."""
+    emit(
+        client().json("GET", "/system/functions"), fmt,
+        lambda fns: [(f["name"], f["image"], f["protocol"], f["invocationCount"],
+                      f["availableReplicas"], f["queueLength"]) for f in fns],
+        ["NAME", "IMAGE", "PROTOCOL", "INVOCATIONS", "WARM", "QUEUED"],
+    )  # fmt: skip
+
+
+@fn.command()
+@click.argument("name")
+@api_command
+def inspect(name: str) -> None:
+    """A function's spec and status, as JSON."""
+    click.echo(json.dumps(client().json("GET", f"/system/function/{name}"), indent=2))
+
+
+@fn.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@api_command
+def remove(names: tuple[str, ...]) -> None:
+    """Delete functions (their queued calls go too)."""
+    for name in names:
+        client().json("DELETE", "/system/functions", params={"name": name})
+        click.echo(name)
+
+
+@fn.command()
+@click.argument("name")
+@click.argument("replicas", type=int)
+@api_command
+def scale(name: str, replicas: int) -> None:
+    """Keep REPLICAS instances warm on each node."""
+    result = client().json("POST", f"/system/scale-function/{name}", json={"replicas": replicas})
+    click.echo(f"{name}: {result['replicas']} warm (pool.max {result['pool']['max']})")
+
+
+@fn.command()
+@click.argument("name")
+@click.option("-d", "--data", help="The request body ('-' or none: read stdin when piped)")
+@click.option("-X", "--method", default="POST", show_default=True)
+@click.option("--path", default="/", show_default=True, help="Path after /function/NAME")
+@click.option("-H", "--header", multiple=True, help="'Name: value' (repeatable)")
+@click.option("--async", "is_async", is_flag=True, help="Queue it; print the call id")
+@click.option("--callback-url", help="With --async: where the node POSTs the result")
+@click.option("-i", "--include", is_flag=True, help="Print the status and headers too")
+@api_command
+def invoke(name: str, data: str | None, method: str, path: str, header: tuple[str, ...],
+           is_async: bool, callback_url: str | None, include: bool) -> None:  # fmt: skip
+    """Call a function; its body goes to stdout. Exit 1 when it answers 400 or more."""
+    if data is None or data == "-":
+        body = sys.stdin.buffer.read() if (data == "-" or not sys.stdin.isatty()) else b""
+    else:
+        body = data.encode()
+    headers = {}
+    for h in header:
+        key, sep, value = h.partition(":")
+        if not sep:
+            fail(f"invalid header {h!r}: expected 'Name: value'", EXIT_USAGE)
+        headers[key.strip()] = value.strip()
+    if callback_url:
+        headers["X-Callback-Url"] = callback_url
+    route = "async-function" if is_async else "function"
+    url = f"/{route}/{name}/{path.lstrip('/')}" if path.strip("/") else f"/{route}/{name}"
+    api = client()
+    try:
+        response = api.http.request("POST" if is_async else method, url, content=body,
+                                    headers=headers, timeout=None)  # fmt: skip
+    except httpx.TransportError as exc:
+        fail(f"cannot reach {api.endpoint.describe()}: {exc}", EXIT_UNREACHABLE)
+    if is_async and response.status_code == 202:
+        click.echo(response.headers["x-call-id"])
+        return
+    if include:
+        click.echo(f"HTTP {response.status_code} {response.reason_phrase}")
+        for k, v in response.headers.multi_items():
+            click.echo(f"{k}: {v}")
+        click.echo()
+    sys.stdout.buffer.write(response.content)
+    sys.stdout.flush()
+    if response.status_code >= 400:
+        if not include:
+            click.echo(f"scow: {name} answered {response.status_code}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+@fn.command()
+@click.argument("name")
+@click.option("--tail", type=int, help="Only the last N lines")
+@click.option("--since", help="Epoch seconds, RFC 3339, or a duration ago such as 5m")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines")
+@format_option
+@api_command
+def logs(name: str, tail: int | None, since: str | None, follow: bool, fmt: str) -> None:
+    """A function's log lines, each with its call id."""
+    params: dict[str, Any] = {"name": name, "follow": int(follow)}
+    if tail is not None:
+        params["tail"] = tail
+    if since:
+        params["since"] = since
+    api = client()
+    try:
+        for line in api.stream_lines("GET", "/system/logs", params=params, timeout=None):
+            if not line:
+                continue
+            if fmt == "json":
+                click.echo(line)
+            else:
+                entry = json.loads(line)
+                click.echo(f"{entry['time']} {entry['call_id'][:12]} {entry['text']}")
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,112 @@
+"""Environment routes: throwaway containers for tests, on a lease the client can extend."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gateway.http import ApiError, json_object, read_json
+from gateway.state import Gateway
+from pool import contract
+from pool.environments import parse_environment, parse_ttl
+from pool.functions import InvalidSpec
+
+
+def lease_view(lease: dict[str, Any]) -> dict[str, Any]:
+    now = time.time()
+    return {
+        **lease,
+        "created": _iso(lease["created"]),
+        "expires_at": _iso(lease["expires_at"]),
+        "expires_in": max(0.0, round(lease["expires_at"] - now, 3)),
+    }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def _lease(gw: Gateway, env_id: str) -> dict[str, Any]:
+    raw = await gw.redis.hget(contract.ENVIRONMENTS, env_id)
+    if raw is None:
+        raise ApiError(404, "not_found", f"no environment {env_id!r}")
+    lease: dict[str, Any] = json.loads(raw)
+    return lease
+
+
+async def create(request: Request) -> JSONResponse:
+    """Answers once the environment is ready: ``{id, ip, ports, expires_at}``."""
+    gw: Gateway = request.app.state.gw
+    body = json_object(await read_json(request))
+    try:
+        spec = parse_environment(body)
+    except InvalidSpec as exc:
+        raise ApiError(400, "invalid_spec", str(exc)) from None
+    lease = await gw.command("env.create", body, timeout=spec.wait.timeout + 60)
+    return JSONResponse(lease_view(lease), 201)
+
+
+async def list_environments(request: Request) -> JSONResponse:
+    gw: Gateway = request.app.state.gw
+    raw = await gw.redis.hgetall(contract.ENVIRONMENTS)
+    leases = sorted((json.loads(v) for v in raw.values()), key=lambda lease: lease["created"])
+    return JSONResponse([lease_view(lease) for lease in leases])
+
+
+async def get_environment(request: Request) -> JSONResponse:
+    gw: Gateway = request.app.state.gw
+    return JSONResponse(lease_view(await _lease(gw, request.path_params["id"])))
+
+
+async def extend(request: Request) -> JSONResponse:
+    """``{"ttl": "10m"}``: the lease now ends that long from now."""
+    gw: Gateway = request.app.state.gw
+    env_id = request.path_params["id"]
+    body = json_object(await read_json(request))
+    if set(body) != {"ttl"}:
+        raise ApiError(400, "bad_request", f'expected {{"ttl": DURATION}}, got {sorted(body)}')
+    try:
+        ttl = parse_ttl(body["ttl"])
+    except InvalidSpec as exc:
+        raise ApiError(400, "invalid_spec", str(exc)) from None
+    lease = await _lease(gw, env_id)
+    lease["expires_at"] = time.time() + ttl
+    # Only while it still exists: a lease the reaper just removed stays removed.
+    written = await gw.redis.eval(
+        "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then "
+        "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return -1",
+        1, contract.ENVIRONMENTS, env_id, json.dumps(lease),
+    )  # fmt: skip
+    if written == -1:
+        raise ApiError(404, "not_found", f"no environment {env_id!r}")
+    return JSONResponse(lease_view(lease))
+
+
+async def delete(request: Request) -> JSONResponse:
+    gw: Gateway = request.app.state.gw
+    env_id = request.path_params["id"]
+    lease = await _lease(gw, env_id)
+    node = (await gw.nodes()).get(lease["node"])
+    if node is None or not node["live"]:
+        raise ApiError(
+            503, "node_down",
+            f"node {lease['node']} that runs environment {env_id} is down; "
+            "it removes the environment when it is back and the lease has run out",
+        )  # fmt: skip
+    result = await gw.command("env.remove", {"id": env_id}, node=lease["node"], timeout=60)
+    return JSONResponse({"id": env_id, "deleted": True, "containers": result["removed"]})
+
+
+routes = [
+    Route("/system/environments", list_environments, methods=["GET"]),
+    Route("/system/environments", create, methods=["POST"]),
+    Route("/system/environments/{id}", get_environment, methods=["GET"]),
+    Route("/system/environments/{id}", extend, methods=["PATCH"]),
+    Route("/system/environments/{id}", delete, methods=["DELETE"]),
+]

@@ -1,0 +1,138 @@
+"""Function routes, shaped like OpenFaaS's: deploy, update, list, inspect, scale, delete."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gateway.http import ApiError, json_object, read_json
+from gateway.state import Gateway
+from pool import contract
+from pool.functions import FunctionSpec, InvalidSpec, parse_spec
+
+
+def spec_json(spec: FunctionSpec) -> dict[str, Any]:
+    """The spec as deploy takes it, so that it round-trips."""
+    return {
+        "name": spec.name, "image": spec.image, "protocol": spec.protocol, "port": spec.port,
+        "command": list(spec.command) if spec.command is not None else None,
+        "env": list(spec.env), "workdir": spec.workdir, "user": spec.user,
+        "memory": spec.memory, "cpu_shares": spec.cpu_shares, "pids": spec.pids,
+        "timeout": spec.timeout, "max_invocations": spec.max_invocations,
+        "idle_ttl": spec.idle_ttl, "concurrency": spec.concurrency,
+        "pool": {"min": spec.pool_min, "max": spec.pool_max}, "read_only": spec.read_only,
+        "auth": spec.auth, "labels": dict(spec.labels),
+    }  # fmt: skip
+
+
+async def function_status(gw: Gateway, specs: list[FunctionSpec]) -> list[dict[str, Any]]:
+    """Specs with OpenFaaS's status fields: replicas, availableReplicas, invocationCount."""
+    nodes = [n for n in (await gw.nodes()).values() if n["live"]]
+    counts = await gw.redis.hmget(contract.INVOCATIONS, [s.name for s in specs]) if specs else []
+    out = []
+    for spec, count in zip(specs, counts, strict=True):
+        pools = [n.get("functions", {}).get(spec.name, {}) for n in nodes]
+        out.append({
+            **spec_json(spec),
+            "replicas": spec.pool_min,
+            "availableReplicas": sum(p.get("ready", 0) + p.get("busy", 0) for p in pools),
+            "invocationCount": int(count or 0),
+            "queueLength": await gw.pool.queue_length(spec.name),
+        })  # fmt: skip
+    return out
+
+
+def _parse(data: Any) -> FunctionSpec:
+    data = dict(json_object(data))
+    # OpenFaaS's names for the same fields, for its clients.
+    if "service" in data and "name" not in data:
+        data["name"] = data.pop("service")
+    if "envVars" in data and "env" not in data:
+        data["env"] = data.pop("envVars")
+    try:
+        return parse_spec(data)
+    except InvalidSpec as exc:
+        raise ApiError(400, "invalid_spec", str(exc)) from None
+
+
+async def _check_image(gw: Gateway, spec: FunctionSpec) -> None:
+    """Refuse an image no node has; when no node can say, deploy anyway (it may come)."""
+    try:
+        await gw.command("image.inspect", {"ref": spec.image}, timeout=10)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise ApiError(
+                400, "no_image", f"image {spec.image!r} is not in the store: build it first"
+            ) from None
+        if exc.status < 500:
+            raise
+
+
+async def list_functions(request: Request) -> JSONResponse:
+    gw: Gateway = request.app.state.gw
+    return JSONResponse(await function_status(gw, await gw.pool.functions()))
+
+
+async def get_function(request: Request) -> JSONResponse:
+    gw: Gateway = request.app.state.gw
+    name = request.path_params["name"]
+    spec = await gw.pool.get(name)
+    if spec is None:
+        raise ApiError(404, "not_found", f"no function {name!r}")
+    return JSONResponse((await function_status(gw, [spec]))[0])
+
+
+async def deploy(request: Request) -> JSONResponse:
+    """POST creates (409 if it exists); PUT replaces (404 if it does not)."""
+    gw: Gateway = request.app.state.gw
+    spec = _parse(await read_json(request))
+    existing = await gw.pool.get(spec.name)
+    if request.method == "POST" and existing is not None:
+        raise ApiError(409, "exists", f"function {spec.name!r} exists: update it with PUT")
+    if request.method == "PUT" and existing is None:
+        raise ApiError(404, "not_found", f"no function {spec.name!r}: create it with POST")
+    await _check_image(gw, spec)
+    await gw.pool.deploy(spec)
+    status = 201 if existing is None else 200
+    return JSONResponse((await function_status(gw, [spec]))[0], status)
+
+
+async def delete_function(request: Request) -> JSONResponse:
+    """OpenFaaS sends ``{"functionName": ...}``; ``?name=`` works too."""
+    gw: Gateway = request.app.state.gw
+    name = request.query_params.get("name")
+    if name is None:
+        name = json_object(await read_json(request)).get("functionName")
+    if not isinstance(name, str) or not name:
+        raise ApiError(400, "bad_request", 'name the function: {"functionName": NAME} or ?name=')
+    if not await gw.pool.remove(name):
+        raise ApiError(404, "not_found", f"no function {name!r}")
+    return JSONResponse({"name": name, "deleted": True})
+
+
+async def scale(request: Request) -> JSONResponse:
+    """``{"replicas": N}``: keep N instances warm (pool.min); pool.max grows to fit."""
+    gw: Gateway = request.app.state.gw
+    name = request.path_params["name"]
+    spec = await gw.pool.get(name)
+    if spec is None:
+        raise ApiError(404, "not_found", f"no function {name!r}")
+    replicas = json_object(await read_json(request)).get("replicas")
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 1024:
+        raise ApiError(400, "invalid_spec", f"invalid replicas {replicas!r}: expected 0 to 1024")
+    scaled = replace(spec, pool_min=replicas, pool_max=max(spec.pool_max, replicas))
+    await gw.pool.deploy(scaled)
+    return JSONResponse((await function_status(gw, [scaled]))[0], 202)
+
+
+routes = [
+    Route("/system/functions", list_functions, methods=["GET"]),
+    Route("/system/functions", deploy, methods=["POST", "PUT"]),
+    Route("/system/functions", delete_function, methods=["DELETE"]),
+    Route("/system/function/{name}", get_function, methods=["GET"]),
+    Route("/system/scale-function/{name}", scale, methods=["POST"]),
+]

@@ -1,0 +1,134 @@
+"""What every route shares: JSON errors, bounded bodies, request ids.
+
+Handlers raise ``ApiError``; one exception handler turns it (and starlette's
+own HTTP errors) into ``{"error": code, "message": text}`` with its status.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import secrets
+import time
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("scow.gateway")
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, error: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.status, self.error, self.message = status, error, message
+        self.headers = headers or {}
+        super().__init__(f"{status} {error}: {message}")
+
+
+def error_response(
+    status: int, error: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message}, status, headers=headers)
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.error, exc.message, exc.headers)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+async def redis_unavailable(request: Request, exc: Exception) -> Response:
+    return error_response(503, "redis_unavailable", f"cannot reach Redis: {exc}")
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal", f"the gateway failed: {exc!r}")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, or 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "bad_request", f"invalid Content-Length {declared!r}")
+        if int(declared) > limit:
+            raise ApiError(413, "too_large", f"the body has {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "too_large", f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int = 1 << 20) -> Any:
+    body = await read_body(request, limit)
+    if not body:
+        raise ApiError(400, "bad_request", "a JSON body is required")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+
+
+def json_object(value: Any, what: str = "body") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_request", f"the {what} must be a JSON object, not {value!r:.80}")
+    return value
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the current request's id on every log record as ``request_id``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class RequestLog:
+    """ASGI middleware: a request id for each request (``X-Request-Id``) and an access log."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = given if given.isprintable() and 0 < len(given) <= 64 else secrets.token_hex(8)
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "%s %s %s %.1fms", scope["method"], scope["path"], status,
+                (time.perf_counter() - started) * 1000,
+            )  # fmt: skip
+            request_id.reset(token)

@@ -1,0 +1,188 @@
+"""Image routes: Docker Engine API shapes for list, inspect, history, tag, remove and
+build (so that the docker CLI and ``scow`` share them), and bootstrapping base images.
+
+A build or bootstrap streams its progress as Docker does: one JSON object per
+line, ``{"stream": ...}`` while it works, ``{"aux": {"ID": ...}}`` at the end,
+or ``{"error": ..., "errorDetail": {"message": ...}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from gateway.http import ApiError, read_body
+from gateway.state import Gateway
+
+BUILD_TIMEOUT = 3600.0
+
+
+def _epoch(text: str) -> int:
+    if not text:
+        return 0
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
+def _summary(image: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Id": image["id"], "ParentId": "", "RepoTags": image["tags"] or ["<none>:<none>"],
+        "RepoDigests": [], "Created": _epoch(image["created"]), "Size": image["size"],
+        "SharedSize": -1, "VirtualSize": image["size"], "Containers": -1,
+        "Labels": (image.get("config", {}).get("config") or {}).get("Labels") or {},
+    }  # fmt: skip
+
+
+async def list_images(request: Request) -> JSONResponse:
+    gw: Gateway = request.app.state.gw
+    all_images = request.query_params.get("all", "") in ("1", "true")
+    images = await gw.command("images.list", {"all": all_images}, timeout=30)
+    return JSONResponse([_summary(i) for i in images])
+
+
+async def inspect_image(request: Request) -> JSONResponse:
+    gw: Gateway = request.app.state.gw
+    image = await gw.command("image.inspect", {"ref": request.path_params["name"]}, timeout=30)
+    config = image["config"]
+    return JSONResponse({
+        "Id": image["id"], "RepoTags": image["tags"], "RepoDigests": [], "Parent": "",
+        "Comment": "", "Created": config.get("created", ""), "Author": config.get("author", ""),
+        "Config": config.get("config") or {}, "Architecture": config.get("architecture", ""),
+        "Os": config.get("os", "linux"), "Size": image["size"], "VirtualSize": image["size"],
+        "RootFS": config.get("rootfs", {"type": "layers", "diff_ids": []}),
+        "Metadata": {"LastTagTime": ""},
+    })  # fmt: skip
+
+
+async def history(request: Request) -> JSONResponse:
+    gw: Gateway = request.app.state.gw
+    image = await gw.command("image.inspect", {"ref": request.path_params["name"]}, timeout=30)
+    rows = image["history"]
+    return JSONResponse([
+        {"Id": image["id"] if i == 0 else "<missing>", "Created": _epoch(r.get("created", "")),
+         "CreatedBy": r.get("created_by", ""), "Tags": image["tags"] if i == 0 else None,
+         "Size": r["size"], "Comment": r.get("comment", "")}
+        for i, r in enumerate(rows)
+    ])  # fmt: skip
+
+
+async def tag(request: Request) -> Response:
+    gw: Gateway = request.app.state.gw
+    repo = request.query_params.get("repo", "")
+    if not repo:
+        raise ApiError(400, "bad_request", "?repo= names the new tag")
+    new = f"{repo}:{request.query_params['tag']}" if request.query_params.get("tag") else repo
+    await gw.command("image.tag", {"ref": request.path_params["name"], "tag": new}, timeout=30)
+    return Response(status_code=201)
+
+
+async def remove(request: Request) -> JSONResponse:
+    gw: Gateway = request.app.state.gw
+    force = request.query_params.get("force", "") in ("1", "true")
+    lines = await gw.command(
+        "image.remove", {"ref": request.path_params["name"], "force": force}, timeout=60
+    )
+    out = []
+    for line in lines:
+        what, _, ref = line.partition(": ")
+        out.append({what: ref})
+    return JSONResponse(out)
+
+
+def _progress_stream(gw: Gateway, name: str, args: dict[str, Any], blob: bytes) -> Response:
+    """Run a long node command, streaming its progress the way docker build does."""
+    lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def progress(line: str) -> None:
+        await lines.put(json.dumps({"stream": line + "\n"}).encode() + b"\n")
+
+    async def run() -> None:
+        try:
+            image = await gw.command(name, args, blob=blob, timeout=BUILD_TIMEOUT,
+                                     progress=progress)  # fmt: skip
+            await lines.put(json.dumps({"aux": {"ID": image["id"]}}).encode() + b"\n")
+        except ApiError as exc:
+            err = {"error": exc.message, "errorDetail": {"message": exc.message}}
+            await lines.put(json.dumps(err).encode() + b"\n")
+        finally:
+            await lines.put(None)
+
+    async def body() -> AsyncIterator[bytes]:
+        task = asyncio.create_task(run())
+        try:
+            while (line := await lines.get()) is not None:
+                yield line
+        finally:
+            if not task.done():  # the client went away: stop waiting (the node finishes)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    return StreamingResponse(body(), media_type="application/json")
+
+
+def _json_query(request: Request, key: str) -> dict[str, str]:
+    raw = request.query_params.get(key, "")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ApiError(
+            400, "bad_request", f"invalid {key} {raw!r}: expected a JSON object"
+        ) from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_request", f"invalid {key} {raw!r}: expected a JSON object")
+    return {str(k): "" if v is None else str(v) for k, v in value.items()}
+
+
+async def build(request: Request) -> Response:
+    """``docker build``'s route: the context as a tar body, options in the query."""
+    gw: Gateway = request.app.state.gw
+    q = request.query_params
+    tags = q.getlist("t")
+    args = {
+        "tag": tags[0] if tags else "", "dockerfile": q.get("dockerfile", "Dockerfile"),
+        "build_args": _json_query(request, "buildargs"), "labels": _json_query(request, "labels"),
+        "no_cache": q.get("nocache", "") in ("1", "true"), "target": q.get("target", ""),
+    }  # fmt: skip
+    if q.get("remote"):
+        raise ApiError(501, "not_implemented", "building from a remote context is not supported")
+    context = await read_body(request, gw.settings.build_limit)
+    if not context:
+        raise ApiError(400, "bad_request", "the build context (a tar) is the request body")
+    if not any(n["live"] for n in (await gw.nodes()).values()):
+        raise ApiError(503, "no_node", "image.build: no node is up to do it")
+    return _progress_stream(gw, "image.build", args, context)
+
+
+async def bootstrap(request: Request) -> Response:
+    """``?name=busybox|debian:bookworm``: make a base image from what the host has."""
+    gw: Gateway = request.app.state.gw
+    name = request.query_params.get("name", "")
+    if not name:
+        raise ApiError(400, "bad_request", "?name= names the base image (busybox, debian:bookworm)")
+    if not any(n["live"] for n in (await gw.nodes()).values()):
+        raise ApiError(503, "no_node", "image.bootstrap: no node is up to do it")
+    return _progress_stream(gw, "image.bootstrap", {"name": name}, b"")
+
+
+routes = [
+    Route("/images/json", list_images, methods=["GET"]),
+    Route("/images/{name:path}/json", inspect_image, methods=["GET"]),
+    Route("/images/{name:path}/history", history, methods=["GET"]),
+    Route("/images/{name:path}/tag", tag, methods=["POST"]),
+    Route("/images/{name:path}", remove, methods=["DELETE"]),
+    Route("/build", build, methods=["POST"]),
+    Route("/system/images/bootstrap", bootstrap, methods=["POST"]),
+]

@@ -1,0 +1,56 @@
+"""What the gateway's handlers share: its settings, Redis, the pool client, metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gateway.http import ApiError
+from gateway.metrics import GatewayMetrics
+from pool import contract
+from pool.contract import CommandFailed, PoolClient
+
+DEFAULT_BODY_LIMIT = 6 << 20
+DEFAULT_MAX_QUEUE = 1024
+BUILD_CONTEXT_LIMIT = 256 << 20
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    redis_url: str
+    token: str
+    body_limit: int = DEFAULT_BODY_LIMIT  # a call's request body
+    max_queue: int = DEFAULT_MAX_QUEUE  # calls waiting or running per function; 0: no cap
+    build_limit: int = BUILD_CONTEXT_LIMIT
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    redis: aioredis.Redis
+    pool: PoolClient
+    metrics: GatewayMetrics
+
+    async def nodes(self) -> dict[str, dict[str, Any]]:
+        """Every registered node with its heartbeat age and whether it counts as live."""
+        now = time.time()
+        out = {}
+        for node, raw in (await self.redis.hgetall(contract.NODES)).items():
+            info = json.loads(raw)
+            age = now - float(info.get("heartbeat", 0))
+            out[node.decode()] = {**info, "heartbeat_age": age,
+                                  "live": age < contract.HEARTBEAT_STALE}  # fmt: skip
+        return out
+
+    async def command(self, name: str, args: dict[str, Any] | None = None, **kw: Any) -> Any:
+        """A node command, with its failure as the API error a client should see."""
+        if not kw.get("node") and not any(n["live"] for n in (await self.nodes()).values()):
+            raise ApiError(503, "no_node", f"{name}: no node is up to do it")
+        try:
+            return await self.pool.command(name, args, **kw)
+        except CommandFailed as exc:
+            raise ApiError(exc.status, exc.error, exc.message) from None

@@ -1,0 +1,68 @@
+"""System routes: health, version, info, metrics, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import platform
+
+import redis.asyncio as aioredis
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway import __version__
+from gateway.http import error_response
+from gateway.openapi import openapi
+from gateway.state import Gateway
+
+
+async def healthz(request: Request) -> Response:
+    gw: Gateway = request.app.state.gw
+    try:
+        await gw.redis.ping()
+    except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+        return error_response(503, "redis_unavailable", f"cannot reach Redis: {exc}")
+    return JSONResponse({"status": "ok"})
+
+
+async def version(request: Request) -> JSONResponse:
+    return JSONResponse({"version": __version__})
+
+
+async def info(request: Request) -> JSONResponse:
+    """OpenFaaS's shape (provider, version, arch) plus the nodes and their pools."""
+    gw: Gateway = request.app.state.gw
+    nodes = await gw.nodes()
+    functions = await gw.pool.functions()
+    return JSONResponse({
+        "provider": {"provider": "scow", "orchestration": "scow",
+                     "version": {"release": __version__}},
+        "version": {"release": __version__},
+        "arch": platform.machine(),
+        "functions": len(functions),
+        "limits": {"body_bytes": gw.settings.body_limit, "queue": gw.settings.max_queue},
+        "nodes": [
+            {"id": node, "host": n.get("host", ""), "pid": n.get("pid", 0),
+             "live": n["live"], "heartbeat_age": round(n["heartbeat_age"], 3),
+             "functions": n.get("functions", {})}
+            for node, n in sorted(nodes.items())
+        ],
+    })  # fmt: skip
+
+
+async def metrics(request: Request) -> Response:
+    gw: Gateway = request.app.state.gw
+    return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi_json(request: Request) -> JSONResponse:
+    return JSONResponse(openapi(__version__))
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET", "HEAD"]),
+    Route("/system/version", version, methods=["GET"]),
+    Route("/system/info", info, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
+]
