@@ -20,6 +20,8 @@ class HostConfig:
     http_port: int = DEFAULT_HTTP_PORT
     # None: `scow up` starts its own redis-server as a child.
     redis_url: str | None = None
+    bridge: str = "scow0"
+    subnet: str = "10.213.0.0/16"
 
     @classmethod
     def from_env(cls, **overrides: object) -> HostConfig:

@@ -39,7 +39,7 @@ def _summary(image: dict[str, Any]) -> dict[str, Any]:
         "Id": image["id"], "ParentId": "", "RepoTags": image["tags"] or ["<none>:<none>"],
         "RepoDigests": [], "Created": _epoch(image["created"]), "Size": image["size"],
         "SharedSize": -1, "VirtualSize": image["size"], "Containers": -1,
-        "Labels": (image.get("config", {}).get("config") or {}).get("Labels") or {},
+        "Labels": image.get("labels") or {},
     }  # fmt: skip
 
 

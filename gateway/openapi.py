@@ -126,6 +126,8 @@ def openapi(version: str) -> dict[str, Any]:
         "/system/info": {"get": {"summary": "Version, nodes and their pools",
                                  "responses": {"200": _json({"type": "object"}, "Info")}}},
         "/system/version": {"get": {"responses": {"200": _json({"type": "object"}, "Version")}}},
+        "/openapi.json": {"get": {"summary": "This document",
+                                  "responses": {"200": _json({"type": "object"}, "OpenAPI")}}},
         "/metrics": {"get": {"summary": "Prometheus text",
                              "responses": {"200": {"description": "Metrics"}}}},
         "/system/functions": {
@@ -153,7 +155,9 @@ def openapi(version: str) -> dict[str, Any]:
             "requestBody": _json({"type": "object", "required": ["replicas"], "properties": {
                 "replicas": {"type": "integer", "minimum": 0, "maximum": 1024}}}, "Replicas"),
             "responses": {"202": _json(_ref("Function"), "Scaled"), **_errors(400, 404)}}},
-        "/function/{name}": {m: {**call, "security": []} for m in ("get", "post", "put", "delete")},
+        "/function/{name}": {
+            m: {**call, "security": []} for m in ("get", "post", "put", "patch", "delete")
+        },
         "/async-function/{name}": {"post": {
             "summary": "Queue a call; the result goes to the call record and X-Callback-Url",
             "security": [], "parameters": [_NAME], "requestBody": _BODY,

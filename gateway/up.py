@@ -96,7 +96,8 @@ class Host:
             self.out(f"redis     {redis_url} (external)")
         # The node first, so that it is up when the first call arrives; the gateway
         # talks to it through Redis only.
-        node_args = ["--state-dir", str(cfg.state_dir), "--run-dir", str(cfg.run_dir)]
+        node_args = ["--state-dir", str(cfg.state_dir), "--run-dir", str(cfg.run_dir),
+                     "--bridge", cfg.bridge, "--subnet", cfg.subnet]  # fmt: skip
         self._spawn("pool manager", ["pool", "--redis-url", redis_url, *node_args])
         self.out(f"node      pool manager, state in {cfg.state_dir}")
         gateway_args = ["--host", cfg.http_host, "--port", str(cfg.http_port)]

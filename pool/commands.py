@@ -54,9 +54,11 @@ class CommandError(Exception):
 
 
 def _image_json(image: Image, store_size: Callable[[str], int]) -> dict[str, Any]:
+    labels = (image.config.get("config") or {}).get("Labels") or {}
     return {
         "id": image.id, "tags": list(image.tags), "created": image.config.get("created", ""),
         "size": sum(store_size(d) for d in image.diff_ids), "layers": len(image.diff_ids),
+        "labels": labels,
     }  # fmt: skip
 
 

@@ -84,7 +84,10 @@ def parse_environment(data: Mapping[str, Any]) -> EnvironmentSpec:
 
 
 def parse_ttl(value: Any) -> float:
-    ttl = parse_duration(value, "ttl")
+    try:
+        ttl = parse_duration(value, "ttl")
+    except InvalidOption as exc:
+        raise InvalidSpec(exc.option, exc.value, exc.reason) from None
     if not 1 <= ttl <= MAX_TTL:
         raise InvalidSpec("ttl", value, f"expected from 1s to {MAX_TTL / 3600:g}h")
     return ttl

@@ -84,11 +84,17 @@ class FunctionWorker:
                     contract.GROUP, self.manager.node_id, {key: ">"}, count=1, block=1000
                 )  # fmt: skip
             except aioredis.ResponseError as exc:
-                if "NOGROUP" in str(exc):  # deleted and redeployed: make the group again
+                # UNBLOCKED: the function was deleted (its stream with it) while we read;
+                # NOGROUP: deleted, and maybe deployed again. Make the group again only
+                # for a function that exists: a stream for a deleted one would linger.
+                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
+                    raise
+                if await redis.hexists(contract.FUNCTIONS, self.spec.name):
                     with contextlib.suppress(aioredis.ResponseError):
                         await redis.xgroup_create(key, contract.GROUP, id="0", mkstream=True)
-                    continue
-                raise
+                else:
+                    await asyncio.sleep(0.2)  # the sync loop stops this worker
+                continue
             except (aioredis.ConnectionError, aioredis.TimeoutError):
                 await asyncio.sleep(0.5)
                 continue
@@ -156,8 +162,12 @@ class FunctionWorker:
         """Stop reading, let calls in flight finish, destroy the pool."""
         if self._reader is not None:
             self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._reader
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # the pool must still be destroyed
+                log.exception("function %s: its reader failed", self.spec.name)
         if self.inflight:
             await asyncio.gather(*self.inflight, return_exceptions=True)
         await self.pool.close()

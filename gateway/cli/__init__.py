@@ -71,16 +71,20 @@ def info(fmt: str) -> None:
 @click.option("--host", default=DEFAULT_HTTP_HOST, show_default=True, help="TCP address of the API")
 @click.option("--port", default=DEFAULT_HTTP_PORT, show_default=True, type=int)
 @click.option("--redis-url", help="Use this Redis instead of starting one [env: REDIS_URL]")
+@click.option("--bridge", default="scow0", show_default=True, help="The containers' bridge")
+@click.option("--subnet", default="10.213.0.0/16", show_default=True, help="Its addresses")
 def up(
-    state_dir: Path | None, run_dir: Path | None, host: str, port: int, redis_url: str | None
-) -> None:
+    state_dir: Path | None, run_dir: Path | None, host: str, port: int, redis_url: str | None,
+    bridge: str, subnet: str,
+) -> None:  # fmt: skip
     """Run the whole host in the foreground: Redis, a node, the gateway. Ctrl-C stops it."""
     from gateway.redisd import RedisServerError
     from gateway.up import Host, HostError
 
     config = HostConfig.from_env(
-        state_dir=state_dir, run_dir=run_dir, http_host=host, http_port=port, redis_url=redis_url
-    )
+        state_dir=state_dir, run_dir=run_dir, http_host=host, http_port=port, redis_url=redis_url,
+        bridge=bridge, subnet=subnet,
+    )  # fmt: skip
     try:
         code = Host(config, out=click.echo).run()
     except (HostError, RedisServerError) as exc:

@@ -13,6 +13,7 @@ import yaml
 
 from gateway.cli.output import (
     EXIT_FAILED,
+    EXIT_NOT_FOUND,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     api_command,
@@ -193,7 +194,7 @@ def invoke(name: str, data: str | None, method: str, path: str, header: tuple[st
     if response.status_code >= 400:
         if not include:
             click.echo(f"scow: {name} answered {response.status_code}", err=True)
-        sys.exit(EXIT_FAILED)
+        sys.exit(EXIT_NOT_FOUND if response.status_code == 404 else EXIT_FAILED)
 
 
 @fn.command()

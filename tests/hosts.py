@@ -1,0 +1,64 @@
+"""`scow up` as a child process on the test bridge, for tests that drive the real CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.up import accepts_connections
+from tests.conftest import TEST_BRIDGE, TEST_SUBNET
+from tests.utils import free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Host:
+    process: subprocess.Popen[str]
+    state: Path
+    run: Path
+    port: int
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a CLI needs to reach this host over its Unix socket."""
+        keep = {k: v for k, v in os.environ.items() if not k.startswith("SCOW_")}
+        return {**keep, "SCOW_STATE_DIR": str(self.state), "SCOW_RUN_DIR": str(self.run)}
+
+    def scow(
+        self, *args: str, env: dict[str, str] | None = None, input: str | None = None,
+        timeout: float = 300,
+    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *args], env=env or self.env, input=input,
+            capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        )  # fmt: skip
+
+
+@contextmanager
+def scow_up(state: Path, run: Path) -> Iterator[Host]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SCOW_TOKEN")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "up", "--state-dir", str(state), "--run-dir",
+         str(run), "--port", str(port), "--bridge", TEST_BRIDGE, "--subnet", str(TEST_SUBNET)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: accepts_connections(run / "scow.sock") or proc.poll() is not None, 30, "scow up"
+        )
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        yield Host(proc, state, run, port)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -1,0 +1,109 @@
+"""The `scow` CLI against a real `scow up`: output for people and scripts, and exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import leakcheck
+from tests.hosts import Host, scow_up
+
+
+@pytest.fixture(scope="module")
+def host(test_bridge: str) -> Iterator[Host]:
+    base = Path(tempfile.mkdtemp(prefix="scow-cli-"))
+    leakcheck.watch_mounts_under(base)
+    (base / "state").mkdir()
+    (base / "run").mkdir()
+    try:
+        with scow_up(base / "state", base / "run") as running:
+            assert running.scow("image", "bootstrap", "busybox").returncode == 0
+            yield running
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_build_images_history_tag_rmi(host: Host) -> None:
+    built = host.scow("build", "-t", "examples/busybox-wc", "images/examples/busybox-wc")
+    assert built.returncode == 0, built.stderr
+    assert "Successfully tagged examples/busybox-wc" in built.stdout
+    listed = json.loads(host.scow("images", "--format", "json").stdout)
+    assert any("examples/busybox-wc:latest" in i["RepoTags"] for i in listed)
+    table = host.scow("images").stdout.splitlines()
+    assert table[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    history = host.scow("history", "examples/busybox-wc")
+    assert history.returncode == 0 and "CMD" in history.stdout
+    assert host.scow("tag", "examples/busybox-wc", "tests/wc:2").returncode == 0
+    removed = host.scow("rmi", "tests/wc:2")
+    assert removed.returncode == 0 and "Untagged: tests/wc:2" in removed.stdout
+    missing = host.scow("rmi", "tests/wc:2")
+    assert missing.returncode == 4 and "tests/wc:2" in missing.stderr
+
+
+def test_functions_from_yaml_and_flags(host: Host, tmp_path: Path) -> None:
+    assert host.scow("build", "-q", "-t", "examples/busybox-wc",
+                     "images/examples/busybox-wc").returncode == 0  # fmt: skip
+    spec = tmp_path / "fn.yaml"
+    spec.write_text("name: wc\nimage: examples/busybox-wc\nprotocol: stdio\npool:\n  min: 1\n")
+    deployed = host.scow("fn", "deploy", "-f", str(spec))
+    assert deployed.returncode == 0 and deployed.stdout.startswith("Deployed wc"), deployed
+    updated = host.scow("fn", "deploy", "-f", str(spec), "--timeout", "5s")
+    assert updated.stdout.startswith("Updated wc")
+    assert json.loads(host.scow("fn", "inspect", "wc").stdout)["timeout"] == 5.0
+
+    called = host.scow("fn", "invoke", "wc", input="hello world\n")
+    assert called.returncode == 0 and called.stdout.split() == ["1", "2", "12"]
+    listed = json.loads(host.scow("fn", "ls", "--format", "json").stdout)
+    assert [(f["name"], f["invocationCount"]) for f in listed] == [("wc", 1)]
+    assert host.scow("fn", "ls").stdout.split()[:6] == [
+        "NAME", "IMAGE", "PROTOCOL", "INVOCATIONS", "WARM", "QUEUED"]  # fmt: skip
+    call_id = host.scow("fn", "invoke", "wc", "--async", "-d", "a b").stdout.strip()
+    assert len(call_id) == 24
+    scaled = host.scow("fn", "scale", "wc", "2")
+    assert scaled.returncode == 0 and "2 warm" in scaled.stdout
+
+    assert host.scow("fn", "rm", "wc").returncode == 0
+    assert host.scow("fn", "inspect", "wc").returncode == 4
+    assert host.scow("fn", "invoke", "wc", "-d", "x").returncode == 4
+
+
+def test_bad_input_gives_usage_exit_codes(host: Host, tmp_path: Path) -> None:
+    no_image = host.scow("fn", "deploy", "x")
+    assert no_image.returncode == 2 and "image" in no_image.stderr
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("name: [unclosed\n")
+    assert host.scow("fn", "deploy", "-f", str(bad_yaml)).returncode == 2
+    refused = host.scow("fn", "deploy", "Bad_Name", "--image", "busybox")
+    assert refused.returncode == 1 and "name" in refused.stderr
+    assert host.scow("fn", "deploy", "a", "--image", "b", "-e", "novalue").returncode == 2
+
+
+def test_environments(host: Host) -> None:
+    created = host.scow("env", "create", "busybox", "--ttl", "1m", "--format", "json",
+                        "sleep", "600")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    env = json.loads(created.stdout)
+    listed = host.scow("env", "ls")
+    assert env["id"] in listed.stdout
+    extended = json.loads(host.scow("env", "extend", env["id"], "--ttl", "10m",
+                                    "--format", "json").stdout)  # fmt: skip
+    assert extended["expires_in"] > 500
+    assert host.scow("env", "rm", env["id"]).returncode == 0
+    assert host.scow("env", "inspect", env["id"]).returncode == 4
+
+
+def test_tcp_with_the_token_file_and_unreachable_hosts(host: Host) -> None:
+    tcp = {**host.env, "SCOW_HOST": f"tcp://127.0.0.1:{host.port}"}
+    assert host.scow("info", env=tcp).returncode == 0  # token from the state dir's file
+    wrong = host.scow("info", env={**tcp, "SCOW_TOKEN": "wrong"})
+    assert wrong.returncode == 1 and "Bearer" in wrong.stderr
+    gone = host.scow("info", env={**host.env, "SCOW_RUN_DIR": "/nonexistent"})
+    assert gone.returncode == 3 and "scow up" in gone.stderr
+    info = host.scow("info")
+    assert "node" in info.stdout and "live" in info.stdout
+    assert host.scow("version").stdout.startswith("client")
