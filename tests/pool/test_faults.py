@@ -17,8 +17,8 @@ import pytest
 from images.store import ImageStore
 from pool.contract import GROUP, CallResult, PoolClient, calls_key
 from runtime.engine import Runtime, RuntimeConfig
-from tests.conftest import TEST_BRIDGE, TEST_SUBNET
-from tests.pool.conftest import REPO, spec
+from tests.conftest import REPO, TEST_BRIDGE, TEST_SUBNET
+from tests.pool.conftest import spec
 from tests.pool.test_calls import request
 
 PR_SET_CHILD_SUBREAPER = 36
