@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from gateway.http import ApiError, read_body
 from gateway.state import Gateway
+from pool import contract
 
 BUILD_TIMEOUT = 3600.0
 
@@ -177,8 +178,122 @@ async def bootstrap(request: Request) -> Response:
     return _progress_stream(gw, "image.bootstrap", {"name": name}, b"")
 
 
+async def save(request: Request) -> Response:
+    """``docker save``: a docker-archive of the named images, streamed as the node writes it."""
+    gw: Gateway = request.app.state.gw
+    names = request.query_params.getlist("names")
+    if "name" in request.path_params:
+        names = [request.path_params["name"]]
+    if not names:
+        raise ApiError(400, "bad_request", "?names= lists the images to save")
+    for name in names:  # a missing image is a 404, before the stream starts
+        await gw.command("image.inspect", {"ref": name}, timeout=30)
+    chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)  # the node waits for us
+    failed: list[ApiError] = []
+
+    async def run() -> None:
+        try:
+            await gw.command("image.save", {"refs": names}, timeout=BUILD_TIMEOUT,
+                             output=chunks.put)  # fmt: skip
+        except ApiError as exc:
+            failed.append(exc)
+        finally:
+            await chunks.put(None)
+
+    async def body() -> AsyncIterator[bytes]:
+        task = asyncio.create_task(run())
+        try:
+            while (chunk := await chunks.get()) is not None:
+                yield chunk
+            if failed:  # mid-stream: all a tar reader can be told is that it is cut short
+                raise RuntimeError(f"image save failed: {failed[0].message}")
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    return StreamingResponse(body(), media_type="application/x-tar")
+
+
+async def load(request: Request) -> Response:
+    """``docker load``: a docker-archive or OCI archive as the body."""
+    gw: Gateway = request.app.state.gw
+    archive = await read_body(request, gw.settings.build_limit)
+    if not archive:
+        raise ApiError(400, "bad_request", "the archive (a tar) is the request body")
+    lines = await gw.command("image.load", blob=archive, timeout=BUILD_TIMEOUT)
+    body = b"".join(json.dumps({"stream": line + "\n"}).encode() + b"\n" for line in lines)
+    return Response(body, media_type="application/json")
+
+
+async def create(request: Request) -> Response:
+    """``docker import`` (``fromSrc=-``, the rootfs tar as the body) and ``docker pull``
+    (``fromImage``): with no registry, a pull makes busybox or debian here, like bootstrap."""
+    gw: Gateway = request.app.state.gw
+    q = request.query_params
+    if q.get("fromSrc") == "-":
+        repo, tag_ = q.get("repo", ""), q.get("tag", "")
+        ref = f"{repo}:{tag_}" if repo and tag_ else repo
+        rootfs = await read_body(request, gw.settings.build_limit)
+        if not rootfs:
+            raise ApiError(400, "bad_request", "the root filesystem (a tar) is the request body")
+        image = await gw.command("image.import", {"tag": ref, "message": q.get("message", "")},
+                                 blob=rootfs, timeout=BUILD_TIMEOUT)  # fmt: skip
+        return JSONResponse({"status": image["id"]})
+    if q.get("fromSrc"):
+        raise ApiError(501, "not_implemented", "importing from a URL is not supported: use -")
+    name = q.get("fromImage", "")
+    if not name:
+        raise ApiError(400, "bad_request", "give fromImage (a pull) or fromSrc=- (an import)")
+    ref = f"{name}:{q['tag']}" if q.get("tag") and ":" not in name.rsplit("/", 1)[-1] else name
+    if not any(n["live"] for n in (await gw.nodes()).values()):
+        raise ApiError(503, "no_node", "image pull: no node is up to do it")
+    try:
+        await gw.command("image.inspect", {"ref": ref}, timeout=30)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        return _progress_stream(gw, "image.bootstrap", {"name": ref}, b"")
+    return JSONResponse({"status": f"Image is up to date for {ref}"})
+
+
+async def commit_container(request: Request) -> JSONResponse:
+    """``docker commit``: a writable container's changes (an environment's too) as an image."""
+    gw: Gateway = request.app.state.gw
+    q = request.query_params
+    container = q.get("container", "")
+    if not container:
+        raise ApiError(400, "bad_request", "?container= names the container")
+    repo, tag_ = q.get("repo", ""), q.get("tag", "")
+    if q.get("changes"):
+        raise ApiError(501, "not_implemented", "commit --change is not supported yet")
+    args = {"container": container, "tag": f"{repo}:{tag_}" if repo and tag_ else repo,
+            "author": q.get("author", ""), "message": q.get("comment", ""),
+            "pause": q.get("pause", "1") not in ("0", "false")}  # fmt: skip
+    node = await _owner(gw, container)
+    image = await gw.command("container.commit", args, node=node, timeout=BUILD_TIMEOUT)
+    return JSONResponse({"Id": image["id"]}, 201)
+
+
+async def _owner(gw: Gateway, container: str) -> str:
+    """The node running an environment's container; "" (any node) for other containers."""
+    for raw in (await gw.redis.hgetall(contract.ENVIRONMENTS)).values():
+        lease = json.loads(raw)
+        if container in (lease["id"], lease["container"]) or (
+            len(container) >= 12 and lease["container"].startswith(container)
+        ):
+            return str(lease["node"])
+    return ""
+
+
 routes = [
+    Route("/images/get", save, methods=["GET"]),
+    Route("/images/load", load, methods=["POST"]),
+    Route("/images/create", create, methods=["POST"]),
+    Route("/commit", commit_container, methods=["POST"]),
     Route("/images/json", list_images, methods=["GET"]),
+    Route("/images/{name:path}/get", save, methods=["GET"]),
     Route("/images/{name:path}/json", inspect_image, methods=["GET"]),
     Route("/images/{name:path}/history", history, methods=["GET"]),
     Route("/images/{name:path}/tag", tag, methods=["POST"]),

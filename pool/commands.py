@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from images import archive
 from images.base import BootstrapError, bootstrap
 from images.builder import Builder, BuildError, BuildOptions
+from images.commit import commit
 from images.errors import ImageError, ImageInUse, ImageNotFound, InvalidReference
 from images.layers import unpack
 from images.store import Image
@@ -34,6 +36,10 @@ if TYPE_CHECKING:
     from pool.manager import PoolManager
 
 
+async def _nowhere(chunk: bytes) -> None:
+    raise CommandError(400, "bad_request", "this command's output has nowhere to go")
+
+
 @dataclass(frozen=True)
 class Command:
     """One command's input: JSON arguments, bulk bytes, and where progress lines go."""
@@ -42,6 +48,11 @@ class Command:
     blob: bytes = b""
     # Thread-safe: bootstraps and builds report from worker threads too.
     progress: Callable[[str], None] = lambda line: None
+    # Bulk output (an image archive), in order, at the pace the caller reads it.
+    send: Callable[[bytes], Awaitable[None]] = _nowhere
+
+
+OUTPUT_CHUNK = 1 << 20
 
 
 Handler = Callable[["PoolManager", Command], Awaitable[Any]]
@@ -126,6 +137,65 @@ async def image_build(node: PoolManager, cmd: Command) -> Any:
     return _image_json(image, node.images.layer_size)
 
 
+def _spool(node: PoolManager) -> Path:
+    tmp = node.runtime.config.state_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkstemp(prefix="archive-", dir=tmp)[1])
+
+
+async def image_save(node: PoolManager, cmd: Command) -> Any:
+    """A docker-archive (or OCI archive) of ``refs``, sent in chunks."""
+    refs = cmd.args.get("refs")
+    if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
+        raise CommandError(400, "bad_request", "argument 'refs' must list images")
+    fmt = cmd.args.get("format", "docker")
+    if fmt not in ("docker", "oci"):
+        raise CommandError(400, "bad_request", f"invalid format {fmt!r}: docker or oci")
+    for ref in refs:
+        node.images.get(ref)  # a missing one fails before any byte is sent
+    spool = _spool(node)
+    try:
+        with open(spool, "wb") as out:
+            await asyncio.to_thread(archive.save, node.images, refs, out, fmt)
+        size = 0
+        with open(spool, "rb") as f:
+            while chunk := await asyncio.to_thread(f.read, OUTPUT_CHUNK):
+                await cmd.send(chunk)
+                size += len(chunk)
+    finally:
+        spool.unlink(missing_ok=True)
+    return {"size": size}
+
+
+async def image_load(node: PoolManager, cmd: Command) -> Any:
+    return await asyncio.to_thread(archive.load, node.images, io.BytesIO(cmd.blob))
+
+
+async def image_import(node: PoolManager, cmd: Command) -> Any:
+    image = await asyncio.to_thread(
+        archive.import_rootfs, node.images, io.BytesIO(cmd.blob),
+        tag=cmd.args.get("tag") or None, message=str(cmd.args.get("message") or ""),
+    )  # fmt: skip
+    return _image_json(image, node.images.layer_size)
+
+
+def _container(node: PoolManager, ref: str) -> str:
+    """A container by id, name or id prefix; an environment's by the environment id."""
+    for record in node.runtime.containers():
+        if record.labels.get("scow.environment") == ref:
+            return record.id
+    return node.runtime.get(ref).id
+
+
+async def container_commit(node: PoolManager, cmd: Command) -> Any:
+    image = await commit(
+        node.images, node.runtime, _container(node, _required(cmd.args, "container")),
+        tag=cmd.args.get("tag") or None, author=str(cmd.args.get("author") or ""),
+        message=str(cmd.args.get("message") or ""), pause=bool(cmd.args.get("pause", True)),
+    )  # fmt: skip
+    return _image_json(image, node.images.layer_size)
+
+
 async def containers_list(node: PoolManager, cmd: Command) -> Any:
     return [
         {"id": r.id, "name": r.name, "image": r.image, "status": r.status,
@@ -171,6 +241,10 @@ COMMANDS: dict[str, Handler] = {
     "image.remove": image_remove,
     "image.tag": image_tag,
     "image.build": image_build,
+    "image.save": image_save,
+    "image.load": image_load,
+    "image.import": image_import,
+    "container.commit": container_commit,
     "containers.list": containers_list,
     "env.create": env_create,
     "env.remove": env_remove,

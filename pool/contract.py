@@ -46,6 +46,7 @@ DEAD = f"{PREFIX}:dead"
 INVOCATIONS = f"{PREFIX}:invocations"
 ENVIRONMENTS = f"{PREFIX}:environments"
 LOGS_MAXLEN = 10_000  # lines kept per function
+OUTPUT_WINDOW = 16  # chunks of a command's output that may wait for its reader
 RECORD_TTL = 3600
 REPLY_MAXLEN = 10_000
 MAX_DELIVERIES = 3  # a call delivered this often has crashed nodes: dead-letter it
@@ -344,10 +345,12 @@ class PoolClient:
         self, name: str, args: dict[str, Any] | None = None, *, node: str = "",
         timeout: float = 60.0, blob: bytes = b"",
         progress: Callable[[str], Awaitable[None]] | None = None,
+        output: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> Any:  # fmt: skip
         """Run a node command (on ``node``, or on any node) and return its JSON result.
 
-        ``progress`` is awaited with each progress line the node reports while it works.
+        ``progress`` is awaited with each progress line the node reports while it works,
+        ``output`` with each chunk of its bulk output (an image archive), in order.
         Raises CommandFailed with the node's status and message, or a 504 one when no
         node answered in time.
         """
@@ -359,10 +362,11 @@ class PoolClient:
         try:
             key = node_commands_key(node) if node else COMMANDS
             await self.redis.xadd(key, req.to_fields())
-            if progress is None:
+            if progress is None and output is None:
                 result = await asyncio.wait_for(fut, timeout)
             else:
-                result = await asyncio.wait_for(self._follow(req.id, fut, progress), timeout)
+                follow = self._follow(req.id, fut, progress, output)
+                result = await asyncio.wait_for(follow, timeout)
         except TimeoutError:
             where = f"node {node}" if node else "any node"
             raise CommandFailed(
@@ -370,7 +374,7 @@ class PoolClient:
             ) from None
         finally:
             self._waiting.pop(req.id, None)
-            if progress is not None:
+            if progress is not None or output is not None:
                 await self.redis.delete(progress_key(req.id))
         if result.status >= 400:
             raise CommandFailed(result.status, result.error, result.message)
@@ -378,16 +382,23 @@ class PoolClient:
 
     async def _follow(
         self, command_id: str, fut: asyncio.Future[CallResult],
-        progress: Callable[[str], Awaitable[None]],
+        progress: Callable[[str], Awaitable[None]] | None,
+        output: Callable[[bytes], Awaitable[None]] | None,
     ) -> CallResult:  # fmt: skip
         key, last = progress_key(command_id), "0"
         while True:
             done = fut.done()  # read before the last batch: lines sent before the result
-            batches = await self.redis.xread({key: last}, block=None if done else 200, count=200)
+            batches = await self.redis.xread(
+                {key: last}, block=None if done else 200, count=OUTPUT_WINDOW
+            )
             for _, entries in batches or []:
                 for entry_id, fields in entries:
                     last = entry_id
-                    await progress(_s(fields[b"line"]))
+                    if b"line" in fields and progress is not None:
+                        await progress(_s(fields[b"line"]))
+                    elif b"data" in fields and output is not None:
+                        await output(fields[b"data"])
+                    await self.redis.xdel(key, entry_id)  # room for the node's next chunk
             if done and not batches:
                 return fut.result()
 

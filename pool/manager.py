@@ -306,7 +306,10 @@ class PoolManager:
             def progress(line: str) -> None:
                 loop.call_soon_threadsafe(lines.put_nowait, line)
 
-            cmd = Command(req.args, req.blob, progress)
+            async def send(chunk: bytes) -> None:
+                await self._send_output(req.id, chunk, req.deadline)
+
+            cmd = Command(req.args, req.blob, progress, send)
             try:
                 value = await run_command(self, req.name, cmd)
                 body = json.dumps(value).encode()
@@ -332,6 +335,19 @@ class PoolManager:
                     pipe.xadd(key, {"line": line}, maxlen=10_000)
                     pipe.expire(key, 3600)  # the asker may be gone
                     await pipe.execute()
+
+    async def _send_output(self, command_id: str, chunk: bytes, deadline: float) -> None:
+        """Append a chunk of output, waiting while the reader is behind (it deletes what
+        it took), so that an archive never sits in Redis whole."""
+        key = contract.progress_key(command_id)
+        while await self.redis.xlen(key) >= contract.OUTPUT_WINDOW:
+            if time.time() > deadline:
+                raise CommandError(504, "timeout", "nobody read the output before the deadline")
+            await asyncio.sleep(0.01)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(key, {"data": chunk})
+            pipe.expire(key, 3600)
+            await pipe.execute()
 
     async def _reap_environments(self) -> None:
         await reap_expired(self.runtime, self.redis, self.node_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,7 +85,7 @@ def test_bad_input_gives_usage_exit_codes(host: Host, tmp_path: Path) -> None:
 
 
 def test_environments(host: Host) -> None:
-    created = host.scow("env", "create", "busybox", "--ttl", "1m", "--format", "json",
+    created = host.scow("env", "create", "--ttl", "1m", "--format", "json", "busybox",
                         "sleep", "600")  # fmt: skip
     assert created.returncode == 0, created.stderr
     env = json.loads(created.stdout)
@@ -107,3 +108,31 @@ def test_tcp_with_the_token_file_and_unreachable_hosts(host: Host) -> None:
     info = host.scow("info")
     assert "node" in info.stdout and "live" in info.stdout
     assert host.scow("version").stdout.startswith("client")
+
+
+def test_save_load_import_commit(host: Host, tmp_path: Path) -> None:
+    archive = tmp_path / "busybox.tar"
+    saved = host.scow("save", "-o", str(archive), "busybox")
+    assert saved.returncode == 0, saved.stderr
+    assert archive.stat().st_size > 100_000 and not list(tmp_path.glob(".*part"))
+    loaded = host.scow("load", "-i", str(archive))
+    assert loaded.returncode == 0 and "Loaded image: busybox:latest" in loaded.stdout
+    assert host.scow("save", "-o", str(tmp_path / "x.tar"), "no/such").returncode == 4
+    assert not (tmp_path / "x.tar").exists()
+
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as tar:
+        motd = tmp_path / "motd"
+        motd.write_text("hi\n")
+        tar.add(motd, arcname="etc/motd")
+    imported = host.scow("import", str(rootfs), "tests/imported:1", "-m", "by hand")
+    assert imported.returncode == 0 and imported.stdout.startswith("sha256:")
+    assert "by hand" in host.scow("history", "tests/imported:1").stdout
+    assert host.scow("rmi", "tests/imported:1").returncode == 0
+
+    env = json.loads(host.scow("env", "create", "--format", "json", "busybox", "sh", "-c",
+                               "touch /made && sleep 600").stdout)  # fmt: skip
+    committed = host.scow("commit", env["id"], "tests/committed", "-m", "snapshot")
+    assert committed.returncode == 0 and committed.stdout.startswith("sha256:"), committed.stderr
+    assert host.scow("env", "rm", env["id"]).returncode == 0
+    assert host.scow("rmi", "tests/committed").returncode == 0

@@ -1,16 +1,19 @@
-"""The README's first-function commands work as written, on a fresh host (slow: the
-first build makes debian:bookworm with debootstrap and installs python3)."""
+"""The README's first-function commands work as written on a fresh host, and so does a
+throwaway Redis (slow: the first build makes debian:bookworm and installs python3)."""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.hosts import REPO, scow_up
+from tests.utils import wait_until
 
 MARKER = "<!-- first-function:"
 
@@ -43,5 +46,26 @@ def test_a_newcomer_gets_an_answer(scow_dirs: tuple[Path, Path], test_bridge: st
             )  # fmt: skip
             assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
             outputs.append(done.stdout)
-    answer = json.loads(outputs[-1])
-    assert answer["hello"] == "scow" and answer["path"] == "/"
+        answer = json.loads(outputs[-1])
+        assert answer["hello"] == "scow" and answer["path"] == "/"
+        # The throwaway database: built on the same debian, it takes seconds more.
+        built = host.scow("build", "-q", "-t", "examples/redis", "images/examples/redis")
+        assert built.returncode == 0, built.stderr
+        created = host.scow("env", "create", "-p", "6379", "--ttl", "5s", "examples/redis")
+        assert created.returncode == 0, created.stderr
+        port = int(re.search(r"6379 -> 127\.0\.0\.1:(\d+)", created.stdout).group(1))  # type: ignore[union-attr]
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+        try:
+            assert client.set("k", "v") and client.get("k") == b"v"
+        finally:
+            client.close()
+        wait_until(lambda: "examples/redis" not in host.scow("env", "ls").stdout, 20, "expiry")
+        wait_until(lambda: not _port_open(port), 5, "the port to close")
+        containers = list((host.state / "containers").iterdir())
+        assert len(containers) <= 1  # only hello's warm one is left
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0

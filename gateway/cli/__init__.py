@@ -11,7 +11,18 @@ import click
 from gateway import __version__
 from gateway.cli.environments import env
 from gateway.cli.functions import fn
-from gateway.cli.images import build, history, image, images, rmi, tag
+from gateway.cli.images import (
+    build,
+    commit,
+    history,
+    image,
+    images,
+    import_,
+    load,
+    rmi,
+    save,
+    tag,
+)
 from gateway.cli.output import api_command, client, format_option
 from gateway.config import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, HostConfig
 from gateway.state import DEFAULT_BODY_LIMIT, DEFAULT_MAX_QUEUE
@@ -138,6 +149,10 @@ main.add_command(images)
 main.add_command(rmi)
 main.add_command(tag)
 main.add_command(history)
+main.add_command(save)
+main.add_command(load)
+main.add_command(import_)
+main.add_command(commit)
 
 
 if __name__ == "__main__":

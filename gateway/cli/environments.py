@@ -40,9 +40,10 @@ def _show(lease: dict[str, Any], fmt: str) -> None:
     click.echo(f"expires  {lease['expires_at']} (in {lease['expires_in']:.0f}s)")
 
 
-@env.command()
+# As with docker run, everything after IMAGE is the command, options included.
+@env.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
 @click.argument("image")
-@click.argument("cmd", nargs=-1)
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 @click.option("-p", "--port", "ports", type=int, multiple=True, help="Publish (repeatable)")
 @click.option("-e", "--env", "env_vars", multiple=True, help="KEY=VALUE (repeatable)")
 @click.option("--ttl", default="10m", show_default=True, help="Removed this long after ready")

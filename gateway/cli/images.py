@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tarfile
 import tempfile
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
+import httpx
 
 from gateway.cli.output import (
     EXIT_FAILED,
@@ -23,6 +25,7 @@ from gateway.cli.output import (
     human_size,
     key_values,
 )
+from gateway.client import error_of
 
 
 def _short(image_id: str) -> str:
@@ -192,7 +195,85 @@ def history(ref: str, fmt: str) -> None:
     emit(
         client().json("GET", f"/images/{ref}/history"), fmt,
         lambda rows: [(_short(r["Id"]) if r["Id"] != "<missing>" else r["Id"],
-                       _ago(r["Created"]), r["CreatedBy"][:60], human_size(r["Size"]))
-                      for r in rows],
-        ["IMAGE", "CREATED", "CREATED BY", "SIZE"],
+                       _ago(r["Created"]), r["CreatedBy"][:60], human_size(r["Size"]),
+                       r["Comment"]) for r in rows],
+        ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
     )  # fmt: skip
+
+
+@click.command()
+@click.argument("refs", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file rather than stdout")  # fmt: skip
+@api_command
+def save(refs: tuple[str, ...], output: Path | None) -> None:
+    """Write images to a docker-archive tar (as docker save does)."""
+    if output is None and sys.stdout.isatty():
+        fail("refusing to write a tar to a terminal: give -o FILE or redirect", EXIT_USAGE)
+    params = {"names": list(refs)}
+    target = output.with_name(f".{output.name}.part") if output else None
+    try:
+        with client().http.stream("GET", "/images/get", params=params, timeout=None) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise error_of(response)
+            sink = open(target, "wb") if target else sys.stdout.buffer  # noqa: SIM115
+            try:
+                for chunk in response.iter_bytes():
+                    sink.write(chunk)
+            finally:
+                if target:
+                    sink.close()
+    except httpx.HTTPError as exc:
+        if target:
+            target.unlink(missing_ok=True)
+        fail(f"the archive was cut short: {exc}")
+    if output and target:
+        target.replace(output)  # a complete archive or none
+
+
+@click.command()
+@click.option("-i", "--input", "source", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="Read this file rather than stdin")  # fmt: skip
+@api_command
+def load(source: Path | None) -> None:
+    """Load images from a docker-archive or OCI archive (as docker load does)."""
+    data = source.read_bytes() if source else sys.stdin.buffer.read()
+    for raw in client().request("POST", "/images/load", content=data, timeout=None).iter_lines():
+        if raw:
+            click.echo(json.loads(raw).get("stream", ""), nl=False)
+
+
+@click.command("import")
+@click.argument("source")
+@click.argument("ref", required=False)
+@click.option("-m", "--message", default="", help="A note for the image's history")
+@api_command
+def import_(source: str, ref: str | None, message: str) -> None:
+    """A root filesystem tarball (FILE or - for stdin) as a one-layer image."""
+    data = sys.stdin.buffer.read() if source == "-" else _read(Path(source))
+    params = {"fromSrc": "-", "repo": ref or "", "message": message}
+    result = client().json("POST", "/images/create", params=params, content=data, timeout=None)
+    click.echo(result["status"])
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}", EXIT_USAGE)
+
+
+@click.command()
+@click.argument("container")
+@click.argument("ref", required=False)
+@click.option("-m", "--message", default="", help="A note for the image's history")
+@click.option("-a", "--author", default="")
+@click.option("-p/--no-pause", "pause", default=True, show_default=True,
+              help="Pause the container while its files are copied")  # fmt: skip
+@api_command
+def commit(container: str, ref: str | None, message: str, author: str, pause: bool) -> None:
+    """A writable container's changes (an environment's, by its id) as a new image."""
+    params = {"container": container, "repo": ref or "", "comment": message, "author": author,
+              "pause": int(pause)}  # fmt: skip
+    click.echo(client().json("POST", "/commit", params=params, timeout=None)["Id"])

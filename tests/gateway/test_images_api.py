@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import tarfile
@@ -103,3 +104,60 @@ async def test_no_node_is_503_at_once(api: httpx.AsyncClient) -> None:
     assert response.status_code == 503 and response.json()["error"] == "no_node"
     build = await api.post("/build", content=context_tar({"Dockerfile": DOCKERFILE}))
     assert build.status_code == 503
+
+
+async def test_save_load_round_trip(api: httpx.AsyncClient, manager: PoolManager) -> None:
+    context = context_tar({"Dockerfile": DOCKERFILE, "hello.txt": b"hi\n"})
+    built = await _stream(api, "POST", "/build", params={"t": "tests/saved:1"}, content=context)
+    image_id = next(m["aux"]["ID"] for m in built if "aux" in m)
+    async with api.stream("GET", "/images/get", params={"names": "tests/saved:1"}) as response:
+        assert response.status_code == 200
+        archive = b"".join([chunk async for chunk in response.aiter_bytes()])
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert manifest[0]["RepoTags"] == ["tests/saved:1"]
+    await api.delete("/images/tests/saved:1")
+    loaded = await api.post("/images/load", content=archive)
+    assert loaded.status_code == 200
+    assert "Loaded image: tests/saved:1" in loaded.text
+    assert (await api.get("/images/tests/saved:1/json")).json()["Id"] == image_id
+    assert (await api.get("/images/get", params={"names": "no/such"})).status_code == 404
+    junk = await api.post("/images/load", content=b"not a tar")
+    assert junk.status_code == 400
+    await api.delete("/images/tests/saved:1")
+
+
+async def test_import_a_rootfs_and_pull_a_base(
+    api: httpx.AsyncClient, manager: PoolManager
+) -> None:
+    rootfs = context_tar({"etc/motd": b"imported\n"})
+    made = await api.post("/images/create", params={"fromSrc": "-", "repo": "tests/imported",
+                                                     "tag": "1"}, content=rootfs)  # fmt: skip
+    assert made.status_code == 200, made.text
+    history = (await api.get("/images/tests/imported:1/history")).json()
+    assert len(history) == 1 and history[0]["Size"] > 0
+    await api.delete("/images/tests/imported:1")
+    pulled = await api.post("/images/create", params={"fromImage": "busybox", "tag": "latest"})
+    assert "up to date" in pulled.text
+    unknown = await _stream(api, "POST", "/images/create", params={"fromImage": "alpine"})
+    assert "alpine" in next(m for m in unknown if "error" in m)["error"]
+
+
+async def test_commit_an_environment(api: httpx.AsyncClient, manager: PoolManager) -> None:
+    env = (await api.post("/system/environments", json={
+        "image": "busybox", "cmd": "echo seeded > /seed && sleep 600"})).json()  # fmt: skip
+    await asyncio.sleep(0.5)
+    committed = await api.post("/commit", params={"container": env["id"], "repo": "tests/seeded",
+                                                  "comment": "a seeded box"})  # fmt: skip
+    assert committed.status_code == 201, committed.text
+    await api.delete(f"/system/environments/{env['id']}")
+    again = await api.post("/system/environments", json={
+        "image": "tests/seeded", "cmd": "sleep 600", "wait": {"cmd": ["test", "-f", "/seed"],
+                                                             "timeout": "5s"}})  # fmt: skip
+    assert again.status_code == 201, again.text
+    await api.delete(f"/system/environments/{again.json()['id']}")
+    history = (await api.get("/images/tests/seeded/history")).json()
+    assert history[0]["Comment"] == "a seeded box"
+    await api.delete("/images/tests/seeded")
+    missing = await api.post("/commit", params={"container": "nope"})
+    assert missing.status_code == 404
