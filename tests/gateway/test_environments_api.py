@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import time
+import warnings
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ from images.store import ImageStore
 from pool import contract
 from pool.leases import UNLEASED_GRACE
 from pool.manager import PoolManager
+from runtime.engine import Runtime
 from tests.gateway.test_functions_api import eventually
 
 
@@ -136,3 +139,33 @@ async def test_the_node_removes_a_lease_nobody_holds(
 
 async def _none_left(node: PoolManager) -> bool:
     return not node.runtime.containers()
+
+
+async def test_an_environment_outlives_a_restart_of_its_node(
+    api: httpx.AsyncClient,
+    node: PoolManager,
+    redis_client: redis.asyncio.Redis,  # type: ignore[name-defined]
+) -> None:
+    env = (await api.post("/system/environments", json={
+        "image": "examples/redis", "ports": [6379], "ttl": "1h"})).json()  # fmt: skip
+    await node.stop()
+    # A restart drops the old process's handles on its port proxies without waiting
+    # for them (the new one finds the proxies by pid): do the same to this object.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        node.runtime._proxies.clear()
+        gc.collect()
+    second = PoolManager(redis_client, Runtime(node.runtime.config), node.images,
+                         node_id=node.node_id, sync_every=0.05)  # fmt: skip
+    await second.start()
+    try:
+        client = redis.Redis(host="127.0.0.1", port=env["ports"]["6379"], socket_timeout=5)
+        try:
+            assert client.ping()
+        finally:
+            client.close()
+        assert (await api.get(f"/system/environments/{env['id']}")).status_code == 200
+        assert (await api.delete(f"/system/environments/{env['id']}")).status_code == 200
+        assert second.runtime.containers() == []
+    finally:
+        await second.stop()
