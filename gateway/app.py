@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import calls, environments, functions, images, system
+from gateway import calls, environments, events, functions, images, system
 from gateway.auth import TokenAuth
 from gateway.http import (
     ApiError,
@@ -66,7 +66,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             await redis.aclose(close_connection_pool=True)
 
     routes = [*system.routes, *functions.routes, *calls.routes, *environments.routes,
-              *images.routes]  # fmt: skip
+              *images.routes, *events.routes]  # fmt: skip
     middleware = [
         Middleware(RequestLog),
         Middleware(StripVersion),

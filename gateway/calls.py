@@ -116,10 +116,11 @@ def record_json(call_id: str, record: dict[str, bytes]) -> dict[str, Any]:
                            "state": text.get("state", "")}  # fmt: skip
     if "status" in text:
         out["status"] = int(text["status"])
-    for key in ("enqueued", "finished", "queue_seconds", "run_seconds"):
+    for key in ("enqueued", "finished", "queue_seconds", "run_seconds", "cpu_seconds",
+                "throttled_seconds", "start_seconds"):  # fmt: skip
         if key in text:
             out[key] = float(text[key])
-    for key in ("error", "message", "node", "container", "callback"):
+    for key in ("error", "message", "node", "container", "callback", "logs_tail"):
         if text.get(key):
             out[key] = text[key]
     if "cold" in text:
@@ -132,6 +133,28 @@ def record_json(call_id: str, record: dict[str, bytes]) -> dict[str, Any]:
         except UnicodeDecodeError:
             out["body_base64"] = base64.b64encode(record["body"]).decode()
     return out
+
+
+async def list_calls(request: Request) -> JSONResponse:
+    """``?function=NAME&limit=N``: the function's latest calls, newest first."""
+    gw: Gateway = request.app.state.gw
+    name = request.query_params.get("function", "")
+    if not name:
+        raise ApiError(400, "bad_request", "?function= names the function")
+    limit_text = request.query_params.get("limit", "20")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= contract.CALLS_INDEXED:
+        raise ApiError(400, "bad_request",
+                       f"invalid limit {limit_text!r}: 1 to {contract.CALLS_INDEXED}")  # fmt: skip
+    ids = [i.decode() for i in await gw.redis.lrange(contract.calls_index_key(name), 0,
+                                                      int(limit_text) - 1)]  # fmt: skip
+    async with gw.redis.pipeline(transaction=False) as pipe:
+        for call_id in ids:
+            pipe.hgetall(contract.record_key(call_id))
+        records = await pipe.execute()
+    return JSONResponse([
+        record_json(call_id, {k.decode(): v for k, v in raw.items()})
+        for call_id, raw in zip(ids, records, strict=True) if raw  # expired ones are gone
+    ])  # fmt: skip
 
 
 async def get_call(request: Request) -> JSONResponse:
@@ -220,6 +243,7 @@ routes = [
     Route("/function/{name}/{path:path}", invoke, methods=METHODS),
     Route("/async-function/{name}", invoke_async, methods=["POST"]),
     Route("/async-function/{name}/{path:path}", invoke_async, methods=["POST"]),
+    Route("/system/calls", list_calls, methods=["GET"]),
     Route("/system/calls/{id}", get_call, methods=["GET"]),
     Route("/system/logs", logs, methods=["GET"]),
 ]

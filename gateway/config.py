@@ -22,6 +22,7 @@ class HostConfig:
     redis_url: str | None = None
     bridge: str = "scow0"
     subnet: str = "10.213.0.0/16"
+    node_metrics_port: int = 9180  # 0: any free port (`scow info` shows it)
 
     @classmethod
     def from_env(cls, **overrides: object) -> HostConfig:

@@ -97,6 +97,9 @@ async def deploy(request: Request) -> JSONResponse:
         raise ApiError(404, "not_found", f"no function {spec.name!r}: create it with POST")
     await _check_image(gw, spec)
     await gw.pool.deploy(spec)
+    action = "create" if existing is None else "update"
+    await contract.publish_events(gw.redis, [contract.event("function", action, spec.name, {
+        "image": spec.image, "name": spec.name})])  # fmt: skip
     status = 201 if existing is None else 200
     return JSONResponse((await function_status(gw, [spec]))[0], status)
 
@@ -111,6 +114,8 @@ async def delete_function(request: Request) -> JSONResponse:
         raise ApiError(400, "bad_request", 'name the function: {"functionName": NAME} or ?name=')
     if not await gw.pool.remove(name):
         raise ApiError(404, "not_found", f"no function {name!r}")
+    await contract.publish_events(gw.redis, [contract.event("function", "delete", name,
+                                                            {"name": name})])  # fmt: skip
     return JSONResponse({"name": name, "deleted": True})
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pool.contract import CallResult
 
@@ -26,6 +26,11 @@ class GatewayMetrics:
             "scow_calls_rejected", "Calls refused before queueing, by reason.",
             ["function", "reason"], registry=r,
         )  # fmt: skip
+        self.node_heartbeat_age = Gauge(
+            "scow_node_heartbeat_age_seconds", "Seconds since each node last reported.",
+            ["node"], registry=r,
+        )  # fmt: skip
+        self.redis_rtt = Gauge("scow_redis_rtt_seconds", "Redis round-trip time.", registry=r)
         # The names OpenFaaS's gateway exports, so that its dashboards work unchanged.
         self.of_invocations = Counter(
             "gateway_function_invocation", "Function invocations (OpenFaaS name).",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import time
 
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,6 +15,7 @@ from gateway import __version__
 from gateway.http import error_response
 from gateway.openapi import openapi
 from gateway.state import Gateway
+from pool import contract
 
 
 async def healthz(request: Request) -> Response:
@@ -34,17 +36,23 @@ async def info(request: Request) -> JSONResponse:
     gw: Gateway = request.app.state.gw
     nodes = await gw.nodes()
     functions = await gw.pool.functions()
+    async with gw.redis.pipeline(transaction=False) as pipe:
+        for spec in functions:
+            pipe.xlen(contract.calls_key(spec.name))
+        lengths = await pipe.execute()
     return JSONResponse({
         "provider": {"provider": "scow", "orchestration": "scow",
                      "version": {"release": __version__}},
         "version": {"release": __version__},
         "arch": platform.machine(),
         "functions": len(functions),
+        "queues": {spec.name: n for spec, n in zip(functions, lengths, strict=True)},
         "limits": {"body_bytes": gw.settings.body_limit, "queue": gw.settings.max_queue},
         "nodes": [
             {"id": node, "host": n.get("host", ""), "pid": n.get("pid", 0),
              "live": n["live"], "heartbeat_age": round(n["heartbeat_age"], 3),
-             "functions": n.get("functions", {})}
+             "functions": n.get("functions", {}), "latency": n.get("latency", {}),
+             "metrics": n.get("metrics", "")}
             for node, n in sorted(nodes.items())
         ],
     })  # fmt: skip
@@ -52,6 +60,12 @@ async def info(request: Request) -> JSONResponse:
 
 async def metrics(request: Request) -> Response:
     gw: Gateway = request.app.state.gw
+    clock = time.perf_counter()
+    nodes = await gw.nodes()
+    gw.metrics.redis_rtt.set(time.perf_counter() - clock)
+    gw.metrics.node_heartbeat_age.clear()  # nodes that left are gone from the gauge too
+    for node, info in nodes.items():
+        gw.metrics.node_heartbeat_age.labels(node).set(info["heartbeat_age"])
     return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

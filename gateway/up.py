@@ -97,9 +97,13 @@ class Host:
         # The node first, so that it is up when the first call arrives; the gateway
         # talks to it through Redis only.
         node_args = ["--state-dir", str(cfg.state_dir), "--run-dir", str(cfg.run_dir),
-                     "--bridge", cfg.bridge, "--subnet", cfg.subnet]  # fmt: skip
+                     "--bridge", cfg.bridge, "--subnet", cfg.subnet,
+                     "--metrics-port", str(cfg.node_metrics_port)]  # fmt: skip
         self._spawn("pool manager", ["pool", "--redis-url", redis_url, *node_args])
-        self.out(f"node      pool manager, state in {cfg.state_dir}")
+        where = (
+            "any free port" if cfg.node_metrics_port == 0 else f"127.0.0.1:{cfg.node_metrics_port}"
+        )
+        self.out(f"node      pool manager, state in {cfg.state_dir}, metrics on {where}")
         gateway_args = ["--host", cfg.http_host, "--port", str(cfg.http_port)]
         token = "SCOW_TOKEN" if os.environ.get("SCOW_TOKEN") else str(cfg.token_file)
         if not os.environ.get("SCOW_TOKEN"):

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from images.store import ImageStore
 from pool.manager import PoolManager
+from pool.metrics import DEFAULT_METRICS_PORT
 from runtime.engine import Runtime, RuntimeConfig
 from runtime.network import DEFAULT_BRIDGE, DEFAULT_SUBNET
 
@@ -31,7 +32,8 @@ async def _main(args: argparse.Namespace) -> None:
     )
     images = ImageStore(args.images or args.state_dir / "images")
     images.open()
-    manager = PoolManager(redis, runtime, images, node_id=args.node_id)
+    port = None if args.metrics_port < 0 else args.metrics_port
+    manager = PoolManager(redis, runtime, images, node_id=args.node_id, metrics_port=port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -52,6 +54,10 @@ def main() -> None:
     parser.add_argument("--cgroup-parent", default="scow")
     parser.add_argument("--bridge", default=DEFAULT_BRIDGE)
     parser.add_argument("--subnet", default=str(DEFAULT_SUBNET))
+    parser.add_argument(
+        "--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
+        help="Prometheus /metrics on 127.0.0.1 (0: any free port, -1: none)",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per call otherwise

@@ -29,6 +29,7 @@ from images.errors import ImageError, ImageInUse, ImageNotFound, InvalidReferenc
 from images.layers import unpack
 from images.store import Image
 from pool import contract, leases
+from pool.contract import event
 from pool.environments import parse_environment
 from runtime.errors import ContainerError, InvalidOption, NotFound
 
@@ -106,11 +107,16 @@ async def image_remove(node: PoolManager, cmd: Command) -> Any:
     ref = _required(cmd.args, "ref")
     image = node.images.get(ref)
     users = [r.name for r in node.runtime.containers() if r.image in (ref, image.id, *image.tags)]
-    return node.images.remove(ref, force=bool(cmd.args.get("force")), in_use_by=users)
+    lines = node.images.remove(ref, force=bool(cmd.args.get("force")), in_use_by=users)
+    for line in lines:
+        action, _, what = line.partition(": ")
+        node.events.emit(event("image", action.lower(), image.id, {"name": what}))
+    return lines
 
 
 async def image_tag(node: PoolManager, cmd: Command) -> Any:
     image = node.images.tag(_required(cmd.args, "ref"), _required(cmd.args, "tag"))
+    node.events.emit(event("image", "tag", image.id, {"name": cmd.args["tag"]}))
     return _image_json(image, node.images.layer_size)
 
 
@@ -134,7 +140,13 @@ async def image_build(node: PoolManager, cmd: Command) -> Any:
         image = await Builder(node.images, node.runtime, cmd.progress).build(opts)
     finally:
         await asyncio.to_thread(shutil.rmtree, context, True)
+    _image_event(node, "build", image)
     return _image_json(image, node.images.layer_size)
+
+
+def _image_event(node: PoolManager, action: str, image: Image) -> None:
+    name = image.tags[0] if image.tags else image.id
+    node.events.emit(event("image", action, image.id, {"name": name}))
 
 
 def _spool(node: PoolManager) -> Path:
@@ -168,7 +180,11 @@ async def image_save(node: PoolManager, cmd: Command) -> Any:
 
 
 async def image_load(node: PoolManager, cmd: Command) -> Any:
-    return await asyncio.to_thread(archive.load, node.images, io.BytesIO(cmd.blob))
+    lines = await asyncio.to_thread(archive.load, node.images, io.BytesIO(cmd.blob))
+    for line in lines:
+        name = line.rpartition(": ")[2]
+        node.events.emit(event("image", "load", name, {"name": name}))
+    return lines
 
 
 async def image_import(node: PoolManager, cmd: Command) -> Any:
@@ -176,6 +192,7 @@ async def image_import(node: PoolManager, cmd: Command) -> Any:
         archive.import_rootfs, node.images, io.BytesIO(cmd.blob),
         tag=cmd.args.get("tag") or None, message=str(cmd.args.get("message") or ""),
     )  # fmt: skip
+    _image_event(node, "import", image)
     return _image_json(image, node.images.layer_size)
 
 

@@ -14,6 +14,8 @@ Version 1. Every key starts with ``scow:v1:``.
     node:<id>:commands   stream node commands for one node; group "nodes"
     progress:<id>        stream progress lines of a long node command (builds)
     environments         hash   environment id -> its lease and where it runs
+    events               stream container, image and function events (Docker's shape)
+    calls:index:<fn>     list   the function's latest call ids, newest first
 
 A call's entry is deleted once it is answered, so a stream's length is the
 number of calls waiting or running: the gateway's queue cap reads it.
@@ -46,6 +48,9 @@ DEAD = f"{PREFIX}:dead"
 INVOCATIONS = f"{PREFIX}:invocations"
 ENVIRONMENTS = f"{PREFIX}:environments"
 LOGS_MAXLEN = 10_000  # lines kept per function
+EVENTS = f"{PREFIX}:events"
+EVENTS_MAXLEN = 10_000
+CALLS_INDEXED = 1000  # call ids kept per function for `scow fn calls`
 OUTPUT_WINDOW = 16  # chunks of a command's output that may wait for its reader
 RECORD_TTL = 3600
 REPLY_MAXLEN = 10_000
@@ -83,6 +88,10 @@ def record_key(call_id: str) -> str:
     return f"{PREFIX}:call:{call_id}"
 
 
+def calls_index_key(function: str) -> str:
+    return f"{PREFIX}:calls:index:{function}"
+
+
 def logs_key(function: str) -> str:
     return f"{PREFIX}:logs:{function}"
 
@@ -93,6 +102,20 @@ def progress_key(command_id: str) -> str:
 
 def new_call_id() -> str:
     return secrets.token_hex(12)
+
+
+def event(kind: str, action: str, actor: str, attributes: dict[str, str]) -> dict[str, Any]:
+    """An event as Docker's /events reports it."""
+    now = time.time_ns()
+    return {"Type": kind, "Action": action, "Actor": {"ID": actor, "Attributes": attributes},
+            "scope": "local", "time": now // 1_000_000_000, "timeNano": now}  # fmt: skip
+
+
+async def publish_events(redis: aioredis.Redis, events: list[dict[str, Any]]) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        for e in events:
+            pipe.xadd(EVENTS, {"event": json.dumps(e)}, maxlen=EVENTS_MAXLEN, approximate=True)
+        await pipe.execute()
 
 
 # redis-py types stream fields loosely; this is what we put in and take out.
@@ -150,6 +173,10 @@ class CallResult:
     container: str = ""
     queue_seconds: float = 0.0
     run_seconds: float = 0.0
+    # From the container's cgroup, over this call: what it used and how it was held back.
+    cpu_seconds: float = 0.0
+    throttled_seconds: float = 0.0
+    start_seconds: float = 0.0  # how long its container took to start (cold or ahead)
 
     def to_fields(self) -> Fields:
         meta = {k: v for k, v in self.__dict__.items() if k not in ("body", "headers")}
@@ -205,6 +232,8 @@ end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'function', ARGV[4], 'enqueued', ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'fn', ARGV[4], 'meta', ARGV[5], 'body', ARGV[6])
+redis.call('LPUSH', KEYS[3], ARGV[3])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[8]) - 1)
 return -1
 """
 
@@ -290,7 +319,7 @@ class PoolClient:
 
     async def remove(self, name: str) -> bool:
         removed: int = await self.redis.hdel(FUNCTIONS, name)
-        await self.redis.delete(calls_key(name))
+        await self.redis.delete(calls_key(name), calls_index_key(name), logs_key(name))
         return removed == 1
 
     async def queue_length(self, name: str) -> int:
@@ -312,8 +341,10 @@ class PoolClient:
         if self._submit is None:
             self._submit = self.redis.register_script(_SUBMIT)
         f = request.to_fields()
-        keys = [record_key(request.id), calls_key(request.function)]
-        argv = [max_queue, RECORD_TTL, f["id"], f["fn"], f["meta"], f["body"], request.enqueued]
+        keys = [record_key(request.id), calls_key(request.function),
+                calls_index_key(request.function)]  # fmt: skip
+        argv = [max_queue, RECORD_TTL, f["id"], f["fn"], f["meta"], f["body"], request.enqueued,
+                CALLS_INDEXED]  # fmt: skip
         length = int(await self._submit(keys=keys, args=argv))
         if length >= 0:
             raise QueueFull(request.function, length)

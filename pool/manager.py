@@ -15,6 +15,7 @@ A call whose deadline has passed is answered 504 and never run late.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -33,9 +34,11 @@ from images.store import ImageStore
 from pool import contract
 from pool.commands import Command, CommandError, run_command
 from pool.contract import CallRequest, CallResult
+from pool.events import EventSink
 from pool.functions import FunctionSpec
 from pool.instances import Instance, InstanceError, invoke, make_instance
 from pool.leases import reap_expired
+from pool.metrics import NodeMetrics
 from pool.warm import WarmPool
 from runtime.engine import Runtime
 
@@ -136,6 +139,7 @@ class FunctionWorker:
             run_seconds=time.time() - picked,
         )  # fmt: skip
         ack = (contract.calls_key(self.spec.name), entry_id)
+        self.manager.metrics.answered(self.spec.name, result)
         await self.manager.reply(req, result, ack=ack, logs=logs)
 
     async def _run(self, req: CallRequest, logs: list[tuple[str, str]]) -> CallResult:
@@ -149,12 +153,21 @@ class FunctionWorker:
             return CallResult.failure(
                 req.id, 502, "cold_start", f"the function could not start: {exc}"
             )
+        self.manager.metrics.started(inst)
+        runtime = self.manager.runtime
         reusable = False
         try:
-            result = await invoke(self.manager.runtime, self.manager.http, inst, req)
+            before = runtime.stats(inst.id)
+            result = await invoke(runtime, self.manager.http, inst, req)
+            after = runtime.stats(inst.id)  # the cgroup stays until the instance goes
             logs.extend(inst.call_logs)
             reusable = result.error == "" and self.spec.protocol == "http"
-            return replace(result, cold=inst.source == "cold", container=inst.id)
+            return replace(
+                result, cold=inst.source == "cold", container=inst.id,
+                cpu_seconds=(after.cpu_usage_ns - before.cpu_usage_ns) / 1e9,
+                throttled_seconds=(after.throttled_ns - before.throttled_ns) / 1e9,
+                start_seconds=inst.phases.get("total", 0.0),
+            )  # fmt: skip
         finally:
             self.pool.release(inst, reusable=reusable)
 
@@ -183,6 +196,7 @@ class PoolManager:
         node_id: str | None = None,
         create_slots: int | None = None,
         sync_every: float = 0.5,
+        metrics_port: int | None = None,
     ) -> None:
         self.redis = redis
         self.runtime = runtime
@@ -198,12 +212,24 @@ class PoolManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._commands: set[asyncio.Task[None]] = set()
         self._callbacks: set[asyncio.Task[None]] = set()
+        self.metrics = NodeMetrics()
+        self.metrics_port = metrics_port  # None: no /metrics listener (tests read the registry)
+        self.events = EventSink(redis)
+        self.draining: collections.Counter[str] = collections.Counter()
 
     async def destroy_instance(self, inst: Instance) -> None:
         inst.close_pipes()
-        await self.runtime.remove(inst.id, force=True)
+        self.draining[inst.spec.name] += 1
+        try:
+            await self.runtime.remove(inst.id, force=True)
+        finally:
+            self.draining[inst.spec.name] -= 1
 
     async def start(self) -> None:
+        if self.metrics_port is not None:
+            self.metrics_port = await asyncio.to_thread(self.metrics.serve, self.metrics_port)
+        self.events.start()
+        self.runtime.on_event = self.events.container
         await self.runtime.open()
         await self.runtime.reap()
         # Function containers of this node's previous life: their pipes and pools are gone.
@@ -238,6 +264,8 @@ class PoolManager:
         if self._callbacks:
             await asyncio.gather(*self._callbacks, return_exceptions=True)
         await self.http.aclose()
+        await self.events.close()
+        self.metrics.close()
         with contextlib.suppress(aioredis.RedisError):
             await self.redis.hdel(contract.NODES, self.node_id)
 
@@ -252,14 +280,28 @@ class PoolManager:
 
     async def _heartbeat_once(self) -> None:
         pools = {
-            name: {"ready": len(w.pool.ready), "busy": w.pool.busy, "creating": w.pool.creating}
+            name: {"ready": len(w.pool.ready), "busy": w.pool.busy, "creating": w.pool.creating,
+                   "draining": self.draining[name]}
             for name, w in self.workers.items()
-        }
+        }  # fmt: skip
+        self.metrics.pools(
+            (name, {"warm": p["ready"], "busy": p["busy"], "creating": p["creating"],
+                    "draining": p["draining"]}) for name, p in pools.items()
+        )  # fmt: skip
         info = {
             "heartbeat": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
-            "functions": pools,
+            "functions": pools, "latency": self.metrics.percentiles(),
+            "metrics": f"127.0.0.1:{self.metrics_port}" if self.metrics_port else "",
         }  # fmt: skip
-        await self.redis.hset(contract.NODES, self.node_id, json.dumps(info))
+        clock = time.perf_counter()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(contract.NODES, self.node_id, json.dumps(info))
+            for name in pools:
+                pipe.xlen(contract.calls_key(name))
+            _, *lengths = await pipe.execute()
+        self.metrics.redis_rtt.set(time.perf_counter() - clock)
+        for name, length in zip(pools, lengths, strict=True):
+            self.metrics.queue.labels(name).set(length)
 
     async def sync_functions(self) -> None:
         """Start, replace and stop workers to match the deployed functions."""
@@ -272,6 +314,8 @@ class PoolManager:
                 worker.resize(new)  # scaling keeps the warm instances
             elif new is None or new != worker.spec:
                 await self.workers.pop(name).stop()
+                if new is None:
+                    self.metrics.forget(name)
         for name, spec in specs.items():
             if name not in self.workers:
                 worker = FunctionWorker(self, spec)
@@ -417,6 +461,9 @@ class PoolManager:
             "message": result.message, "cold": int(result.cold), "node": result.node,
             "container": result.container, "queue_seconds": result.queue_seconds,
             "run_seconds": result.run_seconds, "finished": time.time(),
+            "cpu_seconds": result.cpu_seconds, "throttled_seconds": result.throttled_seconds,
+            "start_seconds": result.start_seconds,
+            "logs_tail": "\n".join(text for _, text in logs[-20:])[-2048:],
         }  # fmt: skip
         if not req.reply_to:  # async: the record keeps the result
             record["body"] = result.body

@@ -23,7 +23,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -91,6 +91,9 @@ class Runtime:
         self._conmon: Conmon | None = None
         self._bridge_ready = False
         self._proxies: dict[str, subprocess.Popen[bytes]] = {}
+        # Told of each lifecycle event (create, start, oom, die, destroy), as Docker
+        # reports them; it must not block (the pool manager queues them for Redis).
+        self.on_event: Callable[[str, ContainerRecord], None] = lambda action, record: None
 
     async def open(self) -> None:
         """Make the dirs and become the subreaper of container inits. Idempotent."""
@@ -140,7 +143,9 @@ class Runtime:
         """Create a container ready for ``start``. On any error nothing is left behind."""
         record, sockets = await self._prepare(image_config, layers, opts, image, stdio)
         try:
-            return await self._spawn(record, sockets, pipes)
+            record = await self._spawn(record, sockets, pipes)
+            self.on_event("create", record)
+            return record
         except BaseException:
             await self.destroy(record.id)
             raise
@@ -354,6 +359,7 @@ class Runtime:
         phases = {**record.phases, "start": time.perf_counter() - clock}
         record = record.evolve(status="running", started_at=time.time(), phases=phases)
         self.store.save(record)
+        self.on_event("start", record)
         return record
 
     async def wait(self, ref: str) -> ExitStatus:
@@ -372,6 +378,10 @@ class Runtime:
         )
         latest = self.store.load(record.id)
         if latest is not None:
+            if latest.status != "exited":
+                if status.oom_killed:
+                    self.on_event("oom", latest)
+                self.on_event("die", latest.evolve(exit_code=status.code))
             self.store.save(
                 latest.evolve(
                     status="exited",
@@ -503,6 +513,8 @@ class Runtime:
         """Remove everything container ``cid`` has, from its id alone. Idempotent."""
         record = self.store.load(cid)
         paths = self.paths(cid)
+        if record is not None and record.status in ("running", "paused"):
+            self.on_event("die", record)  # killed by this removal
         if record is not None and record.proxy_pid:
             stop_proxy(record.proxy_pid, cid, self._proxies.pop(cid, None))
         await self.runc.delete(cid, force=True)
@@ -521,6 +533,8 @@ class Runtime:
         self.cgroups.remove(cid)
         if paths.root.exists():
             await asyncio.to_thread(shutil.rmtree, paths.root)
+        if record is not None:
+            self.on_event("destroy", record)
         if remove_volumes and record is not None:
             for name in record.anonymous_volumes:
                 with contextlib.suppress(NotFound):

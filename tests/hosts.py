@@ -43,22 +43,27 @@ class Host:
 
 @contextmanager
 def scow_up(state: Path, run: Path) -> Iterator[Host]:
+    """The host's output goes to a file beside ``state`` (a pipe nobody reads would fill
+    up and block its logging), and its tail is shown when the host did not stop cleanly."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SCOW_TOKEN")}
+    log_path = state.parent / "up.log"
+    log = open(log_path, "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "up", "--state-dir", str(state), "--run-dir",
-         str(run), "--port", str(port), "--bridge", TEST_BRIDGE, "--subnet", str(TEST_SUBNET)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
+         str(run), "--port", str(port), "--bridge", TEST_BRIDGE, "--subnet", str(TEST_SUBNET),
+         "--node-metrics-port", "0"],
+        stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
     )  # fmt: skip
     try:
         wait_until(
             lambda: accepts_connections(run / "scow.sock") or proc.poll() is not None, 30, "scow up"
         )
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert proc.poll() is None, log_path.read_text()
         yield Host(proc, state, run, port)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             proc.wait(60)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        log.close()
+        assert proc.returncode == 0, log_path.read_text()[-4000:]

@@ -6,9 +6,11 @@ import json
 import shutil
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests import leakcheck
@@ -136,3 +138,27 @@ def test_save_load_import_commit(host: Host, tmp_path: Path) -> None:
     assert committed.returncode == 0 and committed.stdout.startswith("sha256:"), committed.stderr
     assert host.scow("env", "rm", env["id"]).returncode == 0
     assert host.scow("rmi", "tests/committed").returncode == 0
+
+
+def test_calls_events_top_and_info(host: Host) -> None:
+    assert host.scow("build", "-q", "-t", "examples/busybox-wc",
+                     "images/examples/busybox-wc").returncode == 0  # fmt: skip
+    assert host.scow("fn", "deploy", "obs", "--image", "examples/busybox-wc",
+                     "--protocol", "stdio").returncode == 0  # fmt: skip
+    started = time.time()
+    assert host.scow("fn", "invoke", "obs", "-d", "one two").returncode == 0
+    calls = json.loads(host.scow("fn", "calls", "obs", "--format", "json").stdout)
+    assert len(calls) == 1 and calls[0]["status"] == 200 and calls[0]["state"] == "done"
+    assert host.scow("fn", "calls", "obs").stdout.split()[:3] == ["CALL", "STATE", "STATUS"]
+    events = host.scow("events", "--since", str(started - 1), "--until", str(time.time() + 1),
+                       "-f", "function=obs", "--format", "json")  # fmt: skip
+    actions = [(e["Type"], e["Action"]) for e in map(json.loads, events.stdout.splitlines())]
+    assert ("container", "start") in actions and ("container", "destroy") in actions
+    screen = host.scow("top", "--once")
+    assert screen.returncode == 0 and "obs" in screen.stdout and "START p50/p99" in screen.stdout
+    info = host.scow("info").stdout
+    assert "metrics http://127.0.0.1:" in info
+    port = int(info.split("metrics http://127.0.0.1:")[1].split("/")[0])
+    scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'scow_calls_total{code="200",function="obs"} 1.0' in scraped
+    assert host.scow("fn", "rm", "obs").returncode == 0

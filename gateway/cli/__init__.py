@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -23,7 +24,7 @@ from gateway.cli.images import (
     save,
     tag,
 )
-from gateway.cli.output import api_command, client, format_option
+from gateway.cli.output import EXIT_USAGE, api_command, client, fail, format_option
 from gateway.config import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, HostConfig
 from gateway.state import DEFAULT_BODY_LIMIT, DEFAULT_MAX_QUEUE
 
@@ -68,7 +69,8 @@ def info(fmt: str) -> None:
     )
     for node in data["nodes"]:
         state = "live" if node["live"] else f"silent for {node['heartbeat_age']:.0f}s"
-        click.echo(f"node       {node['id']} (pid {node['pid']}, {state})")
+        metrics = f", metrics http://{node['metrics']}/metrics" if node.get("metrics") else ""
+        click.echo(f"node       {node['id']} (pid {node['pid']}, {state}{metrics})")
         for name, pool in sorted(node["functions"].items()):
             click.echo(
                 f"  {name:<24} ready {pool['ready']}  busy {pool['busy']}  "
@@ -84,9 +86,13 @@ def info(fmt: str) -> None:
 @click.option("--redis-url", help="Use this Redis instead of starting one [env: REDIS_URL]")
 @click.option("--bridge", default="scow0", show_default=True, help="The containers' bridge")
 @click.option("--subnet", default="10.213.0.0/16", show_default=True, help="Its addresses")
+@click.option(
+    "--node-metrics-port", default=9180, show_default=True,
+    help="The node's Prometheus /metrics on 127.0.0.1 (0: any free port)",
+)  # fmt: skip
 def up(
     state_dir: Path | None, run_dir: Path | None, host: str, port: int, redis_url: str | None,
-    bridge: str, subnet: str,
+    bridge: str, subnet: str, node_metrics_port: int,
 ) -> None:  # fmt: skip
     """Run the whole host in the foreground: Redis, a node, the gateway. Ctrl-C stops it."""
     from gateway.redisd import RedisServerError
@@ -94,7 +100,7 @@ def up(
 
     config = HostConfig.from_env(
         state_dir=state_dir, run_dir=run_dir, http_host=host, http_port=port, redis_url=redis_url,
-        bridge=bridge, subnet=subnet,
+        bridge=bridge, subnet=subnet, node_metrics_port=node_metrics_port,
     )  # fmt: skip
     try:
         code = Host(config, out=click.echo).run()
@@ -139,6 +145,78 @@ def gateway(
     except OSError as exc:
         click.echo(f"scow gateway: {exc}", err=True)
         sys.exit(1)
+
+
+@main.command()
+@click.option("--since", help="Unix seconds, or a duration ago such as 10m")
+@click.option("--until", help="Unix seconds, or a duration from now such as 30s")
+@click.option(
+    "-f", "--filter", "filters", multiple=True,
+    help="type=container, event=die, container=ID, image=REF, label=k=v, function=F",
+)  # fmt: skip
+@format_option
+@api_command
+def events(since: str | None, until: str | None, filters: tuple[str, ...], fmt: str) -> None:
+    """Container, image and function events as they happen (Ctrl-C stops)."""
+    import json
+
+    grouped: dict[str, list[str]] = {}
+    for f in filters:
+        key, eq, value = f.partition("=")
+        if not eq:
+            fail(f"invalid filter {f!r}: expected KEY=VALUE", EXIT_USAGE)
+        grouped.setdefault(key, []).append(value)
+    params = {"filters": json.dumps(grouped)} if grouped else {}
+    if since:
+        params["since"] = str(_when(since, -1))
+    if until:
+        params["until"] = str(_when(until, +1))
+    try:
+        for line in client().stream_lines("GET", "/events", params=params, timeout=None):
+            if not line:
+                continue
+            if fmt == "json":
+                click.echo(line)
+                continue
+            e = json.loads(line)
+            attrs = ", ".join(f"{k}={v}" for k, v in sorted(e["Actor"]["Attributes"].items()))
+            when = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e["time"]))
+            click.echo(f"{when} {e['Type']} {e['Action']} {e['Actor']['ID'][:12]} ({attrs})")
+    except KeyboardInterrupt:
+        pass
+
+
+def _when(text: str, direction: int) -> float:
+    """Unix seconds from ``text``: a number, or a duration before (-1) or after (+1) now."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    units = {"s": 1, "m": 60, "h": 3600}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() + direction * float(text[:-1]) * units[text[-1]]
+    fail(f"invalid time {text!r}: Unix seconds or a duration such as 10m", EXIT_USAGE)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Print one screen and exit")
+@click.option("-n", "--interval", default=1.0, show_default=True, help="Seconds between screens")
+@api_command
+def top(once: bool, interval: float) -> None:
+    """A live view of pools, queues and recent start and call latency (Ctrl-C stops)."""
+    from gateway.cli.top import render
+
+    try:
+        while True:
+            screen = render(client().json("GET", "/system/info"))
+            if not once:
+                click.echo("\x1b[H\x1b[2J", nl=False)  # home, clear: refresh in place
+            click.echo(screen)
+            if once:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
 
 
 main.add_command(fn)

@@ -223,3 +223,24 @@ def logs(name: str, tail: int | None, since: str | None, follow: bool, fmt: str)
                 click.echo(f"{entry['time']} {entry['call_id'][:12]} {entry['text']}")
     except KeyboardInterrupt:
         pass
+
+
+@fn.command()
+@click.argument("name")
+@click.option("-n", "--limit", default=20, show_default=True, help="How many, newest first")
+@format_option
+@api_command
+def calls(name: str, limit: int, fmt: str) -> None:
+    """A function's latest calls: status, timings, container and node."""
+    records = client().json("GET", "/system/calls", params={"function": name, "limit": limit})
+    emit(
+        records, fmt,
+        lambda rows: [(r["id"], r["state"], r.get("status", ""), _ms(r.get("queue_seconds")),
+                       _ms(r.get("run_seconds")), "cold" if r.get("cold") else "",
+                       r.get("error", ""), r.get("container", "")[:12]) for r in rows],
+        ["CALL", "STATE", "STATUS", "QUEUE", "RUN", "COLD", "ERROR", "CONTAINER"],
+    )  # fmt: skip
+
+
+def _ms(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds * 1000:.1f}ms"

@@ -45,7 +45,8 @@ class Node:
             [sys.executable, "-m", "pool", "--redis-url", self.redis_url,
              "--state-dir", str(self.base / "state"), "--run-dir", str(self.base / "run"),
              "--images", str(self.images.root), "--cgroup-parent", self.cgroup_parent,
-             "--bridge", TEST_BRIDGE, "--subnet", str(TEST_SUBNET), "--node-id", self.node_id],
+             "--bridge", TEST_BRIDGE, "--subnet", str(TEST_SUBNET), "--node-id", self.node_id,
+             "--metrics-port", "0"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 

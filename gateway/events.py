@@ -1,0 +1,114 @@
+"""``GET /events``: Docker's event stream, for containers, images and functions.
+
+``since`` and ``until`` are Unix times; ``filters`` is Docker's JSON
+(``{"type": ["container"], "event": ["die"], "container": [...], "image": [...],
+"label": ["k=v"]}``). Without ``until`` the stream stays open until the client leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
+
+from gateway.http import ApiError
+from gateway.state import Gateway
+from pool import contract
+
+_FILTERS = {"type", "event", "container", "image", "label", "function"}
+
+
+def parse_filters(raw: str) -> dict[str, list[str]]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ApiError(400, "bad_request", f"invalid filters {raw!r}: expected JSON") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_request", f"invalid filters {raw!r}: expected a JSON object")
+    out = {}
+    for key, wanted in value.items():
+        if key not in _FILTERS:
+            raise ApiError(400, "bad_request", f"invalid filter {key!r}: known are "
+                           f"{', '.join(sorted(_FILTERS))}")  # fmt: skip
+        # Docker's older clients send {"type": {"container": true}}.
+        out[key] = list(wanted) if isinstance(wanted, list | dict) else [str(wanted)]
+    return out
+
+
+def matches(e: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+    """Whether event ``e`` passes every filter (values of one filter are alternatives).
+
+    >>> e = {"Type": "container", "Action": "die", "Actor": {"ID": "abc", "Attributes": {
+    ...     "name": "web", "image": "busybox", "team": "a"}}}
+    >>> matches(e, {"type": ["container"], "event": ["start", "die"], "label": ["team=a"]})
+    True
+    >>> matches(e, {"container": ["other"]})
+    False
+    """
+    return all(any(_check(e, key, v) for v in values) for key, values in filters.items())
+
+
+def _check(e: dict[str, Any], key: str, value: str) -> bool:
+    kind, actor = e["Type"], e["Actor"]["ID"]
+    attrs: dict[str, str] = e["Actor"].get("Attributes", {})
+    if key == "type":
+        return bool(kind == value)
+    if key == "event":
+        return bool(e["Action"] == value)
+    if key == "container":
+        return kind == "container" and (actor.startswith(value) or attrs.get("name") == value)
+    if key == "image":
+        named = kind == "image" and value in (attrs.get("name"), actor)
+        return attrs.get("image") == value or named
+    if key == "label":
+        label, eq, wanted = value.partition("=")
+        return attrs.get(label) == wanted if eq else label in attrs
+    return attrs.get("scow.function") == value or (kind == "function" and actor == value)
+
+
+def _stream_id(seconds: str, name: str) -> str:
+    try:
+        return str(int(float(seconds) * 1000))
+    except ValueError:
+        raise ApiError(400, "bad_request", f"invalid {name} {seconds!r}: Unix seconds") from None
+
+
+async def events(request: Request) -> StreamingResponse:
+    gw: Gateway = request.app.state.gw
+    q = request.query_params
+    filters = parse_filters(q.get("filters", ""))
+    start = _stream_id(q["since"], "since") if q.get("since") else None
+    until = float(_stream_id(q["until"], "until")) / 1000 if q.get("until") else None
+
+    async def body() -> AsyncIterator[bytes]:
+        cursor = "$"
+        if start is not None:
+            for entry_id, fields in await gw.redis.xrange(contract.EVENTS, start, "+"):
+                cursor = entry_id
+                e = json.loads(fields[b"event"])
+                if until is not None and e["time"] > until:
+                    return
+                if matches(e, filters):
+                    yield json.dumps(e).encode() + b"\n"
+        while until is None or time.time() < until:
+            batches = await gw.redis.xread({contract.EVENTS: cursor}, block=500, count=200)
+            for _, entries in batches or []:
+                for entry_id, fields in entries:
+                    cursor = entry_id
+                    e = json.loads(fields[b"event"])
+                    if until is not None and e["time"] > until:
+                        return
+                    if matches(e, filters):
+                        yield json.dumps(e).encode() + b"\n"
+
+    return StreamingResponse(body(), media_type="application/json")
+
+
+routes = [Route("/events", events, methods=["GET"])]
