@@ -79,6 +79,8 @@ _SCHEMAS: dict[str, Any] = {
             "queue_seconds": {"type": "number"}, "run_seconds": {"type": "number"},
             "headers": {"type": "object"}, "body": {"type": "string"},
             "body_base64": {"type": "string"}, "callback": {"type": "string"},
+            "cpu_seconds": {"type": "number"}, "throttled_seconds": {"type": "number"},
+            "start_seconds": {"type": "number"}, "logs_tail": {"type": "string"},
         },
     },
     "EnvironmentRequest": {
@@ -163,6 +165,15 @@ def openapi(version: str) -> dict[str, Any]:
             "security": [], "parameters": [_NAME], "requestBody": _BODY,
             "responses": {"202": {"description": "Queued", "headers": {
                 "X-Call-Id": {"schema": {"type": "string"}}}}, **_errors(400, 404, 413, 429)}}},
+        "/system/calls": {"get": {
+            "summary": "A function's latest calls, newest first",
+            "parameters": [
+                {"name": "function", "in": "query", "required": True,
+                 "schema": {"type": "string"}},
+                {"name": "limit", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+            "responses": {"200": _json({"type": "array", "items": _ref("CallRecord")}, "Calls"),
+                          **_errors(400)}}},
         "/system/calls/{id}": {"get": {"parameters": [_ID], "responses": {
             "200": _json(_ref("CallRecord"), "The call"), **_errors(404)}}},
         "/system/logs": {"get": {
