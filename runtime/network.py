@@ -24,6 +24,7 @@ on a thread whose event loop is running: async callers use ``asyncio.to_thread``
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -91,6 +92,12 @@ class BridgeNetwork:
                     if exc.code != errno.EEXIST:  # another process made it just now
                         raise NetworkError(f"cannot create bridge {self.name}: {exc}") from exc
             idx = ipr.link_lookup(ifname=self.name)[0]
+            # A bridge without a MAC of its own takes its lowest port's, so it changed as
+            # containers came and went; containers kept sending replies to the old one
+            # (their ARP entry) and the host's connections stalled for seconds.
+            mac = bridge_mac(self.name)
+            if ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS") != mac:
+                ipr.link("set", index=idx, address=mac)
             have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
             if str(self.gateway) not in have:
                 try:
@@ -159,6 +166,16 @@ class BridgeNetwork:
                     raise
         remove_netns(netns_name(cid))
         self.ipam.release(cid)
+
+
+def bridge_mac(name: str) -> str:
+    """A fixed, locally administered unicast MAC for the bridge ``name``.
+
+    >>> bridge_mac("scow0")
+    '02:28:0e:7c:7f:cb'
+    """
+    digest = hashlib.sha256(f"scow-bridge:{name}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
 def remove_netns(name: str) -> None:

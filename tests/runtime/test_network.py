@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import httpx
 
 from runtime.engine import Runtime
+from runtime.network import BridgeNetwork, bridge_mac
 from runtime.spec import ImageConfig, Port, RunOptions
 from tests.runtime.helpers import BUSYBOX, run
 
@@ -89,3 +92,24 @@ async def test_host_network_sees_the_host_interfaces(runtime: Runtime, busybox_l
 
     r = await run(runtime, busybox_layer, "ls", "/sys/class/net", network="host")
     assert sorted(r.out.split()) == sorted(os.listdir("/sys/class/net"))
+
+
+def test_the_bridge_keeps_its_mac_as_ports_come_and_go(tmp_path: Path) -> None:
+    """Containers cache the bridge's MAC: had it followed its ports (the kernel's default),
+    replies to the host went to a MAC gone by and connections stalled for seconds."""
+    net = BridgeNetwork(tmp_path, "scowmac0", IPv4Network("10.216.0.0/24"))
+    cids = [secrets.token_hex(32) for _ in range(3)]
+    address = Path("/sys/class/net/scowmac0/address")
+    try:
+        net.ensure_bridge()
+        assert address.read_text().strip() == bridge_mac("scowmac0")
+        for cid in cids:
+            net.attach(cid)
+            assert address.read_text().strip() == bridge_mac("scowmac0")
+        for cid in cids:
+            net.detach(cid)
+            assert address.read_text().strip() == bridge_mac("scowmac0")
+    finally:
+        for cid in cids:
+            net.detach(cid)
+        net.remove_bridge()
