@@ -117,7 +117,7 @@ def record_json(call_id: str, record: dict[str, bytes]) -> dict[str, Any]:
     if "status" in text:
         out["status"] = int(text["status"])
     for key in ("enqueued", "finished", "queue_seconds", "run_seconds", "cpu_seconds",
-                "throttled_seconds", "start_seconds"):  # fmt: skip
+                "throttled_seconds", "start_seconds", "wait_seconds"):  # fmt: skip
         if key in text:
             out[key] = float(text[key])
     for key in ("error", "message", "node", "container", "callback", "logs_tail"):

@@ -80,7 +80,8 @@ _SCHEMAS: dict[str, Any] = {
             "headers": {"type": "object"}, "body": {"type": "string"},
             "body_base64": {"type": "string"}, "callback": {"type": "string"},
             "cpu_seconds": {"type": "number"}, "throttled_seconds": {"type": "number"},
-            "start_seconds": {"type": "number"}, "logs_tail": {"type": "string"},
+            "start_seconds": {"type": "number"}, "wait_seconds": {"type": "number"},
+            "logs_tail": {"type": "string"},
         },
     },
     "EnvironmentRequest": {

@@ -177,6 +177,7 @@ class CallResult:
     cpu_seconds: float = 0.0
     throttled_seconds: float = 0.0
     start_seconds: float = 0.0  # how long its container took to start (cold or ahead)
+    wait_seconds: float = 0.0  # of run_seconds: waiting for a container to be free or made
 
     def to_fields(self) -> Fields:
         meta = {k: v for k, v in self.__dict__.items() if k not in ("body", "headers")}

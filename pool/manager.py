@@ -143,6 +143,7 @@ class FunctionWorker:
         await self.manager.reply(req, result, ack=ack, logs=logs)
 
     async def _run(self, req: CallRequest, logs: list[tuple[str, str]]) -> CallResult:
+        clock = time.perf_counter()
         try:
             inst = await asyncio.wait_for(self.pool.acquire(), max(req.deadline - time.time(), 0))
         except TimeoutError:
@@ -153,6 +154,7 @@ class FunctionWorker:
             return CallResult.failure(
                 req.id, 502, "cold_start", f"the function could not start: {exc}"
             )
+        waited = time.perf_counter() - clock
         self.manager.metrics.started(inst)
         runtime = self.manager.runtime
         reusable = False
@@ -166,7 +168,7 @@ class FunctionWorker:
                 result, cold=inst.source == "cold", container=inst.id,
                 cpu_seconds=(after.cpu_usage_ns - before.cpu_usage_ns) / 1e9,
                 throttled_seconds=(after.throttled_ns - before.throttled_ns) / 1e9,
-                start_seconds=inst.phases.get("total", 0.0),
+                start_seconds=inst.phases.get("total", 0.0), wait_seconds=waited,
             )  # fmt: skip
         finally:
             self.pool.release(inst, reusable=reusable)
@@ -462,7 +464,7 @@ class PoolManager:
             "container": result.container, "queue_seconds": result.queue_seconds,
             "run_seconds": result.run_seconds, "finished": time.time(),
             "cpu_seconds": result.cpu_seconds, "throttled_seconds": result.throttled_seconds,
-            "start_seconds": result.start_seconds,
+            "start_seconds": result.start_seconds, "wait_seconds": result.wait_seconds,
             "logs_tail": "\n".join(text for _, text in logs[-20:])[-2048:],
         }  # fmt: skip
         if not req.reply_to:  # async: the record keeps the result
