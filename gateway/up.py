@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+import httpx
+
 from gateway.auth import load_or_create_token
 from gateway.config import HostConfig
 from gateway.redisd import RedisServer
@@ -113,7 +115,7 @@ class Host:
             ["gateway.cli", "gateway", "--redis-url", redis_url, *gateway_args,
              "--socket", str(cfg.socket_path), "--token-file", str(cfg.token_file)],
         )  # fmt: skip
-        if not self._wait_listening(gateway, cfg.socket_path):
+        if not self._wait_listening(gateway, cfg.socket_path) or not self._wait_node():
             return 1
         self.out(f"api       http://{cfg.http_host}:{cfg.http_port} and unix://{cfg.socket_path}")
         self.out(f"token     {token} (needed on TCP: Authorization: Bearer <token>)")
@@ -156,6 +158,28 @@ class Host:
                 self.out(f"gateway did not open {path} within {timeout}s")
                 return False
             time.sleep(0.05)
+        return True
+
+    def _wait_node(self, timeout: float = 60) -> bool:
+        """Until the node has registered, so that "scow is up" means calls can be served."""
+        transport = httpx.HTTPTransport(uds=str(self.config.socket_path))
+        deadline = time.monotonic() + timeout
+        with httpx.Client(transport=transport, base_url="http://scow", timeout=5) as api:
+            while not self._stopping:
+                for name, proc in self.children:
+                    if proc.poll() is not None:
+                        self.out(f"{name} exited with code {proc.returncode} on start")
+                        return False
+                try:
+                    nodes = api.get("/system/info").json().get("nodes", [])
+                except (httpx.HTTPError, ValueError):
+                    nodes = []
+                if any(n.get("live") for n in nodes):
+                    return True
+                if time.monotonic() > deadline:
+                    self.out(f"no node registered within {timeout:.0f}s")
+                    return False
+                time.sleep(0.05)
         return True
 
     def stop(self) -> None:

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.up import accepts_connections
 from tests.conftest import TEST_BRIDGE, TEST_SUBNET
 from tests.utils import free_port, wait_until
 
@@ -56,8 +55,8 @@ def scow_up(state: Path, run: Path) -> Iterator[Host]:
         stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
     )  # fmt: skip
     try:
-        wait_until(
-            lambda: accepts_connections(run / "scow.sock") or proc.poll() is not None, 30, "scow up"
+        wait_until(  # "scow is up": the gateway listens and the node is live
+            lambda: "scow is up" in log_path.read_text() or proc.poll() is not None, 60, "scow up"
         )
         assert proc.poll() is None, log_path.read_text()
         yield Host(proc, state, run, port)
