@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from loadtests import pool_calls, runtime_start
+from loadtests import gateway_calls, pool_calls, runtime_start
 
-SCENARIOS: dict[str, Callable[[int], str]] = {
-    "runtime-start": runtime_start.run,
+SCENARIOS: dict[str, Callable[[int, Path, str], str]] = {
+    "cold-start": runtime_start.run,
+    "gateway-calls": gateway_calls.run,
     "pool-calls": pool_calls.run,
 }
 
@@ -22,9 +25,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     names = args.scenario or list(SCENARIOS)
-    sections = [SCENARIOS[name](args.runs) for name in names]
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    sections = []
+    for name in names:
+        clock = time.monotonic()
+        sections.append(SCENARIOS[name](args.runs, args.out, stamp))
+        print(f"{name}: {time.monotonic() - clock:.0f}s", file=sys.stderr)
+    sections.append(f"Whole run: {time.monotonic() - started:.0f}s.\n")
     path = args.out / f"{stamp}.md"
     text = f"# scow load tests, {stamp}\n\n" + "\n".join(sections)
     path.write_text(text)
