@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.auth import authorized
-from gateway.http import ApiError, read_body
+from gateway.http import ApiError, query, read_body
 from gateway.state import Gateway
 from pool import contract
 from pool.contract import CallRequest, QueueFull, new_call_id
@@ -138,9 +138,7 @@ def record_json(call_id: str, record: dict[str, bytes]) -> dict[str, Any]:
 async def list_calls(request: Request) -> JSONResponse:
     """``?function=NAME&limit=N``: the function's latest calls, newest first."""
     gw: Gateway = request.app.state.gw
-    name = request.query_params.get("function", "")
-    if not name:
-        raise ApiError(400, "bad_request", "?function= names the function")
+    name = query(request, "function", "names the function")
     limit_text = request.query_params.get("limit", "20")
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= contract.CALLS_INDEXED:
         raise ApiError(400, "bad_request",
@@ -202,9 +200,7 @@ async def logs(request: Request) -> Response:
     """``?name=F&tail=N&since=T&follow=1``: the function's log lines as NDJSON."""
     gw: Gateway = request.app.state.gw
     q = request.query_params
-    name = q.get("name", "")
-    if not name:
-        raise ApiError(400, "bad_request", "?name= names the function")
+    name = query(request, "name", "names the function")
     tail_text = q.get("tail", "")
     if tail_text and not tail_text.isdigit():
         raise ApiError(400, "bad_request", f"invalid tail {tail_text!r}: expected a number")

@@ -87,26 +87,35 @@ async def events(request: Request) -> StreamingResponse:
     start = _stream_id(q["since"], "since") if q.get("since") else None
     until = float(_stream_id(q["until"], "until")) / 1000 if q.get("until") else None
 
+    def wanted(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> tuple[list[bytes], bool]:
+        """The matching events of a batch, and whether ``until`` has passed."""
+        out: list[bytes] = []
+        for _, fields in entries:
+            e = json.loads(fields[b"event"])
+            if until is not None and e["time"] > until:
+                return out, True
+            if matches(e, filters):
+                out.append(json.dumps(e).encode() + b"\n")
+        return out, False
+
     async def body() -> AsyncIterator[bytes]:
-        cursor = "$"
+        cursor: bytes | str = "$"
+        batches = []
         if start is not None:
-            for entry_id, fields in await gw.redis.xrange(contract.EVENTS, start, "+"):
-                cursor = entry_id
-                e = json.loads(fields[b"event"])
-                if until is not None and e["time"] > until:
+            batches.append(await gw.redis.xrange(contract.EVENTS, start, "+"))
+        while True:
+            for entries in batches:
+                if entries:
+                    cursor = entries[-1][0]
+                lines, over = wanted(entries)
+                for line in lines:
+                    yield line
+                if over:
                     return
-                if matches(e, filters):
-                    yield json.dumps(e).encode() + b"\n"
-        while until is None or time.time() < until:
-            batches = await gw.redis.xread({contract.EVENTS: cursor}, block=500, count=200)
-            for _, entries in batches or []:
-                for entry_id, fields in entries:
-                    cursor = entry_id
-                    e = json.loads(fields[b"event"])
-                    if until is not None and e["time"] > until:
-                        return
-                    if matches(e, filters):
-                        yield json.dumps(e).encode() + b"\n"
+            if until is not None and time.time() >= until:
+                return
+            found = await gw.redis.xread({contract.EVENTS: cursor}, block=500, count=200)
+            batches = [entries for _, entries in found or []]
 
     return StreamingResponse(body(), media_type="application/json")
 

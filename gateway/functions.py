@@ -77,12 +77,17 @@ async def list_functions(request: Request) -> JSONResponse:
     return JSONResponse(await function_status(gw, await gw.pool.functions()))
 
 
-async def get_function(request: Request) -> JSONResponse:
-    gw: Gateway = request.app.state.gw
+async def _named(gw: Gateway, request: Request) -> FunctionSpec:
     name = request.path_params["name"]
     spec = await gw.pool.get(name)
     if spec is None:
         raise ApiError(404, "not_found", f"no function {name!r}")
+    return spec
+
+
+async def get_function(request: Request) -> JSONResponse:
+    gw: Gateway = request.app.state.gw
+    spec = await _named(gw, request)
     return JSONResponse((await function_status(gw, [spec]))[0])
 
 
@@ -122,10 +127,7 @@ async def delete_function(request: Request) -> JSONResponse:
 async def scale(request: Request) -> JSONResponse:
     """``{"replicas": N}``: keep N instances warm (pool.min); pool.max grows to fit."""
     gw: Gateway = request.app.state.gw
-    name = request.path_params["name"]
-    spec = await gw.pool.get(name)
-    if spec is None:
-        raise ApiError(404, "not_found", f"no function {name!r}")
+    spec = await _named(gw, request)
     replicas = json_object(await read_json(request)).get("replicas")
     if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 1024:
         raise ApiError(400, "invalid_spec", f"invalid replicas {replicas!r}: expected 0 to 1024")

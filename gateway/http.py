@@ -87,6 +87,14 @@ async def read_json(request: Request, limit: int = 1 << 20) -> Any:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
 
 
+def query(request: Request, key: str, what: str) -> str:
+    """A query parameter that must be given; 400 saying what it is for when it is not."""
+    value = request.query_params.get(key, "")
+    if not value:
+        raise ApiError(400, "bad_request", f"?{key}= {what}")
+    return value
+
+
 def json_object(value: Any, what: str = "body") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ApiError(400, "bad_request", f"the {what} must be a JSON object, not {value!r:.80}")

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.http import ApiError, read_body
+from gateway.http import ApiError, query, read_body
 from gateway.state import Gateway
 from pool import contract
 
@@ -79,9 +79,7 @@ async def history(request: Request) -> JSONResponse:
 
 async def tag(request: Request) -> Response:
     gw: Gateway = request.app.state.gw
-    repo = request.query_params.get("repo", "")
-    if not repo:
-        raise ApiError(400, "bad_request", "?repo= names the new tag")
+    repo = query(request, "repo", "names the new tag")
     new = f"{repo}:{request.query_params['tag']}" if request.query_params.get("tag") else repo
     await gw.command("image.tag", {"ref": request.path_params["name"], "tag": new}, timeout=30)
     return Response(status_code=201)
@@ -170,9 +168,7 @@ async def build(request: Request) -> Response:
 async def bootstrap(request: Request) -> Response:
     """``?name=busybox|debian:bookworm``: make a base image from what the host has."""
     gw: Gateway = request.app.state.gw
-    name = request.query_params.get("name", "")
-    if not name:
-        raise ApiError(400, "bad_request", "?name= names the base image (busybox, debian:bookworm)")
+    name = query(request, "name", "names the base image (busybox, debian:bookworm)")
     if not any(n["live"] for n in (await gw.nodes()).values()):
         raise ApiError(503, "no_node", "image.bootstrap: no node is up to do it")
     return _progress_stream(gw, "image.bootstrap", {"name": name}, b"")
@@ -262,9 +258,7 @@ async def commit_container(request: Request) -> JSONResponse:
     """``docker commit``: a writable container's changes (an environment's too) as an image."""
     gw: Gateway = request.app.state.gw
     q = request.query_params
-    container = q.get("container", "")
-    if not container:
-        raise ApiError(400, "bad_request", "?container= names the container")
+    container = query(request, "container", "names the container")
     repo, tag_ = q.get("repo", ""), q.get("tag", "")
     if q.get("changes"):
         raise ApiError(501, "not_implemented", "commit --change is not supported yet")

@@ -5,23 +5,14 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pool.contract import CallResult
-
-# 1 ms to 10 s: a warm call takes a few milliseconds, a deadline tens of seconds.
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+from pool.metrics import BUCKETS, call_metrics
 
 
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.calls = Counter(
-            "scow_calls", "Calls answered, by function and status code.",
-            ["function", "code"], registry=r,
-        )  # fmt: skip
-        self.call_seconds = Histogram(
-            "scow_call_seconds", "Call latency by part: queue (waiting for a node), run, total.",
-            ["function", "part"], buckets=BUCKETS, registry=r,
-        )  # fmt: skip
+        self.calls, self.call_seconds = call_metrics(r)
         self.rejected = Counter(
             "scow_calls_rejected", "Calls refused before queueing, by reason.",
             ["function", "reason"], registry=r,

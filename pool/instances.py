@@ -55,7 +55,7 @@ class Instance:
     stdin: int = -1
     stdout: int = -1
     stderr: int = -1
-    logged: int = 0  # log lines of the container already published
+    logged: int = 0  # bytes of the container's log already published
     call_logs: list[tuple[str, str]] = field(default_factory=list)  # the last call's
 
     @property
@@ -149,9 +149,7 @@ def _new_log_lines(runtime: Runtime, inst: Instance) -> list[tuple[str, str]]:
     Lines written after the reply was sent are published with the next call, or
     not at all for a throwaway container.
     """
-    lines = runtime.logs(inst.id)
-    new = lines[inst.logged :]
-    inst.logged = len(lines)
+    new, inst.logged = runtime.logs_from(inst.id, inst.logged)
     return [(ln.stream, ln.text) for ln in new]
 
 

@@ -159,15 +159,16 @@ class FunctionWorker:
         runtime = self.manager.runtime
         reusable = False
         try:
-            before = runtime.stats(inst.id)
+            used, throttled = runtime.cgroups.cpu_usage(inst.id)
             result = await invoke(runtime, self.manager.http, inst, req)
-            after = runtime.stats(inst.id)  # the cgroup stays until the instance goes
+            # The cgroup stays until the instance goes, so it can still be read.
+            used_after, throttled_after = runtime.cgroups.cpu_usage(inst.id)
             logs.extend(inst.call_logs)
             reusable = result.error == "" and self.spec.protocol == "http"
             return replace(
                 result, cold=inst.source == "cold", container=inst.id,
-                cpu_seconds=(after.cpu_usage_ns - before.cpu_usage_ns) / 1e9,
-                throttled_seconds=(after.throttled_ns - before.throttled_ns) / 1e9,
+                cpu_seconds=(used_after - used) / 1e9,
+                throttled_seconds=(throttled_after - throttled) / 1e9,
                 start_seconds=inst.phases.get("total", 0.0), wait_seconds=waited,
             )  # fmt: skip
         finally:

@@ -51,15 +51,19 @@ class WarmPool:
         self._shared: list[Instance] = []
 
     def _note_demand(self) -> None:
-        now = time.monotonic()
-        self._peaks.append((now, self.busy + len(self._waiters)))
-        while self._peaks and now - self._peaks[0][0] > self.spec.idle_ttl:
-            self._peaks.popleft()
+        # A sliding-window maximum: the deque's counts decrease from front to back, so
+        # the front is the peak, and each call costs O(1) however many came before.
+        now, n = time.monotonic(), self.busy + len(self._waiters)
+        while self._peaks and self._peaks[-1][1] <= n:
+            self._peaks.pop()
+        self._peaks.append((now, n))
 
     def recent_demand(self) -> int:
         """The most calls this node ran at once within the last ``idle_ttl``."""
         now = time.monotonic()
-        return max((n for t, n in self._peaks if now - t <= self.spec.idle_ttl), default=0)
+        while self._peaks and now - self._peaks[0][0] > self.spec.idle_ttl:
+            self._peaks.popleft()
+        return self._peaks[0][1] if self._peaks else 0
 
     @property
     def total(self) -> int:

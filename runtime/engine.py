@@ -482,6 +482,11 @@ class Runtime:
     def stats(self, ref: str) -> CgroupStats:
         return self.cgroups.stats(self.store.find(ref).id)
 
+    def logs_from(self, cid: str, offset: int) -> tuple[list[logfiles.LogLine], int]:
+        """Log lines written since byte ``offset`` of container ``cid``'s log, and the new
+        offset: for reading a long-lived container's log a piece at a time."""
+        return logfiles.read_from(self.paths(cid).log, offset)
+
     def logs(self, ref: str, **options: Any) -> list[logfiles.LogLine]:
         return logfiles.read(self.paths(self.store.find(ref).id).log, **options)
 

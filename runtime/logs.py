@@ -73,3 +73,16 @@ def read(
     wanted = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
     out = [ln for ln in lines if ln.stream in wanted and (since is None or ln.time >= since)]
     return out[-tail:] if tail is not None and tail >= 0 else out
+
+
+def read_from(path: Path, offset: int) -> tuple[list[LogLine], int]:
+    """Lines appended after byte ``offset`` (whole lines only), and the offset after them."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
+    text = data[:end].decode(errors="replace")
+    return list(parse(text.splitlines(keepends=True))), offset + end
