@@ -74,7 +74,7 @@ def run_options(spec: FunctionSpec, network: Literal["none", "bridge"]) -> RunOp
     return RunOptions(
         command=spec.command, env=spec.env, workdir=spec.workdir, user=spec.user,
         read_only=spec.read_only, memory=spec.memory, cpu_shares=spec.cpu_shares,
-        pids_limit=spec.pids, network=network,
+        pids_limit=spec.pids, network=network, isolated=True,
         labels={"scow.function": spec.name, "scow.role": "function"},
     )  # fmt: skip
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -276,7 +277,9 @@ class Runtime:
             if not self._bridge_ready:
                 await asyncio.to_thread(self.network.ensure_bridge)
                 self._bridge_ready = True
-            endpoint = await asyncio.to_thread(self.network.attach, cid)
+            endpoint = await asyncio.to_thread(
+                functools.partial(self.network.attach, cid, isolated=opts.isolated)
+            )
             netns_path, ip = endpoint.netns_path, str(endpoint.ip)
         link_rows = [(r.ip, alias or r.name, r.name) for r, alias in links]
         etc = {

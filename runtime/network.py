@@ -118,8 +118,13 @@ class BridgeNetwork:
                 if exc.code != errno.ENODEV:
                     raise
 
-    def attach(self, cid: str) -> Endpoint:
-        """Make the container's netns and veth; on failure nothing is left."""
+    def attach(self, cid: str, *, isolated: bool = False) -> Endpoint:
+        """Make the container's netns and veth; on failure nothing is left.
+
+        An ``isolated`` port of the bridge forwards only to the bridge itself (the
+        host), never to another isolated port: containers so attached cannot reach
+        each other.
+        """
         ip = self.ipam.allocate(cid)
         ns = netns_name(cid)
         try:
@@ -134,6 +139,8 @@ class BridgeNetwork:
                 )  # fmt: skip
                 host = ipr.link_lookup(ifname=veth_name(cid))[0]
                 ipr.link("set", index=host, master=bridge[0], state="up")
+                if isolated:
+                    ipr.brport("set", index=host, isolated=1)
                 # The host may still hold a neighbour entry for this address from its
                 # last owner (another MAC): drop it, or connections stall until it ages.
                 try:

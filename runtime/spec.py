@@ -182,6 +182,9 @@ class RunOptions:
     ports: tuple[Port, ...] = ()
     publish_all: bool = False
     links: Mapping[str, str] = field(default_factory=dict)  # container name or id -> alias
+    # On the bridge, reach only the host: not the other containers (functions of other
+    # tenants), which cannot reach this one either.
+    isolated: bool = False
     init: bool = True
     # Capabilities beyond the default three (docker's --cap-add), e.g. for build steps.
     cap_add: tuple[str, ...] = ()

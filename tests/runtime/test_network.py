@@ -113,3 +113,27 @@ def test_the_bridge_keeps_its_mac_as_ports_come_and_go(tmp_path: Path) -> None:
         for cid in cids:
             net.detach(cid)
         net.remove_bridge()
+
+
+async def test_isolated_containers_reach_the_host_but_not_each_other(
+    runtime: Runtime, busybox_layer: Path
+) -> None:
+    """Functions run isolated: another tenant's container is out of reach both ways."""
+    server = await runtime.create(
+        BUSYBOX, [busybox_layer],
+        RunOptions(command=("sh", "-c", SERVE), network="bridge", hostname="iso",
+                   isolated=True),
+    )  # fmt: skip
+    await runtime.start(server.id)
+    try:
+        # The host reaches it (that is how the node calls a function) ...
+        assert (await get_when_up(f"http://{server.ip}:8080/")).text == "hello-from-iso\n"
+        probe = f"timeout 3 wget -q -O - http://{server.ip}:8080/ && echo reached || echo refused"
+        # ... an isolated neighbour does not, and an ordinary one still does.
+        isolated = await run(runtime, busybox_layer, "sh", "-c", probe, network="bridge",
+                             isolated=True)  # fmt: skip
+        assert isolated.out.strip().splitlines()[-1] == "refused", isolated
+        ordinary = await run(runtime, busybox_layer, "sh", "-c", probe, network="bridge")
+        assert ordinary.out.strip().splitlines()[-1] == "reached", ordinary
+    finally:
+        await runtime.remove(server.id, force=True)
