@@ -215,6 +215,7 @@ class PoolManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._commands: set[asyncio.Task[None]] = set()
         self._callbacks: set[asyncio.Task[None]] = set()
+        self._retiring: set[asyncio.Future[None]] = set()  # workers being stopped by sync
         self.metrics = NodeMetrics()
         self.metrics_port = metrics_port  # None: no /metrics listener (tests read the registry)
         self.events = EventSink(redis)
@@ -262,7 +263,7 @@ class PoolManager:
             log.warning("loop %s did not stop within 5s of being cancelled", task.get_name())
         if self._commands:  # commands already taken are finished and answered
             await asyncio.gather(*self._commands, return_exceptions=True)
-        await asyncio.gather(*(w.stop() for w in self.workers.values()))
+        await asyncio.gather(*(w.stop() for w in self.workers.values()), *self._retiring)
         self.workers.clear()
         if self._callbacks:
             await asyncio.gather(*self._callbacks, return_exceptions=True)
@@ -316,7 +317,12 @@ class PoolManager:
             if new is not None and new != worker.spec and _only_sizes_differ(worker.spec, new):
                 worker.resize(new)  # scaling keeps the warm instances
             elif new is None or new != worker.spec:
-                await self.workers.pop(name).stop()
+                # Shielded and tracked: a node stopping meanwhile cancels this loop, and
+                # the worker, no longer in self.workers, would leave its containers.
+                retiring = asyncio.ensure_future(self.workers.pop(name).stop())
+                self._retiring.add(retiring)
+                retiring.add_done_callback(self._retiring.discard)
+                await asyncio.shield(retiring)
                 if new is None:
                     self.metrics.forget(name)
         for name, spec in specs.items():

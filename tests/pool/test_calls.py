@@ -205,3 +205,22 @@ async def test_concurrency_shares_one_reusable_container(
         assert m.workers["sleepy"].pool.total == 1
     finally:
         await m.stop()
+
+
+async def test_a_node_stopping_while_a_function_is_removed_leaves_nothing(
+    client: PoolClient, manager: PoolManager
+) -> None:
+    """The sync loop stops a removed function's worker; a node told to stop right then
+    cancels that loop, and must still destroy the worker's containers."""
+    await deploy(client, manager, spec(name="gone", image="examples/busybox-wc",
+                                       protocol="stdio", pool={"min": 3}))  # fmt: skip
+    assert len(manager.runtime.containers()) == 3
+    await client.remove("gone")
+    sync = asyncio.create_task(manager.sync_functions())
+    for _ in range(200):  # until the worker is out of the table: its stop is under way
+        if "gone" not in manager.workers:
+            break
+        await asyncio.sleep(0.001)
+    sync.cancel()
+    await manager.stop()
+    assert manager.runtime.containers() == []
