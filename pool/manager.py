@@ -1,9 +1,8 @@
 """The pool manager: one per node. It keeps warm pools and runs the calls it pulls.
 
-Per function, a worker reads the function's stream in the consumer group
-``nodes``, only as many entries as its pool can serve (pull-based: a node with
-no room leaves work for the others), runs each in an instance, replies to the
-gateway that asked, records the call, and then XACKs.
+Per function, a worker (``pool.worker``) reads the function's stream and runs
+the calls; the manager starts and stops workers as functions come and go,
+replies, runs node commands, reaps environments and serves metrics.
 
 Every node heartbeats into ``nodes``. Each node also looks at the entries still
 pending in every function's stream: those held by a node whose heartbeat has
@@ -29,164 +28,19 @@ from dataclasses import replace
 import httpx
 import redis.asyncio as aioredis
 
-from images.errors import ImageError
 from images.store import ImageStore
 from pool import contract
 from pool.commands import Command, CommandError, run_command
 from pool.contract import CallRequest, CallResult
 from pool.events import EventSink
 from pool.functions import FunctionSpec
-from pool.instances import Instance, InstanceError, invoke, make_instance
+from pool.instances import Instance
 from pool.leases import reap_expired
 from pool.metrics import NodeMetrics
-from pool.warm import WarmPool
+from pool.worker import FunctionWorker
 from runtime.engine import Runtime
 
 log = logging.getLogger("scow.pool")
-
-
-class FunctionWorker:
-    def __init__(self, manager: PoolManager, spec: FunctionSpec) -> None:
-        self.manager = manager
-        self.spec = spec
-        self.image_error = ""
-        try:
-            image = manager.images.get(spec.image)
-            self.image_config = image.run_config
-            self.layers = manager.images.layer_dirs(image)
-        except ImageError as exc:
-            self.image_error = str(exc)
-            self.layers = []
-        self.pool = WarmPool(spec, self._make, manager.destroy_instance, manager.create_slots)
-        self.inflight: set[asyncio.Task[None]] = set()
-        self._reader: asyncio.Task[None] | None = None
-
-    async def _make(self) -> Instance:
-        return await make_instance(
-            self.manager.runtime, self.spec, self.image_config, self.layers, self.spec.image
-        )
-
-    def resize(self, spec: FunctionSpec) -> None:
-        self.spec = spec
-        self.pool.spec = spec
-        if not self.image_error:
-            self.pool.refill()
-
-    def start(self) -> None:
-        if not self.image_error:
-            self.pool.refill()
-        self._reader = asyncio.create_task(self._consume(), name=f"consume-{self.spec.name}")
-
-    async def _consume(self) -> None:
-        key = contract.calls_key(self.spec.name)
-        redis = self.manager.redis
-        while not contract.cancellation_requested():
-            await self.pool.wait_until_can_serve()
-            try:
-                batches = await redis.xreadgroup(
-                    contract.GROUP, self.manager.node_id, {key: ">"}, count=1, block=1000
-                )  # fmt: skip
-            except aioredis.ResponseError as exc:
-                # UNBLOCKED: the function was deleted (its stream with it) while we read;
-                # NOGROUP: deleted, and maybe deployed again. Make the group again only
-                # for a function that exists: a stream for a deleted one would linger.
-                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
-                    raise
-                if await redis.hexists(contract.FUNCTIONS, self.spec.name):
-                    with contextlib.suppress(aioredis.ResponseError):
-                        await redis.xgroup_create(key, contract.GROUP, id="0", mkstream=True)
-                else:
-                    await asyncio.sleep(0.2)  # the sync loop stops this worker
-                continue
-            except (aioredis.ConnectionError, aioredis.TimeoutError):
-                await asyncio.sleep(0.5)
-                continue
-            for _, entries in batches or []:
-                for entry_id, fields in entries:
-                    self.run(entry_id, fields)
-
-    def run(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        self.manager.handling.add(entry_id)
-        task = asyncio.create_task(self._handle(entry_id, fields))
-        self.inflight.add(task)
-
-        def done(t: asyncio.Task[None]) -> None:
-            self.inflight.discard(t)
-            self.manager.handling.discard(entry_id)
-
-        task.add_done_callback(done)
-
-    async def _handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        req = CallRequest.from_fields(fields)
-        picked = time.time()
-        queue_seconds = max(0.0, picked - req.enqueued)
-        logs: list[tuple[str, str]] = []
-        if picked >= req.deadline:
-            result = CallResult.failure(
-                req.id, 504, "timeout", "the deadline passed before a node took the call",
-                part="queue",
-            )  # fmt: skip
-        elif self.image_error:
-            result = CallResult.failure(req.id, 502, "no_image", self.image_error)
-        else:
-            await self.manager.redis.hset(
-                contract.record_key(req.id),
-                mapping={"state": "running", "node": self.manager.node_id},
-            )
-            result = await self._run(req, logs)
-        result = replace(
-            result, node=self.manager.node_id, queue_seconds=queue_seconds,
-            run_seconds=time.time() - picked,
-        )  # fmt: skip
-        ack = (contract.calls_key(self.spec.name), entry_id)
-        self.manager.metrics.answered(self.spec.name, result)
-        await self.manager.reply(req, result, ack=ack, logs=logs)
-
-    async def _run(self, req: CallRequest, logs: list[tuple[str, str]]) -> CallResult:
-        clock = time.perf_counter()
-        try:
-            inst = await asyncio.wait_for(self.pool.acquire(), max(req.deadline - time.time(), 0))
-        except TimeoutError:
-            return CallResult.failure(
-                req.id, 504, "timeout", "no instance was ready before the deadline", part="queue"
-            )
-        except InstanceError as exc:
-            return CallResult.failure(
-                req.id, 502, "cold_start", f"the function could not start: {exc}"
-            )
-        waited = time.perf_counter() - clock
-        self.manager.metrics.started(inst)
-        runtime = self.manager.runtime
-        reusable = False
-        try:
-            used, throttled = runtime.cgroups.cpu_usage(inst.id)
-            result = await invoke(runtime, self.manager.http, inst, req)
-            # The cgroup stays until the instance goes, so it can still be read.
-            used_after, throttled_after = runtime.cgroups.cpu_usage(inst.id)
-            logs.extend(inst.call_logs)
-            reusable = result.error == "" and self.spec.protocol == "http"
-            return replace(
-                result, cold=inst.source == "cold", container=inst.id,
-                cpu_seconds=(used_after - used) / 1e9,
-                throttled_seconds=(throttled_after - throttled) / 1e9,
-                start_seconds=inst.phases.get("total", 0.0), wait_seconds=waited,
-            )  # fmt: skip
-        finally:
-            self.pool.release(inst, reusable=reusable)
-
-    async def stop(self) -> None:
-        """Stop reading, let calls in flight finish, destroy the pool."""
-        if self._reader is not None:
-            self._reader.cancel()
-            try:
-                await self._reader
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # the pool must still be destroyed
-                log.exception("function %s: its reader failed", self.spec.name)
-        if self.inflight:
-            await asyncio.gather(*self.inflight, return_exceptions=True)
-        await self.pool.close()
 
 
 class PoolManager:
