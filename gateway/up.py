@@ -110,13 +110,21 @@ class Host:
         token = "SCOW_TOKEN" if os.environ.get("SCOW_TOKEN") else str(cfg.token_file)
         if not os.environ.get("SCOW_TOKEN"):
             load_or_create_token(cfg.token_file)
-        gateway = self._spawn(
+        self._spawn(
             "gateway",
             ["gateway.cli", "gateway", "--redis-url", redis_url, *gateway_args,
              "--socket", str(cfg.socket_path), "--token-file", str(cfg.token_file)],
         )  # fmt: skip
-        if not self._wait_listening(gateway, cfg.socket_path) or not self._wait_node():
+        path = cfg.socket_path
+        if not self._wait_for(
+            lambda: accepts_connections(path), f"gateway did not open {path}", 20
+        ):
             return 1
+        # "scow is up" once the node has registered too: then calls can be served.
+        transport = httpx.HTTPTransport(uds=str(path))
+        with httpx.Client(transport=transport, base_url="http://scow", timeout=5) as api:
+            if not self._wait_for(lambda: self._node_registered(api), "no node registered", 60):
+                return 1
         self.out(f"api       http://{cfg.http_host}:{cfg.http_port} and unix://{cfg.socket_path}")
         self.out(f"token     {token} (needed on TCP: Authorization: Bearer <token>)")
         self.out("scow is up; Ctrl-C stops it")
@@ -143,44 +151,29 @@ class Host:
         self.children.append((name, proc))
         return proc
 
-    def _wait_listening(
-        self, proc: subprocess.Popen[bytes], path: Path, timeout: float = 20
-    ) -> bool:
-        """False when the gateway failed to start; a stop request is not a failure."""
+    def _wait_for(self, ready: Callable[[], bool], what: str, timeout: float) -> bool:
+        """Until ``ready()``; False when a child died or time ran out (said why), True
+        also when a stop was asked for meanwhile (that is not a failure)."""
         deadline = time.monotonic() + timeout
         while not self._stopping:
-            if proc.poll() is not None:
-                self.out(f"gateway exited with code {proc.returncode} on start")
-                return False
-            if accepts_connections(path):
+            for name, proc in self.children:
+                if proc.poll() is not None:
+                    self.out(f"{name} exited with code {proc.returncode} on start")
+                    return False
+            if ready():
                 return True
             if time.monotonic() > deadline:
-                self.out(f"gateway did not open {path} within {timeout}s")
+                self.out(f"{what} within {timeout:.0f}s")
                 return False
             time.sleep(0.05)
         return True
 
-    def _wait_node(self, timeout: float = 60) -> bool:
-        """Until the node has registered, so that "scow is up" means calls can be served."""
-        transport = httpx.HTTPTransport(uds=str(self.config.socket_path))
-        deadline = time.monotonic() + timeout
-        with httpx.Client(transport=transport, base_url="http://scow", timeout=5) as api:
-            while not self._stopping:
-                for name, proc in self.children:
-                    if proc.poll() is not None:
-                        self.out(f"{name} exited with code {proc.returncode} on start")
-                        return False
-                try:
-                    nodes = api.get("/system/info").json().get("nodes", [])
-                except (httpx.HTTPError, ValueError):
-                    nodes = []
-                if any(n.get("live") for n in nodes):
-                    return True
-                if time.monotonic() > deadline:
-                    self.out(f"no node registered within {timeout:.0f}s")
-                    return False
-                time.sleep(0.05)
-        return True
+    def _node_registered(self, api: httpx.Client) -> bool:
+        try:
+            nodes = api.get("/system/info").json().get("nodes", [])
+        except (httpx.HTTPError, ValueError):
+            return False
+        return any(n.get("live") for n in nodes)
 
     def stop(self) -> None:
         for _name, proc in reversed(self.children):
