@@ -17,7 +17,17 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import calls, environments, events, functions, images, system
+from gateway import (
+    calls,
+    containers,
+    engine,
+    environments,
+    events,
+    functions,
+    images,
+    system,
+    volumes,
+)
 from gateway.auth import TokenAuth
 from gateway.http import (
     ApiError,
@@ -65,8 +75,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 await pool.close()
             await redis.aclose(close_connection_pool=True)
 
-    routes = [*system.routes, *functions.routes, *calls.routes, *environments.routes,
-              *images.routes, *events.routes]  # fmt: skip
+    routes = [*system.routes, *engine.routes, *functions.routes, *calls.routes,
+              *environments.routes, *images.routes, *containers.routes, *volumes.routes,
+              *events.routes]  # fmt: skip
     middleware = [
         Middleware(RequestLog),
         Middleware(StripVersion),

@@ -87,6 +87,17 @@ async def read_json(request: Request, limit: int = 1 << 20) -> Any:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
 
 
+async def read_optional_json(request: Request, limit: int = 1 << 20) -> dict[str, Any]:
+    """A JSON object body that may be left out (Docker's clients send none for defaults)."""
+    body = await read_body(request, limit)
+    if not body.strip():
+        return {}
+    try:
+        return json_object(json.loads(body))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+
+
 def query(request: Request, key: str, what: str) -> str:
     """A query parameter that must be given; 400 saying what it is for when it is not."""
     value = request.query_params.get(key, "")

@@ -35,6 +35,19 @@ def _epoch(text: str) -> int:
         return 0
 
 
+def local_reference(name: str) -> str:
+    """Docker's clients qualify a short name with their default registry and ``library/``;
+    scow's store has no registries, so the short name is the image.
+
+    >>> local_reference("registry.example:5000/library/busybox")
+    'busybox'
+    """
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        name = rest
+    return name.removeprefix("library/")
+
+
 def _summary(image: dict[str, Any]) -> dict[str, Any]:
     return {
         "Id": image["id"], "ParentId": "", "RepoTags": image["tags"] or ["<none>:<none>"],
@@ -239,7 +252,7 @@ async def create(request: Request) -> Response:
         return JSONResponse({"status": image["id"]})
     if q.get("fromSrc"):
         raise ApiError(501, "not_implemented", "importing from a URL is not supported: use -")
-    name = q.get("fromImage", "")
+    name = local_reference(q.get("fromImage", ""))
     if not name:
         raise ApiError(400, "bad_request", "give fromImage (a pull) or fromSrc=- (an import)")
     ref = f"{name}:{q['tag']}" if q.get("tag") and ":" not in name.rsplit("/", 1)[-1] else name

@@ -12,6 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from gateway.app import create_app
+from gateway.hijack import HijackingProtocol
 from gateway.http import RequestIdFilter
 from gateway.state import GatewaySettings
 
@@ -82,7 +83,8 @@ def serve(
     if socket_path is not None:
         sockets.append(bind_unix(socket_path))
     config = uvicorn.Config(
-        create_app(settings), log_level="warning", lifespan="on", access_log=False,
+        create_app(settings), http=HijackingProtocol, log_level="warning", lifespan="on",
+        access_log=False,
         log_config=None, server_header=False, date_header=False,  # a function sends its own
     )  # fmt: skip
     server = uvicorn.Server(config)

@@ -16,8 +16,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,41 +27,14 @@ from images.commit import commit
 from images.errors import ImageError, ImageInUse, ImageNotFound, InvalidReference
 from images.layers import unpack
 from images.store import Image
-from pool import contract, leases
+from pool import containers, contract, copies, execs, leases, volumes
+from pool.command import OUTPUT_CHUNK, Command, CommandError, Handler, required, strings
 from pool.contract import event
 from pool.environments import parse_environment
-from runtime.errors import ContainerError, InvalidOption, NotFound
+from runtime.errors import Conflict, ContainerError, InvalidOption, NotFound
 
 if TYPE_CHECKING:
     from pool.manager import PoolManager
-
-
-async def _nowhere(chunk: bytes) -> None:
-    raise CommandError(400, "bad_request", "this command's output has nowhere to go")
-
-
-@dataclass(frozen=True)
-class Command:
-    """One command's input: JSON arguments, bulk bytes, and where progress lines go."""
-
-    args: dict[str, Any]
-    blob: bytes = b""
-    # Thread-safe: bootstraps and builds report from worker threads too.
-    progress: Callable[[str], None] = lambda line: None
-    # Bulk output (an image archive), in order, at the pace the caller reads it.
-    send: Callable[[bytes], Awaitable[None]] = _nowhere
-
-
-OUTPUT_CHUNK = 1 << 20
-
-
-Handler = Callable[["PoolManager", Command], Awaitable[Any]]
-
-
-class CommandError(Exception):
-    def __init__(self, status: int, error: str, message: str) -> None:
-        self.status, self.error, self.message = status, error, message
-        super().__init__(message)
 
 
 def _image_json(image: Image, store_size: Callable[[str], int]) -> dict[str, Any]:
@@ -92,19 +64,19 @@ async def images_list(node: PoolManager, cmd: Command) -> Any:
 
 
 async def image_inspect(node: PoolManager, cmd: Command) -> Any:
-    image = node.images.get(_required(cmd.args, "ref"))
+    image = node.images.get(required(cmd.args, "ref"))
     return {**_image_json(image, node.images.layer_size), "config": image.config,
             "history": node.images.history(image)}  # fmt: skip
 
 
 async def image_bootstrap(node: PoolManager, cmd: Command) -> Any:
-    name = _required(cmd.args, "name")
+    name = required(cmd.args, "name")
     image = await asyncio.to_thread(bootstrap, node.images, name, cmd.progress)
     return _image_json(image, node.images.layer_size)
 
 
 async def image_remove(node: PoolManager, cmd: Command) -> Any:
-    ref = _required(cmd.args, "ref")
+    ref = required(cmd.args, "ref")
     image = node.images.get(ref)
     users = [r.name for r in node.runtime.containers() if r.image in (ref, image.id, *image.tags)]
     lines = node.images.remove(ref, force=bool(cmd.args.get("force")), in_use_by=users)
@@ -115,7 +87,7 @@ async def image_remove(node: PoolManager, cmd: Command) -> Any:
 
 
 async def image_tag(node: PoolManager, cmd: Command) -> Any:
-    image = node.images.tag(_required(cmd.args, "ref"), _required(cmd.args, "tag"))
+    image = node.images.tag(required(cmd.args, "ref"), required(cmd.args, "tag"))
     node.events.emit(event("image", "tag", image.id, {"name": cmd.args["tag"]}))
     return _image_json(image, node.images.layer_size)
 
@@ -134,8 +106,8 @@ async def image_build(node: PoolManager, cmd: Command) -> Any:
             raise CommandError(400, "bad_request", f"no Dockerfile {dockerfile!r} in the context")
         opts = BuildOptions(
             context, dockerfile=path, tag=args.get("tag") or None,
-            build_args=_strings(args, "build_args"), no_cache=bool(args.get("no_cache")),
-            target=args.get("target") or None, labels=_strings(args, "labels"),
+            build_args=strings(args, "build_args"), no_cache=bool(args.get("no_cache")),
+            target=args.get("target") or None, labels=strings(args, "labels"),
         )  # fmt: skip
         image = await Builder(node.images, node.runtime, cmd.progress).build(opts)
     finally:
@@ -206,7 +178,7 @@ def _container(node: PoolManager, ref: str) -> str:
 
 async def container_commit(node: PoolManager, cmd: Command) -> Any:
     image = await commit(
-        node.images, node.runtime, _container(node, _required(cmd.args, "container")),
+        node.images, node.runtime, _container(node, required(cmd.args, "container")),
         tag=cmd.args.get("tag") or None, author=str(cmd.args.get("author") or ""),
         message=str(cmd.args.get("message") or ""), pause=bool(cmd.args.get("pause", True)),
     )  # fmt: skip
@@ -242,7 +214,7 @@ async def env_create(node: PoolManager, cmd: Command) -> Any:
 
 
 async def env_remove(node: PoolManager, cmd: Command) -> Any:
-    lease_id = _required(cmd.args, "id")
+    lease_id = required(cmd.args, "id")
     found = [r for r in node.runtime.containers() if r.labels.get("scow.environment") == lease_id]
     for record in found:
         await node.runtime.remove(record.id, force=True, volumes=True)
@@ -265,21 +237,11 @@ COMMANDS: dict[str, Handler] = {
     "containers.list": containers_list,
     "env.create": env_create,
     "env.remove": env_remove,
+    **containers.COMMANDS,
+    **execs.COMMANDS,
+    **copies.COMMANDS,
+    **volumes.COMMANDS,
 }
-
-
-def _required(args: dict[str, Any], key: str) -> str:
-    value = args.get(key)
-    if not isinstance(value, str) or not value:
-        raise CommandError(400, "bad_request", f"argument {key!r} is required")
-    return value
-
-
-def _strings(args: dict[str, Any], key: str) -> dict[str, str]:
-    value = args.get(key) or {}
-    if not isinstance(value, dict):
-        raise CommandError(400, "bad_request", f"argument {key!r} must be an object")
-    return {str(k): str(v) for k, v in value.items()}
 
 
 async def run_command(node: PoolManager, name: str, cmd: Command) -> Any:
@@ -291,7 +253,7 @@ async def run_command(node: PoolManager, name: str, cmd: Command) -> Any:
         return await handler(node, cmd)
     except (ImageNotFound, NotFound) as exc:
         raise CommandError(404, "not_found", str(exc)) from None
-    except ImageInUse as exc:
+    except (ImageInUse, Conflict) as exc:
         raise CommandError(409, "conflict", str(exc)) from None
     except leases.NotReady as exc:
         status = 504 if exc.timed_out else 502

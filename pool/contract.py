@@ -49,6 +49,10 @@ INVOCATIONS = f"{PREFIX}:invocations"
 ENVIRONMENTS = f"{PREFIX}:environments"
 LOGS_MAXLEN = 10_000  # lines kept per function
 EVENTS = f"{PREFIX}:events"
+# Docker-API containers: id -> {"node", "name"}, so that a gateway sends a container's
+# commands to the node that has it.
+CONTAINERS = f"{PREFIX}:containers"
+EXEC_TTL = 3600  # how long an exec's record is kept after it ends
 EVENTS_MAXLEN = 10_000
 CALLS_INDEXED = 1000  # call ids kept per function for `scow fn calls`
 OUTPUT_WINDOW = 16  # chunks of a command's output that may wait for its reader
@@ -98,6 +102,15 @@ def logs_key(function: str) -> str:
 
 def progress_key(command_id: str) -> str:
     return f"{PREFIX}:progress:{command_id}"
+
+
+def cancel_key(command_id: str) -> str:
+    """Set when the asker of a command stopped waiting for it (its client went away)."""
+    return f"{PREFIX}:cancel:{command_id}"
+
+
+def exec_key(exec_id: str) -> str:
+    return f"{PREFIX}:exec:{exec_id}"
 
 
 def new_call_id() -> str:
@@ -406,6 +419,9 @@ class PoolClient:
             ) from None
         finally:
             self._waiting.pop(req.id, None)
+            if not fut.done():  # timed out or cancelled: the node may stop following
+                with contextlib.suppress(aioredis.RedisError):
+                    await self.redis.set(cancel_key(req.id), 1, ex=3600)
             if progress is not None or output is not None:
                 await self.redis.delete(progress_key(req.id))
         if result.status >= 400:

@@ -30,7 +30,9 @@ import redis.asyncio as aioredis
 
 from images.store import ImageStore
 from pool import contract
-from pool.commands import Command, CommandError, run_command
+from pool.command import Command, CommandError
+from pool.commands import run_command
+from pool.containers import Supervisor
 from pool.contract import CallRequest, CallResult
 from pool.events import EventSink
 from pool.functions import FunctionSpec
@@ -74,6 +76,8 @@ class PoolManager:
         self.metrics_port = metrics_port  # None: no /metrics listener (tests read the registry)
         self.events = EventSink(redis)
         self.draining: collections.Counter[str] = collections.Counter()
+        self.containers = Supervisor(self)
+        self.stopping = asyncio.Event()  # commands that follow or wait end when it is set
 
     async def destroy_instance(self, inst: Instance) -> None:
         inst.close_pipes()
@@ -94,6 +98,7 @@ class PoolManager:
         for record in self.runtime.containers():
             if record.labels.get("scow.role") == "function":
                 await self.runtime.destroy(record.id)
+        await self.containers.reconcile()
         await self._heartbeat_once()
         for key in (contract.COMMANDS, contract.node_commands_key(self.node_id)):
             with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: it exists
@@ -108,7 +113,8 @@ class PoolManager:
         self._tasks.append(asyncio.create_task(_forever(self._read_commands, 0), name="commands"))
 
     async def stop(self) -> None:
-        """Claim no more work, finish what is in flight, remove every container."""
+        """Claim no more work, finish what is in flight, remove every function container."""
+        self.stopping.set()
         for task in self._tasks:
             task.cancel()
         # Bounded all the same: a shutdown must never hang on one stuck loop.
@@ -117,6 +123,7 @@ class PoolManager:
             log.warning("loop %s did not stop within 5s of being cancelled", task.get_name())
         if self._commands:  # commands already taken are finished and answered
             await asyncio.gather(*self._commands, return_exceptions=True)
+        await self.containers.close()
         await asyncio.gather(*(w.stop() for w in self.workers.values()), *self._retiring)
         self.workers.clear()
         if self._callbacks:
@@ -216,7 +223,12 @@ class PoolManager:
             async def send(chunk: bytes) -> None:
                 await self._send_output(req.id, chunk, req.deadline)
 
-            cmd = Command(req.args, req.blob, progress, send)
+            async def cancelled() -> bool:
+                if self.stopping.is_set():
+                    return True
+                return bool(await self.redis.exists(contract.cancel_key(req.id)))
+
+            cmd = Command(req.args, req.blob, progress, send, cancelled)
             try:
                 value = await run_command(self, req.name, cmd)
                 body = json.dumps(value).encode()

@@ -125,6 +125,11 @@ class Cgroups:
         used = _read_int(self._dir("cpuacct", cid) / "cpuacct.usage")
         return used, _keyed(self._dir("cpu", cid) / "cpu.stat").get("throttled_time", 0)
 
+    def pids(self, cid: str) -> list[int]:
+        """The processes in the container's cgroup (``docker top``)."""
+        d = self._dir("", cid) if self.version == "v2" else self._dir("pids", cid)
+        return [int(line) for line in _read(d / "cgroup.procs").split() if line.isdigit()]
+
     def exists(self, cid: str) -> bool:
         return any((h / self.parent / cid).is_dir() for h in self._hierarchies())
 

@@ -24,8 +24,8 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from runtime import logs as logfiles
 from runtime.cgroups import DEFAULT_ROOT, Cgroups, CgroupStats
 from runtime.errors import Conflict, InvalidOption, NotFound
 from runtime.etcfiles import hosts_file, resolv_conf
+from runtime.files import ContainerFS
 from runtime.monitor import Conmon, ExitStatus, ExitWatcher, become_subreaper
 from runtime.network import (
     DEFAULT_BRIDGE,
@@ -53,7 +54,7 @@ from runtime.records import (
 )
 from runtime.rootfs import changes, is_mounted, make_skeleton, mount_overlay, unmount
 from runtime.runc import Runc
-from runtime.spec import ImageConfig, Port, RunOptions
+from runtime.spec import NAME_RE, ImageConfig, Port, RunOptions
 from runtime.users import resolve_user
 from runtime.volumes import VolumeStore, seed_new_volumes, volume_mounts
 
@@ -365,6 +366,32 @@ class Runtime:
         self.on_event("start", record)
         return record
 
+    async def revive(self, ref: str) -> ContainerRecord:
+        """Start an exited container again (``docker start``/``restart``): a new init in
+        the same rootfs, network and ports; its log goes on where it ended."""
+        record = self.get(ref)
+        if record.status != "exited":
+            raise Conflict(f"container {record.name} is {record.status}, not exited")
+        if record.stdio != "logs":
+            raise Conflict(f"container {record.name} cannot be started again")
+        cid, paths = record.id, self.paths(record.id)
+        await self.runc.delete(cid, force=True)
+        for pid in (record.pid, record.monitor_pid):
+            self.exits.forget(pid)
+        shutil.rmtree(paths.exit_dir, ignore_errors=True)
+        pid, monitor_pid = await self.conmon.create(
+            cid, paths.bundle, log_path=paths.log, exit_dir=paths.exit_dir,
+            pid_file=paths.pid_file, conmon_pid_file=paths.monitor_pid_file,
+            socket_dir=self.config.run_dir / "conmon",
+        )  # fmt: skip
+        self.exits.watch(monitor_pid)
+        record = record.evolve(
+            status="created", pid=pid, monitor_pid=monitor_pid, exit_code=None,
+            oom_killed=False, finished_at=0.0,
+        )  # fmt: skip
+        self.store.save(record)
+        return await self.start(cid)
+
     async def wait(self, ref: str) -> ExitStatus:
         """Until the container's main process ends; its exit code and whether OOM killed it."""
         record = self.store.find(ref)
@@ -425,6 +452,20 @@ class Runtime:
         await self.runc.resume(record.id)
         self.store.save(record.evolve(status="running"))
 
+    def rename(self, ref: str, name: str) -> ContainerRecord:
+        record = self.store.find(ref)
+        if not NAME_RE.match(name):
+            raise InvalidOption("name", name, "use letters, digits, '_', '.' and '-' (max 128)")
+        if name == record.name:
+            return record
+        old = record.name
+        self.store.claim_name(name, record.id)
+        record = record.evolve(name=name, options=replace(record.options, name=name))
+        self.store.save(record)
+        self.store.release_name(old, record.id)
+        self.on_event("rename", record)
+        return record
+
     async def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
         record = self.get(ref)
         if record.status in ("running", "paused") and not force:
@@ -433,7 +474,8 @@ class Runtime:
             )
         await self.destroy(record.id, remove_volumes=volumes)
 
-    async def exec(
+    @contextlib.asynccontextmanager
+    async def exec_process(
         self,
         ref: str,
         argv: Sequence[str],
@@ -441,9 +483,10 @@ class Runtime:
         env: Sequence[str] = (),
         user: str = "",
         workdir: str = "",
-        stdin: bytes | None = None,
-    ) -> tuple[int, bytes, bytes]:
-        """Run a command in a running container; its exit code, stdout and stderr."""
+        stdin: bool = False,
+    ) -> AsyncIterator[asyncio.subprocess.Process]:
+        """A command running in a running container, its stdio as pipes (stdin only when
+        asked for). Leaving the block kills what is left of it."""
         record = self.get(ref)
         if record.status != "running":
             raise Conflict(f"container {record.name} is not running")
@@ -464,16 +507,56 @@ class Runtime:
             process["user"] = {"uid": u.uid, "gid": u.gid}
         spec = paths.root / f"exec-{secrets.token_hex(4)}.json"
         spec.write_text(json.dumps(process))
+        proc = None
         try:
             proc = await self.runc.exec(
                 record.id, spec,
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             )  # fmt: skip
-            out, err = await proc.communicate(stdin)
+            yield proc
         finally:
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
             spec.unlink(missing_ok=True)
+
+    async def exec(
+        self,
+        ref: str,
+        argv: Sequence[str],
+        *,
+        env: Sequence[str] = (),
+        user: str = "",
+        workdir: str = "",
+        stdin: bytes | None = None,
+    ) -> tuple[int, bytes, bytes]:
+        """Run a command in a running container; its exit code, stdout and stderr."""
+        async with self.exec_process(
+            ref, argv, env=env, user=user, workdir=workdir, stdin=stdin is not None
+        ) as proc:
+            out, err = await proc.communicate(stdin)
         return proc.returncode if proc.returncode is not None else -1, out, err
+
+    def files(self, ref: str) -> ContainerFS:
+        """The container's filesystem as the host sees it, for copying files in and out."""
+        record = self.store.find(ref)
+        paths = self.paths(record.id)
+        if not is_mounted(paths.rootfs):
+            raise Conflict(f"container {record.name} has no root filesystem mounted")
+        mounts: list[tuple[str, Path]] = [
+            (f"/etc/{name}", paths.root / name) for name in ("hosts", "hostname", "resolv.conf")
+        ]
+        for name, target in record.volumes:
+            mounts.append((target, self.volumes.get(name).path))
+        for v in record.options.volumes:
+            if v.kind == "bind":
+                mounts.append((v.target, Path(v.source)))
+        hidden = ["/proc", "/sys", "/dev", *record.options.tmpfs]
+        if record.options.read_only:
+            hidden += ["/tmp", "/run"]
+        return ContainerFS(paths.rootfs, tuple(mounts), tuple(hidden))
 
     def changes(self, ref: str) -> list[tuple[str, str]]:
         """What a writable container changed in its rootfs: (A|C|D, path)."""

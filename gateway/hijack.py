@@ -1,0 +1,138 @@
+"""Hijacked connections: Docker's attach and exec streams over plain HTTP/1.1.
+
+The docker CLI asks for ``Connection: Upgrade`` / ``Upgrade: tcp`` on attach and
+exec start, and requires ``101 Switching Protocols`` before it treats the socket
+as a raw two-way stream (stdin in, multiplexed stdout and stderr out). ASGI has
+no such upgrade, so this subclass of uvicorn's httptools protocol offers one: a
+request asking for a non-websocket upgrade carries a ``scow.hijack`` extension
+in its scope. Awaiting it writes the 101 response and hands the route a
+``RawStream``; from then on the protocol passes every byte it receives to that
+stream instead of the HTTP parser, and uvicorn sends nothing more on the
+connection. Requests without the upgrade headers are untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+EXTENSION = "scow.hijack"
+RAW_STREAM = "application/vnd.docker.raw-stream"
+MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
+
+
+class RawStream:
+    """Both directions of a hijacked connection."""
+
+    def __init__(self, protocol: HijackingProtocol, incoming: asyncio.Queue[bytes]) -> None:
+        self._protocol = protocol
+        self._incoming = incoming
+        self._eof = False
+
+    async def read(self) -> bytes:
+        """The next bytes the client sent; b"" once it closed its side."""
+        if self._eof:
+            return b""
+        data = await self._incoming.get()
+        self._eof = not data
+        return data
+
+    async def read_all(self, limit: int) -> bytes:
+        """Everything until the client closes its side (``docker exec -i`` closes its
+        write half at the end of stdin); ValueError past ``limit`` bytes."""
+        chunks, size = [], 0
+        while data := await self.read():
+            size += len(data)
+            if size > limit:
+                raise ValueError(f"stdin is over the limit of {limit} bytes")
+            chunks.append(data)
+        return b"".join(chunks)
+
+    async def write(self, data: bytes) -> None:
+        transport = self._protocol.transport
+        if transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        transport.write(data)
+        if self._protocol.flow.write_paused:
+            await self._protocol.flow.drain()
+
+    def close(self) -> None:
+        self._protocol.transport.close()
+
+
+class HijackingProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus the ``scow.hijack`` extension."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._raw: asyncio.Queue[bytes] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._raw is not None:
+            self._raw.put_nowait(data)
+            return
+        super().data_received(data)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        if self._raw is not None:  # half-closed: the client still reads our side
+            self._raw.put_nowait(b"")
+            return True  # keep the transport open for our side
+        super().eof_received()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._raw is not None:
+            self._raw.put_nowait(b"")
+        super().connection_lost(exc)
+
+    def _unsupported_upgrade_warning(self) -> None:
+        if self._get_upgrade() != b"tcp":  # tcp is ours: not worth a warning per request
+            super()._unsupported_upgrade_warning()
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        upgrade = self._get_upgrade()
+        cycle = self.cycle
+        if upgrade and upgrade != b"websocket" and cycle is not None and cycle.scope is self.scope:
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})  # type: ignore[typeddict-item, assignment]
+            extensions[EXTENSION] = functools.partial(self._hijack, cycle)
+
+    async def _hijack(self, cycle: RequestResponseCycle, content_type: str) -> RawStream:
+        if cycle.response_started:
+            raise RuntimeError("a response was already started on this connection")
+        # uvicorn must neither answer this request nor read another from the connection.
+        cycle.response_started = cycle.response_complete = True
+        cycle.keep_alive = False
+        self._raw = asyncio.Queue()
+        self.flow.resume_reading()
+        self.transport.write(
+            b"HTTP/1.1 101 UPGRADED\r\nContent-Type: " + content_type.encode()
+            + b"\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+        )  # fmt: skip
+        return RawStream(self, self._raw)
+
+
+class Hijacked(Response):
+    """What a route returns once it took the connection over: nothing more is sent."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=101)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+
+def can_hijack(request: Request) -> bool:
+    return EXTENSION in request.scope.get("extensions", {})
+
+
+async def hijack(request: Request, content_type: str = RAW_STREAM) -> RawStream:
+    """Answer 101 and take the connection over; see ``can_hijack``."""
+    stream: RawStream = await request.scope["extensions"][EXTENSION](content_type)
+    return stream

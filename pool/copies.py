@@ -1,0 +1,77 @@
+"""``docker cp`` on a node: a container's files as a tar, out and in.
+
+Paths are resolved inside the container (runtime/files.py), so neither a path
+given by the client nor a symlink made by the container leads outside it. A tar
+coming in is checked member by member as it is written; one refused member
+stops the copy with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+from pool.command import OUTPUT_CHUNK, Command, CommandError, Handler, required
+from runtime.files import extract_tar, path_stat, write_tar
+
+if TYPE_CHECKING:
+    from pool.manager import PoolManager
+
+
+class _Pipe:
+    """A writable file whose bytes go to the command's output, from the tar thread."""
+
+    def __init__(self, cmd: Command, loop: asyncio.AbstractEventLoop) -> None:
+        self._cmd, self._loop = cmd, loop
+        self._buffer = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        if len(self._buffer) >= OUTPUT_CHUNK:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if self._buffer:
+            chunk, self._buffer = bytes(self._buffer), bytearray()
+            asyncio.run_coroutine_threadsafe(_sent(self._cmd, chunk), self._loop).result()
+
+
+async def _sent(cmd: Command, chunk: bytes) -> None:
+    await cmd.send(chunk)
+
+
+async def stat(node: PoolManager, cmd: Command) -> Any:
+    fs = node.runtime.files(required(cmd.args, "id"))
+    return await asyncio.to_thread(path_stat, fs, required(cmd.args, "path"))
+
+
+async def get(node: PoolManager, cmd: Command) -> Any:
+    fs = node.runtime.files(required(cmd.args, "id"))
+    path = required(cmd.args, "path")
+    info = await asyncio.to_thread(path_stat, fs, path)  # a missing path fails before output
+    pipe = _Pipe(cmd, asyncio.get_running_loop())
+
+    def run() -> None:
+        write_tar(fs, path, cast(BinaryIO, pipe))
+        pipe.flush()
+
+    await asyncio.to_thread(run)
+    return info
+
+
+async def put(node: PoolManager, cmd: Command) -> Any:
+    fs = node.runtime.files(required(cmd.args, "id"))
+    path = required(cmd.args, "path")
+    if not cmd.blob:
+        raise CommandError(400, "bad_request", "the archive (a tar) is the request body")
+    written = await asyncio.to_thread(extract_tar, fs, path, io.BytesIO(cmd.blob))
+    return {"written": len(written)}
+
+
+COMMANDS: dict[str, Handler] = {
+    "archive.stat": stat,
+    "archive.get": get,
+    "archive.put": put,
+}
