@@ -74,7 +74,7 @@ async def inspect_image(request: Request) -> JSONResponse:
         "Config": config.get("config") or {}, "Architecture": config.get("architecture", ""),
         "Os": config.get("os", "linux"), "Size": image["size"], "VirtualSize": image["size"],
         "RootFS": config.get("rootfs", {"type": "layers", "diff_ids": []}),
-        "Metadata": {"LastTagTime": ""},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
     })  # fmt: skip
 
 

@@ -198,17 +198,21 @@ async def remove(node: PoolManager, cmd: Command) -> Any:
     return {}
 
 
+def _gateway(node: PoolManager) -> str:
+    """The bridge's own address: the containers' default route."""
+    return str(next(node.runtime.network.subnet.hosts()))
+
+
 def _inspect(node: PoolManager, record: ContainerRecord) -> dict[str, Any]:
     volume_paths = {}
     for name, _ in record.volumes:
         with contextlib.suppress(NotFound):
             volume_paths[name] = str(node.runtime.volumes.get(name).path)
-    gateway = str(next(node.runtime.network.subnet.hosts()))
     image_id = ""
     with contextlib.suppress(Exception):  # the image may have been removed since
         image_id = "sha256:" + node.images.get(record.image).id.removeprefix("sha256:")
     return docker.inspect_json(
-        record, image_id=image_id, gateway=gateway, volume_paths=volume_paths,
+        record, image_id=image_id, gateway=_gateway(node), volume_paths=volume_paths,
         log_path=str(node.runtime.paths(record.id).log),
     )  # fmt: skip
 
@@ -224,7 +228,7 @@ async def list_containers(node: PoolManager, cmd: Command) -> Any:
     everything = _flag(cmd, "all") or bool(filters.get("status"))
     records = sorted(node.runtime.containers(), key=lambda r: r.created, reverse=True)
     return [
-        docker.summary_json(r)
+        docker.summary_json(r, gateway=_gateway(node))
         for r in records
         if (everything or r.status in ("running", "paused")) and docker.matches(r, filters)
     ]

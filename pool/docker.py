@@ -190,7 +190,7 @@ def rfc3339(stamp: float) -> str:
 def _ago(seconds: float) -> str:
     s = int(max(seconds, 0))
     if s < 60:
-        return "Less than a second" if s < 1 else f"{s} seconds"
+        return "Less than a second" if s < 1 else ("1 second" if s == 1 else f"{s} seconds")
     if s < 3600:
         return f"{s // 60} minutes" if s >= 120 else "About a minute"
     if s < 86400:
@@ -235,12 +235,16 @@ def _mounts_json(record: ContainerRecord, volume_paths: Mapping[str, str]) -> li
     return out
 
 
-def _network_json(record: ContainerRecord, gateway: str) -> dict[str, Any]:
+def _endpoint(record: ContainerRecord, gateway: str) -> dict[str, Any]:
     on_bridge = record.options.network == "bridge"
-    endpoint = {"IPAddress": record.ip, "IPPrefixLen": 24 if record.ip else 0,
+    return {"IPAddress": record.ip, "IPPrefixLen": 24 if record.ip else 0,
                 "Gateway": gateway if on_bridge else "", "MacAddress": "",
                 "NetworkID": record.options.network, "EndpointID": record.id if on_bridge else "",
                 "Aliases": None}  # fmt: skip
+
+
+def _network_json(record: ContainerRecord, gateway: str) -> dict[str, Any]:
+    endpoint = _endpoint(record, gateway)
     return {
         "IPAddress": record.ip, "IPPrefixLen": endpoint["IPPrefixLen"],
         "Gateway": endpoint["Gateway"], "MacAddress": "", "Bridge": "",
@@ -291,7 +295,9 @@ def host_config_json(record: ContainerRecord) -> dict[str, Any]:
         "CapAdd": list(o.cap_add) or None, "Privileged": False,
         "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
         "Ulimits": [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in o.ulimits] or None,
-        "LogConfig": {"Type": "k8s-file", "Config": {}},
+        # Docker's name for "the daemon keeps the output and serves it on /logs", which
+        # clients (docker-py's run) check for; the file itself is in conmon's format.
+        "LogConfig": {"Type": "json-file", "Config": {}},
     }  # fmt: skip
 
 
@@ -322,7 +328,7 @@ def inspect_json(
     }  # fmt: skip
 
 
-def summary_json(record: ContainerRecord, image_id: str = "") -> dict[str, Any]:
+def summary_json(record: ContainerRecord, image_id: str = "", gateway: str = "") -> dict[str, Any]:
     """One row of ``GET /containers/json``."""
     argv = resolve_args(record.image_config, record.options)
     ports = [{"IP": p.host_ip, "PrivatePort": p.container_port, "PublicPort": p.host_port,
@@ -334,7 +340,7 @@ def summary_json(record: ContainerRecord, image_id: str = "") -> dict[str, Any]:
         "Status": status_text(record),
         "HostConfig": {"NetworkMode": "bridge" if record.options.network == "bridge"
                        else record.options.network},
-        "NetworkSettings": {"Networks": {record.options.network: {"IPAddress": record.ip}}},
+        "NetworkSettings": {"Networks": {record.options.network: _endpoint(record, gateway)}},
         "Mounts": _mounts_json(record, {}),
     }  # fmt: skip
 
