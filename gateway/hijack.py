@@ -17,6 +17,7 @@ import asyncio
 import functools
 from typing import Any
 
+import httptools
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -72,12 +73,51 @@ class HijackingProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._raw: asyncio.Queue[bytes] | None = None
+        # llhttp ends an upgrade request at its headers, body or not; docker-py sends
+        # exec start's JSON body with the upgrade headers, so we read that body ourselves.
+        self._body_due: int | None = None
 
     def data_received(self, data: bytes) -> None:
         if self._raw is not None:
             self._raw.put_nowait(data)
             return
-        super().data_received(data)
+        if self._body_due is not None:
+            self._take_body(data)
+            return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade as exc:
+            if self._body_due is not None:
+                offset = int(exc.args[0]) if exc.args else len(data)
+                self._take_body(data[offset:])
+            elif self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def on_message_complete(self) -> None:
+        upgrade = self._get_upgrade()
+        if upgrade and upgrade != b"websocket":
+            length = dict(self.headers).get(b"content-length", b"0")
+            if length.isdigit() and int(length) > 0:
+                self._body_due = int(length)
+                return  # complete once _take_body has read it
+        super().on_message_complete()
+
+    def _take_body(self, data: bytes) -> None:
+        assert self._body_due is not None
+        body = data[: self._body_due]
+        self._body_due -= len(body)
+        if body:
+            self.on_body(body)
+        if self._body_due == 0:
+            self._body_due = None
+            super().on_message_complete()
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
         if self._raw is not None:  # half-closed: the client still reads our side

@@ -218,3 +218,41 @@ def test_testcontainers_redis(
         assert int(redis.get_exposed_port(6379)) != 6379
         assert cid in ok(docker(host, "ps", "-q", "--no-trunc"))
     assert cid not in ok(docker(host, "ps", "-aq", "--no-trunc"))
+
+
+def test_exec_with_stdin_and_exit_codes(host: Host) -> None:
+    ok(docker(host, "run", "-d", "--name", "shell", "busybox", "sleep", "300"))
+    try:
+        piped = docker(host, "exec", "-i", "shell", "tr", "a-z", "A-Z", input=b"piped in\n")
+        assert (piped.returncode, piped.stdout) == (0, b"PIPED IN\n")
+        assert docker(host, "exec", "shell", "sh", "-c", "exit 7").returncode == 7
+        top = ok(docker(host, "top", "shell"))
+        assert "sleep 300" in top
+    finally:
+        ok(docker(host, "rm", "-f", "shell"))
+
+
+def test_scow_container_verbs(host: Host) -> None:
+    """The scow CLI's docker verbs, on the same routes."""
+    run = host.scow("run", "--rm", "busybox", "sh", "-c", "echo to out; echo to err >&2; exit 2")
+    assert (run.returncode, run.stdout) == (2, "to out\n")
+    assert run.stderr.endswith("to err\n")  # after a note that busybox was pulled (made)
+    cid = host.scow("run", "-d", "--name", "sv", "-e", "GREETING=hi", "busybox", "sh", "-c",
+                    'echo "$GREETING"; sleep 300').stdout.strip()  # fmt: skip
+    try:
+        assert len(cid) == 64
+        assert "sv" in host.scow("ps").stdout
+        wait_until(lambda: host.scow("logs", "sv").stdout == "hi\n", 10, "the first log line")
+        assert host.scow("exec", "sv", "cat", "/etc/hostname").stdout == cid[:12] + "\n"
+        assert host.scow("exec", "sv", "false").returncode == 1
+        running = host.scow("inspect", "-f", "{{.State.Running}} {{json .Config.Cmd}}", "sv")
+        assert running.stdout == 'true ["sh", "-c", "echo \\"$GREETING\\"; sleep 300"]\n'
+        assert host.scow("stop", "-t", "1", "sv").returncode == 0
+        assert host.scow("wait", "sv").stdout.strip() in ("137", "143")
+    finally:
+        assert host.scow("rm", "-f", "sv").returncode == 0
+    missing = host.scow("inspect", "sv")
+    assert missing.returncode == 4 and "no such container" in missing.stderr
+    assert host.scow("volume", "create", "sv-vol").stdout == "sv-vol\n"
+    assert "sv-vol" in host.scow("volume", "ls", "-q").stdout.split()
+    assert host.scow("volume", "rm", "sv-vol").returncode == 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from gateway import __version__
+from gateway.cli import containers
 from gateway.cli.environments import env
 from gateway.cli.functions import fn
 from gateway.cli.images import (
@@ -231,6 +232,9 @@ main.add_command(save)
 main.add_command(load)
 main.add_command(import_)
 main.add_command(commit)
+for _command in containers.COMMANDS:
+    main.add_command(_command)
+main.add_command(containers.container)
 
 
 if __name__ == "__main__":
