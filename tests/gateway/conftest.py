@@ -19,6 +19,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from gateway.app import create_app
+from gateway.hijack import HijackingProtocol
 from gateway.serve import bind_tcp, bind_unix
 from gateway.state import GatewaySettings
 from tests.utils import free_port
@@ -44,8 +45,8 @@ class RunningGateway:
 @contextlib.asynccontextmanager
 async def run_server(app: ASGIApp, sockets: list[socket.socket]) -> AsyncIterator[None]:
     """uvicorn serving ``app`` on ``sockets`` in this event loop, until the block ends."""
-    config = uvicorn.Config(app, lifespan="auto", log_level="warning", access_log=False,
-                            log_config=None)  # fmt: skip
+    config = uvicorn.Config(app, http=HijackingProtocol, lifespan="auto", log_level="warning",
+                            access_log=False, log_config=None)  # fmt: skip
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # pytest's
     task = asyncio.create_task(server.serve(sockets=sockets))
