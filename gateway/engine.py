@@ -10,6 +10,7 @@ import asyncio
 import os
 import platform
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -105,7 +106,37 @@ async def disk_usage(request: Request) -> JSONResponse:
     })  # fmt: skip
 
 
+# Parts of the Docker Engine API that scow does not offer: a 501 that names the part,
+# so a client learns why at once instead of from a 404.
+UNSUPPORTED = {
+    "networks": "user-defined networks (containers use the bridge or none)",
+    "swarm": "swarm mode", "services": "swarm services", "tasks": "swarm tasks",
+    "nodes": "swarm nodes", "secrets": "swarm secrets", "configs": "swarm configs",
+    "plugins": "plugins", "session": "BuildKit sessions", "grpc": "BuildKit",
+    "distribution": "registries", "auth": "registry logins", "build/prune": "the build cache prune",
+}  # fmt: skip
+_ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD"]
+
+
+def _unsupported(what: str) -> Callable[[Request], Awaitable[Response]]:
+    async def handler(request: Request) -> Response:
+        path = request.url.path
+        raise ApiError(
+            501, "not_implemented", f"{request.method} {path}: scow does not offer {what}"
+        )
+
+    return handler
+
+
 routes = [
+    *(
+        Route(f"/{part}", _unsupported(what), methods=_ALL_METHODS)
+        for part, what in UNSUPPORTED.items()
+    ),
+    *(
+        Route(f"/{part}/{{rest:path}}", _unsupported(what), methods=_ALL_METHODS)
+        for part, what in UNSUPPORTED.items()
+    ),
     Route("/_ping", ping, methods=["GET", "HEAD"]),
     Route("/version", version, methods=["GET"]),
     Route("/info", info, methods=["GET"]),

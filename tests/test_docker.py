@@ -256,3 +256,11 @@ def test_scow_container_verbs(host: Host) -> None:
     assert host.scow("volume", "create", "sv-vol").stdout == "sv-vol\n"
     assert "sv-vol" in host.scow("volume", "ls", "-q").stdout.split()
     assert host.scow("volume", "rm", "sv-vol").returncode == 0
+
+
+def test_what_scow_lacks_is_a_501_that_names_it(host: Host) -> None:
+    network = docker(host, "network", "create", "mine")
+    assert network.returncode == 1 and "does not offer user-defined networks" in network.stderr
+    tty = docker(host, "run", "--rm", "-t", "busybox", "true")
+    assert tty.returncode != 0 and "TTY" in tty.stderr
+    assert ok(docker(host, "ps", "-aq")) == ""  # the refused create left nothing
