@@ -30,7 +30,15 @@ from gateway.hijack import (
     can_hijack,
     hijack,
 )
-from gateway.http import ApiError, json_object, query, read_body, read_json, read_optional_json
+from gateway.http import (
+    ApiError,
+    docker_filters,
+    json_object,
+    query,
+    read_body,
+    read_json,
+    read_optional_json,
+)
 from gateway.state import Gateway
 from pool import contract
 
@@ -49,26 +57,6 @@ def _flag(request: Request, key: str, default: bool = False) -> bool:
     if value is None:
         return default
     return value.lower() in ("1", "true", "yes")
-
-
-def parse_filters(raw: str) -> dict[str, list[str]]:
-    """Docker's ``filters``: ``{"label": ["a=b"]}``, or the older ``{"label": {"a=b": true}}``."""
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        raise ApiError(400, "bad_request", f"invalid filters {raw!r}: expected JSON") from None
-    if not isinstance(value, dict):
-        raise ApiError(400, "bad_request", f"invalid filters {raw!r}: expected a JSON object")
-    out = {}
-    for key, wanted in value.items():
-        if isinstance(wanted, dict):
-            wanted = [k for k, on in wanted.items() if on]
-        if not isinstance(wanted, list):
-            raise ApiError(400, "bad_request", f"invalid filter {key!r}: expected a list")
-        out[str(key)] = [str(w) for w in wanted]
-    return out
 
 
 def _since(value: str, what: str) -> float:
@@ -127,7 +115,7 @@ async def list_containers(request: Request) -> JSONResponse:
     """Every live node's containers, newest first."""
     gw = _gw(request)
     args = {"all": _flag(request, "all"),
-            "filters": parse_filters(request.query_params.get("filters", ""))}  # fmt: skip
+            "filters": docker_filters(request.query_params.get("filters", ""))}  # fmt: skip
     live = [node for node, info in (await gw.nodes()).items() if info["live"]]
     if not live:
         raise ApiError(503, "no_node", "container list: no node is up")
@@ -348,7 +336,7 @@ async def unpause(request: Request) -> Response:
 
 
 async def prune(request: Request) -> JSONResponse:
-    filters = parse_filters(request.query_params.get("filters", ""))
+    filters = docker_filters(request.query_params.get("filters", ""))
     return JSONResponse(await _command(request, "container.prune", {"filters": filters}))
 
 
@@ -416,29 +404,10 @@ async def archive_get(request: Request) -> Response:
     path = query(request, "path", "names the path in the container")
     info = await _command(request, "archive.stat", {"path": path})
     gw = _gw(request)
-    chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
     node = await node_of(gw, request.path_params["id"])
     args = {"id": request.path_params["id"], "path": path}
-
-    async def run() -> None:
-        try:
-            await gw.command("archive.get", args, node=node, timeout=FOLLOW_TIMEOUT,
-                             output=chunks.put)  # fmt: skip
-        finally:
-            await chunks.put(None)
-
-    async def body() -> AsyncIterator[bytes]:
-        task = asyncio.create_task(run())
-        try:
-            while (chunk := await chunks.get()) is not None:
-                yield chunk
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    return StreamingResponse(body(), media_type="application/x-tar", headers=_stat_header(info))
+    archive = gw.output("archive.get", args, node=node, timeout=FOLLOW_TIMEOUT)
+    return StreamingResponse(archive, media_type="application/x-tar", headers=_stat_header(info))
 
 
 async def archive_put(request: Request) -> Response:

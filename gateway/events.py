@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from gateway.http import ApiError
+from gateway.http import ApiError, docker_filters
 from gateway.state import Gateway
 from pool import contract
 
@@ -24,22 +24,7 @@ _FILTERS = {"type", "event", "container", "image", "label", "function"}
 
 
 def parse_filters(raw: str) -> dict[str, list[str]]:
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        raise ApiError(400, "bad_request", f"invalid filters {raw!r}: expected JSON") from None
-    if not isinstance(value, dict):
-        raise ApiError(400, "bad_request", f"invalid filters {raw!r}: expected a JSON object")
-    out = {}
-    for key, wanted in value.items():
-        if key not in _FILTERS:
-            raise ApiError(400, "bad_request", f"invalid filter {key!r}: known are "
-                           f"{', '.join(sorted(_FILTERS))}")  # fmt: skip
-        # Docker's older clients send {"type": {"container": true}}.
-        out[key] = list(wanted) if isinstance(wanted, list | dict) else [str(wanted)]
-    return out
+    return docker_filters(raw, _FILTERS)
 
 
 def matches(e: dict[str, Any], filters: dict[str, list[str]]) -> bool:

@@ -98,6 +98,28 @@ async def read_optional_json(request: Request, limit: int = 1 << 20) -> dict[str
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
 
 
+def docker_filters(raw: str, known: set[str] | None = None) -> dict[str, list[str]]:
+    """Docker's ``filters`` query: ``{"label": ["a=b"]}``, or older clients'
+    ``{"label": {"a=b": true}}``; a key outside ``known`` (when given) is a 400."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ApiError(400, "bad_request", f"invalid filters {raw!r}: expected JSON") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_request", f"invalid filters {raw!r}: expected a JSON object")
+    out = {}
+    for key, wanted in value.items():
+        if known is not None and key not in known:
+            raise ApiError(400, "bad_request", f"invalid filter {key!r}: known are "
+                           f"{', '.join(sorted(known))}")  # fmt: skip
+        if isinstance(wanted, dict):
+            wanted = [k for k, on in wanted.items() if on]
+        out[str(key)] = [str(w) for w in wanted] if isinstance(wanted, list) else [str(wanted)]
+    return out
+
+
 def query(request: Request, key: str, what: str) -> str:
     """A query parameter that must be given; 400 saying what it is for when it is not."""
     value = request.query_params.get(key, "")

@@ -197,32 +197,8 @@ async def save(request: Request) -> Response:
         raise ApiError(400, "bad_request", "?names= lists the images to save")
     for name in names:  # a missing image is a 404, before the stream starts
         await gw.command("image.inspect", {"ref": name}, timeout=30)
-    chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)  # the node waits for us
-    failed: list[ApiError] = []
-
-    async def run() -> None:
-        try:
-            await gw.command("image.save", {"refs": names}, timeout=BUILD_TIMEOUT,
-                             output=chunks.put)  # fmt: skip
-        except ApiError as exc:
-            failed.append(exc)
-        finally:
-            await chunks.put(None)
-
-    async def body() -> AsyncIterator[bytes]:
-        task = asyncio.create_task(run())
-        try:
-            while (chunk := await chunks.get()) is not None:
-                yield chunk
-            if failed:  # mid-stream: all a tar reader can be told is that it is cut short
-                raise RuntimeError(f"image save failed: {failed[0].message}")
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    return StreamingResponse(body(), media_type="application/x-tar")
+    archive = gw.output("image.save", {"refs": names}, timeout=BUILD_TIMEOUT)
+    return StreamingResponse(archive, media_type="application/x-tar")
 
 
 async def load(request: Request) -> Response:

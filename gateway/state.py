@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +48,34 @@ class Gateway:
             out[node.decode()] = {**info, "heartbeat_age": age,
                                   "live": age < contract.HEARTBEAT_STALE}  # fmt: skip
         return out
+
+    async def output(self, name: str, args: dict[str, Any], **kw: Any) -> AsyncIterator[bytes]:
+        """A node command's bulk output (an archive), chunk by chunk as the client reads it.
+
+        A failure after the first chunk can only cut the stream short: it raises here.
+        """
+        chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)  # the node waits for us
+        failed: list[ApiError] = []
+
+        async def run() -> None:
+            try:
+                await self.command(name, args, output=chunks.put, **kw)
+            except ApiError as exc:
+                failed.append(exc)
+            finally:
+                await chunks.put(None)
+
+        task = asyncio.create_task(run())
+        try:
+            while (chunk := await chunks.get()) is not None:
+                yield chunk
+            if failed:
+                raise RuntimeError(f"{name} failed: {failed[0].message}")
+        finally:
+            if not task.done():  # the client went away: the node stops
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def command(self, name: str, args: dict[str, Any] | None = None, **kw: Any) -> Any:
         """A node command, with its failure as the API error a client should see."""

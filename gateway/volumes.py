@@ -6,8 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.containers import parse_filters
-from gateway.http import read_optional_json
+from gateway.http import docker_filters, read_optional_json
 from gateway.state import Gateway
 
 TIMEOUT = 60.0
@@ -19,7 +18,7 @@ def _gw(request: Request) -> Gateway:
 
 
 async def list_volumes(request: Request) -> JSONResponse:
-    filters = parse_filters(request.query_params.get("filters", ""))
+    filters = docker_filters(request.query_params.get("filters", ""))
     return JSONResponse(await _gw(request).command("volume.list", {"filters": filters},
                                                    timeout=TIMEOUT))  # fmt: skip
 
@@ -45,7 +44,7 @@ async def remove(request: Request) -> Response:
 
 
 async def prune(request: Request) -> JSONResponse:
-    filters = parse_filters(request.query_params.get("filters", ""))
+    filters = docker_filters(request.query_params.get("filters", ""))
     everything = filters.get("all", ["false"])[0] in ("1", "true")
     return JSONResponse(await _gw(request).command("volume.prune", {"all": everything},
                                                    timeout=TIMEOUT))  # fmt: skip

@@ -317,12 +317,7 @@ class Runtime:
         cid, paths, ip, phases = record.id, self.paths(record.id), record.ip, dict(record.phases)
         clock = time.perf_counter()
         if record.stdio == "logs":
-            pid, monitor_pid = await self.conmon.create(
-                cid, paths.bundle, log_path=paths.log, exit_dir=paths.exit_dir,
-                pid_file=paths.pid_file, conmon_pid_file=paths.monitor_pid_file,
-                socket_dir=self.config.run_dir / "conmon",
-            )  # fmt: skip
-            self.exits.watch(monitor_pid)
+            pid, monitor_pid = await self._monitored_create(cid)
         else:
             p = pipes or Stdio()
             pid = await self.runc.create(
@@ -345,6 +340,17 @@ class Runtime:
             record = record.evolve(ports=published, proxy_pid=proxy.pid)
         self.store.save(record)
         return record
+
+    async def _monitored_create(self, cid: str) -> tuple[int, int]:
+        """``runc create`` under conmon, which keeps the log and the exit code; (init, conmon)."""
+        paths = self.paths(cid)
+        pid, monitor_pid = await self.conmon.create(
+            cid, paths.bundle, log_path=paths.log, exit_dir=paths.exit_dir,
+            pid_file=paths.pid_file, conmon_pid_file=paths.monitor_pid_file,
+            socket_dir=self.config.run_dir / "conmon",
+        )  # fmt: skip
+        self.exits.watch(monitor_pid)
+        return pid, monitor_pid
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -379,12 +385,7 @@ class Runtime:
         for pid in (record.pid, record.monitor_pid):
             self.exits.forget(pid)
         shutil.rmtree(paths.exit_dir, ignore_errors=True)
-        pid, monitor_pid = await self.conmon.create(
-            cid, paths.bundle, log_path=paths.log, exit_dir=paths.exit_dir,
-            pid_file=paths.pid_file, conmon_pid_file=paths.monitor_pid_file,
-            socket_dir=self.config.run_dir / "conmon",
-        )  # fmt: skip
-        self.exits.watch(monitor_pid)
+        pid, monitor_pid = await self._monitored_create(cid)
         record = record.evolve(
             status="created", pid=pid, monitor_pid=monitor_pid, exit_code=None,
             oom_killed=False, finished_at=0.0,
