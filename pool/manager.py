@@ -131,6 +131,8 @@ class PoolManager:
         await self.http.aclose()
         await self.events.close()
         self.metrics.close()
+        # Kept while Docker containers (which outlive their node) are in it.
+        self.runtime.cgroups.remove_parent_if_empty()
         with contextlib.suppress(aioredis.RedisError):
             await self.redis.hdel(contract.NODES, self.node_id)
 

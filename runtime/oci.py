@@ -3,7 +3,8 @@
 Everything here is pure: the caller resolves the user, lays out the rootfs and
 the network namespace, then asks for the config. The security defaults follow
 runc's own ``runc spec`` and DESIGN.md: three capabilities, no_new_privileges,
-masked and read-only /proc paths, and memory, cpu shares and pids always set.
+masked and read-only /proc paths, a seccomp filter (runtime/seccomp.py), and
+memory, cpu shares and pids always set.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime import seccomp
 from runtime.errors import InvalidOption
 from runtime.spec import RLIMITS, ImageConfig, RunOptions, merge_env
 from runtime.users import User
@@ -164,5 +166,6 @@ def make_config(
             "namespaces": namespaces,
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
+            "seccomp": seccomp.profile(set(caps)),
         },
     }

@@ -6,6 +6,10 @@ scow, cgroups, netns and links named for scow, and child processes. Whatever a
 test added and did not remove is reported against that test, and anything still
 there when the session ends fails it (exit status 1), so CI goes red.
 
+It also hashes the host's runc binary (sha256) before the session and after
+every test: a container that wrote through to the binary that ran it (as in
+CVE-2019-5736) fails the session, named against the test that did it.
+
 Fixtures that own a long-lived process (the session's redis-server) register its
 pid with ``allow_pid``; tests that create runc roots register them with
 ``watch_runc_root``.
@@ -13,8 +17,10 @@ pid with ``allow_pid``; tests that create runc roots register them with
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +120,16 @@ def _processes(allowed: set[int]) -> set[str]:
     return found
 
 
+def _sha256(path: str | None) -> str:
+    if path is None:
+        return ""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 @dataclass
 class LeakCheck:
     mount_prefixes: list[str] = field(default_factory=list)
@@ -122,6 +138,9 @@ class LeakCheck:
     baseline: Snapshot = field(default_factory=Snapshot)
     start: Snapshot = field(default_factory=Snapshot)
     by_test: list[tuple[str, dict[str, list[str]]]] = field(default_factory=list)
+    runc_path: str | None = None
+    runc_sha256: str = ""
+    runc_changed_by: str = ""
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -156,6 +175,9 @@ def watch_mounts_under(prefix: Path) -> None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     _check.start = _check.baseline = _check.snapshot()
+    # The variable points the check at another file: its own test changes one.
+    _check.runc_path = os.environ.get("SCOW_LEAKCHECK_RUNC") or shutil.which("runc")
+    _check.runc_sha256 = _sha256(_check.runc_path)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -166,15 +188,22 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     if added:
         _check.by_test.append((item.nodeid, added))
     _check.baseline = now
+    if not _check.runc_changed_by and _sha256(_check.runc_path) != _check.runc_sha256:
+        _check.runc_changed_by = item.nodeid
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _check.allowed_pids.clear()
     left = _check.snapshot().added_since(_check.start)
-    if not left:
+    lines = []
+    if _check.runc_changed_by:
+        lines.append(f"RUNC CHANGED: the sha256 of {_check.runc_path} is not what it was "
+                     f"before the session; first seen after {_check.runc_changed_by}")  # fmt: skip
+    if not left and not lines:
         return
-    lines = ["LEAK CHECK FAILED: tests left these behind:"]
+    if left:
+        lines.append("LEAK CHECK FAILED: tests left these behind:")
     for kind, names in left.items():
         lines.extend(f"  {kind}: {name}" for name in names)
     for nodeid, added in _check.by_test:

@@ -36,6 +36,25 @@ def test_clean_session_passes(inner: pytest.Pytester) -> None:
     assert "LEAK CHECK FAILED" not in result.stdout.str()
 
 
+def test_a_changed_runc_binary_fails_the_session(
+    inner: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runc = tmp_path / "runc"
+    runc.write_bytes(b"the real one")
+    monkeypatch.setenv("SCOW_LEAKCHECK_RUNC", str(runc))
+    inner.makepyfile(
+        f"""
+        def test_harmless():
+            pass
+        def test_overwrites_runc():
+            open({str(runc)!r}, "ab").write(b"payload")
+        """
+    )
+    result = inner.runpytest_subprocess("-p", "tests.leakcheck")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([f"*RUNC CHANGED: the sha256 of {runc}*test_overwrites_runc*"])
+
+
 def test_leftover_child_process_fails_the_session(inner: pytest.Pytester, tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     inner.makepyfile(

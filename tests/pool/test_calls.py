@@ -132,6 +132,24 @@ async def test_timeout_oom_and_exit_code(client: PoolClient, manager: PoolManage
     assert body["error"] == "crash"
 
 
+async def test_busy_loop_is_killed_at_the_deadline(
+    client: PoolClient, manager: PoolManager, runtime: Runtime
+) -> None:
+    await deploy(client, manager, spec(name="spin", image="busybox", protocol="stdio",
+                                       command="while :; do :; done", timeout="1s"))  # fmt: skip
+    started = time.time()
+    spun = await call(client, "spin", timeout=1.0)
+    assert (spun.status, spun.error, spun.part) == (504, "timeout", "run"), spun
+    assert time.time() - started < 1.5
+    # The container that spun is gone, not left burning a CPU.
+    for _ in range(100):
+        if runtime.store.load(spun.container) is None:
+            break
+        await asyncio.sleep(0.05)
+    assert runtime.store.load(spun.container) is None, f"{spun.container} still there"
+    assert not runtime.cgroups.exists(spun.container)
+
+
 async def test_unknown_image_answers_502(client: PoolClient, manager: PoolManager) -> None:
     await client.deploy(spec(name="ghost", image="no/such:image", protocol="stdio"))
     await manager.sync_functions()

@@ -214,6 +214,22 @@ def test_config_security_defaults_and_limits() -> None:
     json.dumps(cfg)  # serialisable as config.json
 
 
+def _refused(cfg: dict[str, object]) -> tuple[set[str], int]:
+    """The syscalls a config's seccomp filter refuses outright, and its clone rules."""
+    rules = cfg["linux"]["seccomp"]["syscalls"]  # type: ignore[index]
+    names = {n for r in rules if "args" not in r for n in r["names"]}
+    return names, sum(1 for r in rules if r["names"] == ["clone"])
+
+
+def test_seccomp_refuses_namespaces_and_tracing_unless_the_capability_is_added() -> None:
+    names, clone_rules = _refused(config_for(RunOptions()))
+    assert {"unshare", "setns", "mount", "ptrace", "bpf", "keyctl", "clone3"} <= names
+    assert clone_rules == 7  # one per CLONE_NEW* flag
+    names, clone_rules = _refused(config_for(RunOptions(cap_add=("SYS_ADMIN",))))
+    assert "unshare" not in names and "mount" not in names and clone_rules == 0
+    assert "ptrace" in names and "keyctl" in names
+
+
 def test_read_only_config_gets_tmpfs_on_tmp_and_run() -> None:
     cfg = config_for(RunOptions(read_only=True, tmpfs={"/tmp": 1 << 20}))
     assert cfg["root"] == {"path": "/r", "readonly": True}

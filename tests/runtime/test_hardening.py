@@ -1,0 +1,93 @@
+"""What a container may not do: write its rootfs, read the kernel's memory, leave
+its namespaces, trace other processes, see the host's open files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from images.store import ImageStore
+from runtime.engine import Runtime
+from tests.runtime.helpers import run
+
+
+async def test_rootfs_proc_and_namespaces_are_locked_down(
+    runtime: Runtime, busybox_layer: Path
+) -> None:
+    script = (
+        "exec 2>&1; "
+        "touch /etc/x; "
+        "if [ -e /proc/kcore ]; then echo kcore=$(wc -c < /proc/kcore); else echo kcore=0; fi; "
+        "echo 3 > /proc/sys/vm/drop_caches; "
+        "unshare -U -r true; echo unshare-user=$?; "
+        "unshare -n true; echo unshare-net=$?; "
+        "mount -t tmpfs none /mnt; echo mount=$?"
+    )
+    r = await run(runtime, busybox_layer, "sh", "-c", script, read_only=True)
+    lines = r.out.splitlines()
+    assert "touch: /etc/x: Read-only file system" in lines, r.out
+    assert "kcore=0" in lines, r.out  # masked, or (on some kernels) not there at all
+    assert any("/proc/sys/vm/drop_caches" in ln and "Read-only" in ln for ln in lines), r.out
+    for check in ("unshare-user", "unshare-net", "mount"):
+        codes = [ln.split("=", 1)[1] for ln in lines if ln.startswith(check + "=")]
+        assert codes and codes[0] != "0", f"{check} succeeded:\n{r.out}"
+    assert r.out.count("Operation not permitted") >= 2, r.out
+
+
+async def test_no_host_file_is_open_inside(runtime: Runtime, busybox_layer: Path) -> None:
+    """Only stdin, stdout and stderr, in the container's process and in its init."""
+    r = await run(runtime, busybox_layer, "sh", "-c",
+                  "ls -l /proc/self/fd /proc/1/fd | grep -- '->'")  # fmt: skip
+    fds = {}
+    for line in r.out.splitlines():
+        name, target = line.split(" -> ")
+        fds.setdefault(name.split()[-1], []).append(target)
+    # ls's own fd 3 is the directory it lists.
+    assert set(fds) <= {"0", "1", "2", "3"}, r.out
+    for target in fds.get("3", []):
+        assert target.startswith("/proc/"), r.out
+    for fd in ("0", "1", "2"):
+        for target in fds[fd]:
+            assert target == "/dev/null" or target.startswith(("pipe:", "socket:")), r.out
+
+
+async def test_orphans_are_reaped(runtime: Runtime, busybox_layer: Path) -> None:
+    # The subshell exits at once; its sleep is orphaned to pid 1, which must reap it.
+    script = "for i in 1 2 3 4 5; do (sleep 0.1 &); done; sleep 1; ps -o pid,stat,comm"
+    r = await run(runtime, busybox_layer, "sh", "-c", script)
+    rows = [ln.split() for ln in r.out.splitlines()[1:]]
+    assert rows, r.out
+    assert not [row for row in rows if row[1].startswith("Z")], r.out
+
+
+PTRACE = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if libc.ptrace(0, 0, 0, 0) == 0 else ctypes.get_errno())  # PTRACE_TRACEME
+print("ptrace", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+print("unshare", libc.unshare(0x10000000), ctypes.get_errno())  # CLONE_NEWUSER
+"""
+
+
+async def test_ptrace_and_user_namespaces_are_refused_unless_granted(
+    runtime: Runtime, python_images: ImageStore
+) -> None:
+    image = python_images.get("scow/python")
+    layers = python_images.layer_dirs(image)
+
+    async def probe(**opts: object) -> list[str]:
+        from runtime.spec import RunOptions
+
+        options = RunOptions(command=("python3", "-c", PTRACE), **opts)  # type: ignore[arg-type]
+        rec = await runtime.create(image.run_config, layers, options)
+        try:
+            await runtime.start(rec.id)
+            await runtime.wait(rec.id)
+            return [ln.text for ln in runtime.logs(rec.id)]
+        finally:
+            await runtime.remove(rec.id, force=True)
+
+    assert await probe() == ["ptrace 1", "unshare -1 1"]  # EPERM, both
+    # The capability lets its own calls through, as under Docker.
+    assert (await probe(cap_add=("SYS_PTRACE",)))[0] == "ptrace 0"
