@@ -3,12 +3,18 @@
 A sync call is queued for the nodes and waits for its result on this
 gateway's reply stream; an async call answers 202 at once and its result is
 kept in the call record (and POSTed to ``X-Callback-Url`` by the node).
+
+A call sent with ``Idempotency-Key`` runs once however often it is sent in the
+next hour, through any gateway: a retry answers with the first call's id and
+result (``Idempotent-Replayed: true``), waiting for it if it is still running.
+The key is per function; reusing it for a different request is a 422.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -25,12 +31,19 @@ from gateway.auth import authorized
 from gateway.http import ApiError, query, read_body
 from gateway.state import Gateway
 from pool import contract
-from pool.contract import CallRequest, QueueFull, new_call_id
+from pool.contract import (
+    CallRequest,
+    Idempotency,
+    IdempotencyConflict,
+    QueueFull,
+    new_call_id,
+)
 from pool.functions import FunctionSpec
 
 # Not passed to the function: they describe this hop, or belong to the gateway.
 _DROPPED = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te",
-            "upgrade", "x-callback-url"}  # fmt: skip
+            "upgrade", "x-callback-url", "idempotency-key"}  # fmt: skip
+MAX_IDEMPOTENCY_KEY = 255
 
 
 async def _function(gw: Gateway, request: Request) -> FunctionSpec:
@@ -46,7 +59,9 @@ async def _function(gw: Gateway, request: Request) -> FunctionSpec:
     return spec
 
 
-async def _request(gw: Gateway, request: Request, spec: FunctionSpec, reply_to: str) -> CallRequest:
+async def _request(
+    gw: Gateway, request: Request, spec: FunctionSpec, reply_to: str, keep_result: bool = False
+) -> CallRequest:
     body = await read_body(request, gw.settings.body_limit)
     headers = tuple(
         (k, v) for k, v in request.headers.items()
@@ -57,8 +72,33 @@ async def _request(gw: Gateway, request: Request, spec: FunctionSpec, reply_to: 
         id=new_call_id(), function=spec.name, deadline=now + spec.timeout,
         method=request.method, path="/" + request.path_params.get("path", ""),
         query=request.url.query, headers=headers, body=body, enqueued=now, reply_to=reply_to,
-        callback=_callback_url(request),
+        callback=_callback_url(request), keep_result=keep_result,
     )  # fmt: skip
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
+        raise ApiError(400, "bad_request", f"invalid Idempotency-Key {key[:300]!r}: "
+                       f"1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")  # fmt: skip
+    return key
+
+
+def _idempotency(key: str | None, call: CallRequest) -> Idempotency | None:
+    """The key with a fingerprint of what the call asks (method, path, query, body)."""
+    if key is None:
+        return None
+    digest = hashlib.sha256()
+    for part in (call.method, call.path, call.query):
+        digest.update(part.encode() + b"\0")
+    digest.update(call.body)
+    return Idempotency(key, digest.hexdigest()[:32])
+
+
+def _conflict(exc: IdempotencyConflict) -> ApiError:
+    return ApiError(422, "idempotency_conflict", str(exc))
 
 
 def _callback_url(request: Request) -> str:
@@ -76,12 +116,16 @@ def _queue_full(gw: Gateway, exc: QueueFull) -> ApiError:
 async def invoke(request: Request) -> Response:
     gw: Gateway = request.app.state.gw
     spec = await _function(gw, request)
-    call = await _request(gw, request, spec, gw.pool.reply_stream)
+    key = _idempotency_key(request)
+    call = await _request(gw, request, spec, gw.pool.reply_stream, keep_result=key is not None)
     started = time.perf_counter()
     try:
-        result = await gw.pool.call(call, max_queue=gw.settings.max_queue)
+        result = await gw.pool.call(call, max_queue=gw.settings.max_queue,
+                                    idempotency=_idempotency(key, call))  # fmt: skip
     except QueueFull as exc:
         raise _queue_full(gw, exc) from None
+    except IdempotencyConflict as exc:
+        raise _conflict(exc) from None
     except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
         raise ApiError(503, "redis_unavailable", f"cannot reach Redis: {exc}") from None
     elapsed = time.perf_counter() - started
@@ -90,23 +134,30 @@ async def invoke(request: Request) -> Response:
     response = Response(result.body, result.status)
     for k, v in headers:
         response.headers.append(k, v)
-    response.headers["x-call-id"] = call.id
+    response.headers["x-call-id"] = result.id
     response.headers["x-duration-seconds"] = f"{elapsed:.6f}"
     response.headers["x-scow-cold"] = "1" if result.cold else "0"
+    if result.id != call.id:
+        response.headers["idempotent-replayed"] = "true"
     return response
 
 
 async def invoke_async(request: Request) -> Response:
     gw: Gateway = request.app.state.gw
     spec = await _function(gw, request)
+    key = _idempotency_key(request)
     call = await _request(gw, request, spec, reply_to="")
     try:
-        await gw.pool.submit(call, max_queue=gw.settings.max_queue)
+        earlier = await gw.pool.submit(call, gw.settings.max_queue, _idempotency(key, call))
     except QueueFull as exc:
         raise _queue_full(gw, exc) from None
+    except IdempotencyConflict as exc:
+        raise _conflict(exc) from None
     except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
         raise ApiError(503, "redis_unavailable", f"cannot reach Redis: {exc}") from None
-    return JSONResponse({"call_id": call.id}, 202, headers={"x-call-id": call.id})
+    call_id = earlier or call.id
+    headers = {"x-call-id": call_id, **({"idempotent-replayed": "true"} if earlier else {})}
+    return JSONResponse({"call_id": call_id}, 202, headers=headers)
 
 
 def record_json(call_id: str, record: dict[str, bytes]) -> dict[str, Any]:

@@ -15,7 +15,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     reasons = {400: "Invalid input", 401: "Missing or wrong token", 404: "Not found",
-               409: "Exists", 413: "Body too large", 429: "Queue full (see Retry-After)",
+               409: "Exists", 410: "Gone", 413: "Body too large",
+               422: "Idempotency-Key reused for a different request",
+               429: "Queue full (see Retry-After)",
                502: "The function or node failed", 503: "Redis or every node is down",
                504: "Deadline passed"}  # fmt: skip
     return {str(c): _json(_ref("Error"), reasons[c]) for c in codes}
@@ -24,6 +26,10 @@ def _errors(*codes: int) -> dict[str, Any]:
 _NAME = {"name": "name", "in": "path", "required": True,
          "schema": {"type": "string", "pattern": "^[a-z0-9-]{1,63}$"}}  # fmt: skip
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "schema": {
+    "type": "string", "minLength": 1, "maxLength": 255},
+    "description": "The call runs once per key (per function, for an hour); a retry "
+                   "answers with the first call's id and result"}  # fmt: skip
 _BODY = {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
 _CALL_HEADERS = {
     "X-Call-Id": {"schema": {"type": "string"}},
@@ -119,9 +125,9 @@ def openapi(version: str) -> dict[str, Any]:
     fn_list = {"type": "array", "items": _ref("Function")}
     call = {
         "summary": "Call a function: method, path, query, headers and body reach it",
-        "parameters": [_NAME], "requestBody": _BODY,
+        "parameters": [_NAME, _IDEMPOTENCY], "requestBody": _BODY,
         "responses": {"200": {"description": "The function's response", "headers": _CALL_HEADERS},
-                      **_errors(401, 404, 413, 429, 502, 503, 504)},
+                      **_errors(400, 401, 404, 410, 413, 422, 429, 502, 503, 504)},
     }  # fmt: skip
     paths: dict[str, Any] = {
         "/healthz": {"get": {"summary": "Redis reachable", "security": [],
@@ -163,9 +169,10 @@ def openapi(version: str) -> dict[str, Any]:
         },
         "/async-function/{name}": {"post": {
             "summary": "Queue a call; the result goes to the call record and X-Callback-Url",
-            "security": [], "parameters": [_NAME], "requestBody": _BODY,
+            "security": [], "parameters": [_NAME, _IDEMPOTENCY], "requestBody": _BODY,
             "responses": {"202": {"description": "Queued", "headers": {
-                "X-Call-Id": {"schema": {"type": "string"}}}}, **_errors(400, 404, 413, 429)}}},
+                "X-Call-Id": {"schema": {"type": "string"}}}},
+                **_errors(400, 404, 413, 422, 429, 503)}}},
         "/system/calls": {"get": {
             "summary": "A function's latest calls, newest first",
             "parameters": [

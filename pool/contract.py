@@ -16,6 +16,7 @@ Version 1. Every key starts with ``scow:v1:``.
     environments         hash   environment id -> its lease and where it runs
     events               stream container, image and function events (Docker's shape)
     calls:index:<fn>     list   the function's latest call ids, newest first
+    idempotency:<fn>:<key> string "<call id> <request fingerprint>", for an hour
 
 A call's entry is deleted once it is answered, so a stream's length is the
 number of calls waiting or running: the gateway's queue cap reads it.
@@ -96,6 +97,10 @@ def calls_index_key(function: str) -> str:
     return f"{PREFIX}:calls:index:{function}"
 
 
+def idempotency_key(function: str, key: str) -> str:
+    return f"{PREFIX}:idempotency:{function}:{key}"
+
+
 def logs_key(function: str) -> str:
     return f"{PREFIX}:logs:{function}"
 
@@ -152,12 +157,14 @@ class CallRequest:
     enqueued: float = 0.0
     reply_to: str = ""  # a reply stream; "" for async calls (the record keeps the result)
     callback: str = ""
+    keep_result: bool = False  # a sync call's record keeps its result too (idempotent calls)
 
     def to_fields(self) -> Fields:
         meta = {
             "method": self.method, "path": self.path, "query": self.query,
             "headers": list(self.headers), "deadline": self.deadline,
             "enqueued": self.enqueued, "reply_to": self.reply_to, "callback": self.callback,
+            "keep_result": self.keep_result,
         }  # fmt: skip
         return {"id": self.id, "fn": self.function, "meta": json.dumps(meta), "body": self.body}
 
@@ -169,6 +176,7 @@ class CallRequest:
             method=meta["method"], path=meta["path"], query=meta["query"],
             headers=tuple((k, v) for k, v in meta["headers"]), body=fields.get(b"body", b""),
             enqueued=meta["enqueued"], reply_to=meta["reply_to"], callback=meta["callback"],
+            keep_result=meta.get("keep_result", False),
         )  # fmt: skip
 
 
@@ -237,12 +245,19 @@ class CommandRequest:
 
 # Queue a call unless its function already has ARGV[1] (> 0) calls waiting or running;
 # -1 when queued, else the queue's length. Atomic, so concurrent gateways respect the cap.
+# With an idempotency key (KEYS[4]) already set, nothing is queued and the key's value
+# (the earlier call's id and fingerprint) is returned; otherwise the key is set to ARGV[9].
 _SUBMIT = """
+if KEYS[4] then
+  local earlier = redis.call('GET', KEYS[4])
+  if earlier then return earlier end
+end
 local cap = tonumber(ARGV[1])
 if cap > 0 then
   local length = redis.call('XLEN', KEYS[2])
   if length >= cap then return length end
 end
+if KEYS[4] then redis.call('SET', KEYS[4], ARGV[9], 'EX', ARGV[2]) end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'function', ARGV[4], 'enqueued', ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'fn', ARGV[4], 'meta', ARGV[5], 'body', ARGV[6])
@@ -258,6 +273,24 @@ class QueueFull(Exception):
     def __init__(self, function: str, length: int) -> None:
         self.function, self.length = function, length
         super().__init__(f"function {function!r} has {length} calls queued, its limit")
+
+
+class IdempotencyConflict(Exception):
+    """An idempotency key was used before for a different request."""
+
+    def __init__(self, key: str, call_id: str) -> None:
+        self.key, self.call_id = key, call_id
+        super().__init__(
+            f"Idempotency-Key {key!r} was used for a different request (call {call_id})"
+        )
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's key for a call, and a fingerprint of the request it sent with it."""
+
+    key: str
+    fingerprint: str
 
 
 class CommandFailed(Exception):
@@ -346,11 +379,15 @@ class PoolClient:
 
     # -- calls ----------------------------------------------------------------------
 
-    async def submit(self, request: CallRequest, max_queue: int = 0) -> None:
+    async def submit(
+        self, request: CallRequest, max_queue: int = 0, idempotency: Idempotency | None = None
+    ) -> str | None:
         """Record the call and queue it, in one round trip.
 
         With ``max_queue`` above zero, raises QueueFull instead when that many calls
-        of the function are already waiting or running.
+        of the function are already waiting or running. With ``idempotency``, a key
+        seen in the last hour queues nothing: the earlier call's id is returned (or
+        IdempotencyConflict raised when that call was a different request).
         """
         if self._submit is None:
             self._submit = self.redis.register_script(_SUBMIT)
@@ -359,32 +396,73 @@ class PoolClient:
                 calls_index_key(request.function)]  # fmt: skip
         argv = [max_queue, RECORD_TTL, f["id"], f["fn"], f["meta"], f["body"], request.enqueued,
                 CALLS_INDEXED]  # fmt: skip
-        length = int(await self._submit(keys=keys, args=argv))
-        if length >= 0:
-            raise QueueFull(request.function, length)
+        if idempotency is not None:
+            keys.append(idempotency_key(request.function, idempotency.key))
+            argv.append(f"{request.id} {idempotency.fingerprint}")
+        answer = await self._submit(keys=keys, args=argv)
+        if isinstance(answer, bytes):
+            assert idempotency is not None
+            earlier, fingerprint = answer.decode().split(" ", 1)
+            if fingerprint != idempotency.fingerprint:
+                raise IdempotencyConflict(idempotency.key, earlier)
+            return earlier
+        if int(answer) >= 0:
+            raise QueueFull(request.function, int(answer))
+        return None
 
     async def call(
-        self, request: CallRequest, grace: float = 1.0, max_queue: int = 0
-    ) -> CallResult:
+        self, request: CallRequest, grace: float = 1.0, max_queue: int = 0,
+        idempotency: Idempotency | None = None,
+    ) -> CallResult:  # fmt: skip
         """Queue ``request`` and wait for its result; a 504 when its deadline passes first.
 
         Raises QueueFull (nothing queued) when the function's queue is at ``max_queue``.
+        With ``idempotency`` and a key seen before, nothing is queued: the result is
+        the earlier call's (with its id), waited for when it has not finished yet.
         """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[CallResult] = loop.create_future()
         self._waiting[request.id] = fut
+        call_id = request.id
         try:
-            await self.submit(request, max_queue)
+            earlier = await self.submit(request, max_queue, idempotency)
+            if earlier is not None:
+                call_id = earlier
+                return await self._recorded_result(earlier, request.deadline + grace)
             remaining = request.deadline - time.time() + grace
             return await asyncio.wait_for(fut, max(remaining, 0.01))
         except TimeoutError:
-            state = _s(await self.redis.hget(record_key(request.id), "state"))
+            state = _s(await self.redis.hget(record_key(call_id), "state"))
             part = "run" if state == "running" else "queue"
             where = "running" if part == "run" else "queued"
             message = f"the call's deadline passed while it was {where}"
-            return CallResult.failure(request.id, 504, "timeout", message, part=part)
+            return CallResult.failure(call_id, 504, "timeout", message, part=part)
         finally:
             self._waiting.pop(request.id, None)
+
+    async def _recorded_result(self, call_id: str, until: float) -> CallResult:
+        """An earlier call's result from its record, polled until it is done or ``until``.
+
+        Its reply went to the gateway that queued it, which may be gone: the record is
+        the one place every gateway can read it from.
+        """
+        while True:
+            raw = await self.redis.hgetall(record_key(call_id))
+            record = {_s(k): v for k, v in raw.items()}
+            if not record:
+                message = f"call {call_id} of this Idempotency-Key has no record left"
+                return CallResult.failure(call_id, 410, "gone", message)
+            if record.get("state") == b"done":
+                return CallResult(
+                    call_id, int(record["status"]),
+                    tuple((k, v) for k, v in json.loads(record.get("headers", b"[]"))),
+                    record.get("body", b""), cold=record.get("cold") == b"1",
+                    error=_s(record.get("error")), message=_s(record.get("message")),
+                    node=_s(record.get("node")), container=_s(record.get("container")),
+                )  # fmt: skip
+            if time.time() >= until:
+                raise TimeoutError
+            await asyncio.sleep(0.05)
 
     async def command(
         self, name: str, args: dict[str, Any] | None = None, *, node: str = "",

@@ -342,7 +342,7 @@ class PoolManager:
             "start_seconds": result.start_seconds, "wait_seconds": result.wait_seconds,
             "logs_tail": "\n".join(text for _, text in logs[-20:])[-2048:],
         }  # fmt: skip
-        if not req.reply_to:  # async: the record keeps the result
+        if not req.reply_to or req.keep_result:  # async or idempotent: the record keeps it
             record["body"] = result.body
             record["headers"] = json.dumps(list(result.headers))
         key = contract.record_key(req.id)
@@ -351,6 +351,8 @@ class PoolManager:
             pipe.expire(key, contract.RECORD_TTL)
             if req.reply_to:
                 pipe.xadd(req.reply_to, result.to_fields(), maxlen=contract.REPLY_MAXLEN)
+                # A gateway killed without closing leaves its stream: it goes in an hour.
+                pipe.expire(req.reply_to, contract.RECORD_TTL)
             pipe.hincrby(contract.INVOCATIONS, req.function, 1)
             for stream, text in logs:
                 line = {"call": req.id, "container": result.container, "stream": stream,

@@ -143,9 +143,11 @@ async def test_async_call_record_and_callback(api: httpx.AsyncClient, echo: str)
     assert (await api.get("/system/calls/nope")).status_code == 404
 
 
-async def _done(api: httpx.AsyncClient, call_id: str) -> dict[str, object] | None:
+async def _done(
+    api: httpx.AsyncClient, call_id: str, callback: bool = True
+) -> dict[str, object] | None:
     record = (await api.get(f"/system/calls/{call_id}")).json()
-    return record if record["state"] == "done" and "callback" in record else None
+    return record if record["state"] == "done" and ("callback" in record or not callback) else None
 
 
 async def test_logs_carry_the_call_id_and_follow(
@@ -191,3 +193,43 @@ async def test_300_concurrent_calls_are_all_answered(
     metrics = (await api.get("/metrics")).text
     assert 'gateway_function_invocation_total{code="200",function_name="wc"} 300.0' in metrics
     assert 'scow_calls_total{code="200",function="wc"} 300.0' in metrics
+
+
+async def test_idempotency_key_runs_a_call_once(
+    api: httpx.AsyncClient, manager: PoolManager
+) -> None:
+    once = {"name": "once", "image": "busybox", "protocol": "stdio",
+            "command": "echo ran >&2; sleep 0.3; cat"}  # fmt: skip
+    assert (await api.post("/system/functions", json=once)).status_code == 201
+    first = await api.post("/function/once", content=b"a", headers={"Idempotency-Key": "k1"})
+    assert first.status_code == 200 and first.content == b"a"
+    assert "idempotent-replayed" not in first.headers
+    again = await api.post("/function/once", content=b"a", headers={"Idempotency-Key": "k1"})
+    assert (again.status_code, again.content) == (200, b"a")
+    assert again.headers["x-call-id"] == first.headers["x-call-id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    # Sent twice at once: one runs, the other waits for its result.
+    both = await asyncio.gather(*(
+        api.post("/function/once", content=b"b", headers={"Idempotency-Key": "k2"})
+        for _ in range(2)
+    ))  # fmt: skip
+    assert [r.content for r in both] == [b"b", b"b"]
+    assert both[0].headers["x-call-id"] == both[1].headers["x-call-id"]
+    queued = [
+        await api.post("/async-function/once", content=b"c", headers={"Idempotency-Key": "k3"})
+        for _ in range(2)
+    ]
+    assert [r.status_code for r in queued] == [202, 202]
+    assert queued[0].json() == queued[1].json()
+
+    other = await api.post("/function/once", content=b"not a", headers={"Idempotency-Key": "k1"})
+    assert other.status_code == 422
+    assert "'k1'" in other.json()["message"] and first.headers["x-call-id"] in other.text
+    long_key = await api.post("/function/once", headers={"Idempotency-Key": "x" * 256})
+    assert long_key.status_code == 400 and "Idempotency-Key" in long_key.json()["message"]
+
+    ids = {first.headers["x-call-id"], both[0].headers["x-call-id"], queued[0].json()["call_id"]}
+    await eventually(lambda: _done(api, queued[0].json()["call_id"], callback=False))
+    logs = (await api.get("/system/logs", params={"name": "once"})).text.splitlines()
+    runs = [json.loads(line)["call_id"] for line in logs if json.loads(line)["text"] == "ran"]
+    assert sorted(runs) == sorted(ids), "each key's call ran exactly once"
