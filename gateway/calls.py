@@ -167,6 +167,7 @@ def record_json(call_id: str, record: dict[str, bytes]) -> dict[str, Any]:
                            "state": text.get("state", "")}  # fmt: skip
     if "status" in text:
         out["status"] = int(text["status"])
+    out["attempts"] = int(text.get("attempts", "0"))  # runs started: >1 after a node died
     for key in ("enqueued", "finished", "queue_seconds", "run_seconds", "cpu_seconds",
                 "throttled_seconds", "start_seconds", "wait_seconds"):  # fmt: skip
         if key in text:

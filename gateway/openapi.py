@@ -79,6 +79,8 @@ _SCHEMAS: dict[str, Any] = {
             "id": {"type": "string"}, "function": {"type": "string"},
             "state": {"type": "string", "enum": ["queued", "running", "done"]},
             "status": {"type": "integer"}, "error": {"type": "string"},
+            "attempts": {"type": "integer", "minimum": 0,
+                         "description": "runs started; above 1 when a node died mid-run"},
             "message": {"type": "string"}, "cold": {"type": "boolean"},
             "node": {"type": "string"}, "container": {"type": "string"},
             "enqueued": {"type": "number"}, "finished": {"type": "number"},
@@ -219,6 +221,10 @@ def openapi(version: str) -> dict[str, Any]:
                             "schema": {"type": "string"}}],
             "responses": {"200": {"description": "JSON lines"}, **_errors(400, 503)}}},
     }  # fmt: skip
+    for operations in paths.values():
+        for op in operations.values():
+            if op.get("security") != []:  # the bearer token: refused without it on TCP
+                op.setdefault("responses", {}).setdefault("401", _json(_ref("Error"), "Token"))
     return {
         "openapi": "3.1.0",
         "info": {"title": "scow", "version": version,

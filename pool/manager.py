@@ -115,6 +115,8 @@ class PoolManager:
     async def stop(self) -> None:
         """Claim no more work, finish what is in flight, remove every function container."""
         self.stopping.set()
+        # First of all: no call is taken from here on; the ones taken are finished below.
+        await asyncio.gather(*(w.stop_reading() for w in self.workers.values()))
         for task in self._tasks:
             task.cancel()
         # Bounded all the same: a shutdown must never hang on one stuck loop.
@@ -395,6 +397,9 @@ class PoolManager:
             await self.redis.hset(contract.record_key(req.id), "callback", outcome)
 
 
+RETRY_EVERY = 0.5  # a loop whose step failed (Redis away) tries again this often
+
+
 def _only_sizes_differ(old: FunctionSpec, new: FunctionSpec) -> bool:
     return replace(old, pool_min=new.pool_min, pool_max=new.pool_max) == new
 
@@ -404,13 +409,20 @@ async def _forever(step: Callable[[], Awaitable[object]], every: float) -> None:
 
     A cancellation is checked after every step too: redis-py can absorb one.
     """
+    failing = False
     while True:
         try:
             await step()
+            if failing:
+                log.warning("%s: working again", getattr(step, "__name__", step))
+            failing = False
         except asyncio.CancelledError:
             raise
         except (aioredis.RedisError, OSError) as exc:
-            log.warning("%s: %s", getattr(step, "__name__", step), exc)
+            if not failing:  # once per outage, not once per try
+                log.warning("%s: %s (retrying every %.1fs)", getattr(step, "__name__", step),
+                            exc, max(every, RETRY_EVERY))  # fmt: skip
+            failing = True
         if contract.cancellation_requested():
             raise asyncio.CancelledError
-        await asyncio.sleep(every)
+        await asyncio.sleep(max(every, RETRY_EVERY) if failing else every)

@@ -114,10 +114,12 @@ class FunctionWorker:
         elif self.image_error:
             result = CallResult.failure(req.id, 502, "no_image", self.image_error)
         else:
-            await self.manager.redis.hset(
-                contract.record_key(req.id),
-                mapping={"state": "running", "node": self.manager.node_id},
-            )
+            # attempts counts the runs a call had: more than one when a node died mid-run.
+            async with self.manager.redis.pipeline(transaction=False) as pipe:
+                key = contract.record_key(req.id)
+                pipe.hset(key, mapping={"state": "running", "node": self.manager.node_id})
+                pipe.hincrby(key, "attempts", 1)
+                await pipe.execute()
             result = await self._run(req, logs)
         result = replace(
             result, node=self.manager.node_id, queue_seconds=queue_seconds,
@@ -159,16 +161,21 @@ class FunctionWorker:
         finally:
             self.pool.release(inst, reusable=reusable)
 
-    async def stop(self) -> None:
-        """Stop reading, let calls in flight finish, destroy the pool."""
-        if self._reader is not None:
-            self._reader.cancel()
+    async def stop_reading(self) -> None:
+        """Take no more calls; the ones taken go on. Idempotent."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
             try:
-                await self._reader
+                await reader
             except asyncio.CancelledError:
                 pass
             except Exception:  # the pool must still be destroyed
                 log.exception("function %s: its reader failed", self.spec.name)
+
+    async def stop(self) -> None:
+        """Stop reading, let calls in flight finish, destroy the pool."""
+        await self.stop_reading()
         if self.inflight:
             await asyncio.gather(*self.inflight, return_exceptions=True)
         await self.pool.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from runtime.errors import InvalidOption
@@ -24,6 +25,8 @@ def parse_size(value: str | int, option: str = "size") -> int:
         if value < 0:
             raise InvalidOption(option, value, "a size cannot be negative")
         return value
+    if not isinstance(value, str):
+        raise InvalidOption(option, value, "expected a size such as 128m, 1g or 65536")
     m = _SIZE.match(value)
     if not m:
         raise InvalidOption(option, value, "expected a size such as 128m, 1g or 65536")
@@ -40,6 +43,10 @@ def parse_duration(value: str | float, option: str = "duration") -> float:
         raise InvalidOption(option, value, "expected a duration such as 30s, 5m or 1h")
     if isinstance(value, int | float):
         seconds = float(value)
+        if not math.isfinite(seconds):
+            raise InvalidOption(option, value, "expected a finite number of seconds")
+    elif not isinstance(value, str):
+        raise InvalidOption(option, value, "expected a duration such as 30s, 5m or 1h")
     else:
         text = value.strip()
         if re.fullmatch(r"\d+(\.\d+)?", text):

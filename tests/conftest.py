@@ -4,13 +4,15 @@ real runc with a busybox layer and a test bridge. The leak check is tests/leakch
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -26,6 +28,9 @@ from pool.manager import PoolManager
 from runtime.engine import Runtime, RuntimeConfig
 from runtime.network import BridgeNetwork
 from tests import leakcheck
+
+if TYPE_CHECKING:
+    from tests.processes import GatewayProcess, Node
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "images" / "examples"
@@ -208,3 +213,58 @@ def redis_images(python_images: ImageStore, image_dir: Path) -> ImageStore:
     """examples/redis on the session's debian (apt-get install redis-server: seconds)."""
     asyncio.run(_build(python_images, image_dir, [(EXAMPLES / "redis", "examples/redis")]))
     return python_images
+
+
+# -- daemons as processes, for fault tests ------------------------------------------
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@pytest.fixture
+def not_subreaper() -> Iterator[None]:
+    """Orphans of a killed node go to init, not to pytest (which would have to reap them)."""
+    libc = ctypes.CDLL(None)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+    yield
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+@pytest.fixture
+async def nodes(
+    redis_url: str, scow_dirs: tuple[Path, Path], function_images: ImageStore, not_subreaper: None
+) -> AsyncIterator[Callable[..., Node]]:
+    """Makes pool managers as processes (on ``redis_url`` unless told another Redis)."""
+    from tests.processes import Node
+
+    made: list[Node] = []
+
+    def make(url: str = redis_url) -> Node:
+        node = Node(url, scow_dirs[0].parent / f"node{len(made)}", function_images)
+        made.append(node)
+        return node
+
+    yield make
+    for node in made:
+        if node.proc is not None and node.proc.poll() is None:
+            node.stop()
+        await node.clean()
+
+
+@pytest.fixture
+def gateways(
+    redis_url: str, scow_dirs: tuple[Path, Path]
+) -> Iterator[Callable[..., GatewayProcess]]:
+    """Makes gateways as processes (on ``redis_url`` unless told another Redis)."""
+    from tests.processes import GatewayProcess
+
+    made: list[GatewayProcess] = []
+
+    def make(url: str = redis_url) -> GatewayProcess:
+        gateway = GatewayProcess(url, scow_dirs[0].parent / f"gateway{len(made)}")
+        made.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in made:
+        if gateway.proc is not None and gateway.proc.poll() is None:
+            gateway.stop()

@@ -3,96 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import secrets
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from images.store import ImageStore
 from pool.contract import GROUP, CallResult, PoolClient, calls_key
-from runtime.engine import Runtime, RuntimeConfig
-from tests.conftest import REPO, TEST_BRIDGE, TEST_SUBNET
 from tests.pool.conftest import spec
 from tests.pool.test_calls import request
-
-PR_SET_CHILD_SUBREAPER = 36
-
-
-@pytest.fixture
-def not_subreaper() -> Iterator[None]:
-    """Orphans of a killed node go to init, not to pytest (which would have to reap them)."""
-    libc = ctypes.CDLL(None)
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-    yield
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-class Node:
-    def __init__(self, redis_url: str, base: Path, images: ImageStore) -> None:
-        self.redis_url, self.base, self.images = redis_url, base, images
-        self.cgroup_parent = f"scow-test-{secrets.token_hex(3)}"
-        self.node_id = f"{base.name}-{secrets.token_hex(3)}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pool", "--redis-url", self.redis_url,
-             "--state-dir", str(self.base / "state"), "--run-dir", str(self.base / "run"),
-             "--images", str(self.images.root), "--cgroup-parent", self.cgroup_parent,
-             "--bridge", TEST_BRIDGE, "--subnet", str(TEST_SUBNET), "--node-id", self.node_id,
-             "--metrics-port", "0"],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
-
-    def runtime(self) -> Runtime:
-        return Runtime(RuntimeConfig(
-            state_dir=self.base / "state", run_dir=self.base / "run",
-            cgroup_parent=self.cgroup_parent, bridge=TEST_BRIDGE, subnet=TEST_SUBNET,
-        ))  # fmt: skip
-
-    async def clean(self) -> None:
-        """Whatever a killed node left: removed by a runtime on its dirs."""
-        rt = self.runtime()
-        await rt.open()
-        for record in rt.store.all():
-            await rt.destroy(record.id)
-        await rt.reap()
-
-
-@pytest.fixture
-async def nodes(
-    redis_url: str, scow_dirs: tuple[Path, Path], function_images: ImageStore, not_subreaper: None
-) -> AsyncIterator[Callable[[], Node]]:
-    made: list[Node] = []
-
-    def make() -> Node:
-        node = Node(redis_url, scow_dirs[0].parent / f"node{len(made)}", function_images)
-        made.append(node)
-        return node
-
-    yield make
-    for node in made:
-        if node.proc is not None and node.proc.poll() is None:
-            node.stop()
-        await node.clean()
-
+from tests.processes import Node
 
 SLOW_CAT = spec(name="slowcat", image="busybox", protocol="stdio", command="sleep 0.3; cat",
                 timeout="15s", pool={"min": 2, "max": 8})  # fmt: skip
