@@ -67,8 +67,14 @@ class RawStream:
         self._protocol.transport.close()
 
 
+MAX_HEAD_BYTES = 64 << 10  # request line and headers; nginx's large_client_header_buffers
+LINGER_SECONDS = 2.0
+
+
 class HijackingProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus the ``scow.hijack`` extension."""
+    """uvicorn's httptools protocol, plus the ``scow.hijack`` extension and a cap on
+    the size of a request's head (llhttp has none: a client could send headers until
+    the gateway runs out of memory)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -76,8 +82,14 @@ class HijackingProtocol(HttpToolsProtocol):
         # llhttp ends an upgrade request at its headers, body or not; docker-py sends
         # exec start's JSON body with the upgrade headers, so we read that body ourselves.
         self._body_due: int | None = None
+        self._in_head = True  # reading a request line and headers
+        self._head_bytes = 0
+        self._completed = 0  # requests read on this connection
+        self._refused = False  # answered 431: what the client still sends is dropped
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         if self._raw is not None:
             self._raw.put_nowait(data)
             return
@@ -85,8 +97,10 @@ class HijackingProtocol(HttpToolsProtocol):
             self._take_body(data)
             return
         self._unset_keepalive_if_required()
+        completed = self._completed
         try:
             self.parser.feed_data(data)
+            self._count_head(data, completed)
         except httptools.HttpParserError:
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
@@ -100,6 +114,29 @@ class HijackingProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
 
+    def _count_head(self, data: bytes, completed: int) -> None:
+        """Refuse a head over MAX_HEAD_BYTES with 431, once this chunk is known to be head.
+
+        A chunk that ended a request may hold its body too: counting starts anew then.
+        """
+        if not self._in_head:
+            return
+        self._head_bytes = 0 if self._completed != completed else self._head_bytes + len(data)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            body = (b'{"error":"headers_too_large","message":"the request line and headers '
+                    b'are over ' + str(MAX_HEAD_BYTES).encode() + b' bytes"}')  # fmt: skip
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                b"content-type: application/json\r\nconnection: close\r\n"
+                b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )  # fmt: skip
+            # A lingering close: closing with unread input would reset the connection and
+            # the client might never read the 431. Send EOF, drop its input for a while.
+            self._refused = True
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            asyncio.get_running_loop().call_later(LINGER_SECONDS, self.transport.close)
+
     def on_message_complete(self) -> None:
         upgrade = self._get_upgrade()
         if upgrade and upgrade != b"websocket":
@@ -107,7 +144,11 @@ class HijackingProtocol(HttpToolsProtocol):
             if length.isdigit() and int(length) > 0:
                 self._body_due = int(length)
                 return  # complete once _take_body has read it
+        self._message_read()
         super().on_message_complete()
+
+    def _message_read(self) -> None:
+        self._in_head, self._completed = True, self._completed + 1
 
     def _take_body(self, data: bytes) -> None:
         assert self._body_due is not None
@@ -117,6 +158,7 @@ class HijackingProtocol(HttpToolsProtocol):
             self.on_body(body)
         if self._body_due == 0:
             self._body_due = None
+            self._message_read()
             super().on_message_complete()
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
@@ -136,6 +178,7 @@ class HijackingProtocol(HttpToolsProtocol):
             super()._unsupported_upgrade_warning()
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         super().on_headers_complete()
         upgrade = self._get_upgrade()
         cycle = self.cycle

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -41,11 +42,19 @@ def local_reference(name: str) -> str:
 
     >>> local_reference("registry.example:5000/library/busybox")
     'busybox'
+    >>> local_reference("../../etc")  # not a host: left for the node to refuse by name
+    '../../etc'
     """
     first, sep, rest = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
+    is_host = _HOST.fullmatch(first) is not None
+    if sep and is_host and ("." in first or ":" in first or first == "localhost"):
         name = rest
     return name.removeprefix("library/")
+
+
+# A registry host as Docker's reference grammar has it: dot-separated labels, a port.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*(?::\d+)?")
 
 
 def _summary(image: dict[str, Any]) -> dict[str, Any]:
@@ -111,9 +120,15 @@ async def remove(request: Request) -> JSONResponse:
     return JSONResponse(out)
 
 
-def _progress_stream(gw: Gateway, name: str, args: dict[str, Any], blob: bytes) -> Response:
-    """Run a long node command, streaming its progress the way docker build does."""
-    lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+async def _progress_stream(
+    gw: Gateway, name: str, args: dict[str, Any], blob: bytes
+) -> Response:
+    """Run a long node command, streaming its progress the way docker build does.
+
+    A command that fails before its first line of progress (a bad tag, an image
+    that cannot be made) answers with its own 4xx instead, as dockerd does.
+    """
+    lines: asyncio.Queue[bytes | ApiError | None] = asyncio.Queue()
 
     async def progress(line: str) -> None:
         await lines.put(json.dumps({"stream": line + "\n"}).encode() + b"\n")
@@ -124,16 +139,25 @@ def _progress_stream(gw: Gateway, name: str, args: dict[str, Any], blob: bytes) 
                                      progress=progress)  # fmt: skip
             await lines.put(json.dumps({"aux": {"ID": image["id"]}}).encode() + b"\n")
         except ApiError as exc:
-            err = {"error": exc.message, "errorDetail": {"message": exc.message}}
-            await lines.put(json.dumps(err).encode() + b"\n")
+            await lines.put(exc)
         finally:
             await lines.put(None)
 
+    task = asyncio.create_task(run())
+    first = await lines.get()
+    if isinstance(first, ApiError):
+        await task
+        raise first
+
     async def body() -> AsyncIterator[bytes]:
-        task = asyncio.create_task(run())
+        line: bytes | ApiError | None = first
         try:
-            while (line := await lines.get()) is not None:
+            while line is not None:
+                if isinstance(line, ApiError):  # after progress: in the stream, as Docker does
+                    error = {"error": line.message, "errorDetail": {"message": line.message}}
+                    line = json.dumps(error).encode() + b"\n"
                 yield line
+                line = await lines.get()
         finally:
             if not task.done():  # the client went away: stop waiting (the node finishes)
                 task.cancel()
@@ -175,7 +199,7 @@ async def build(request: Request) -> Response:
         raise ApiError(400, "bad_request", "the build context (a tar) is the request body")
     if not any(n["live"] for n in (await gw.nodes()).values()):
         raise ApiError(503, "no_node", "image.build: no node is up to do it")
-    return _progress_stream(gw, "image.build", args, context)
+    return await _progress_stream(gw, "image.build", args, context)
 
 
 async def bootstrap(request: Request) -> Response:
@@ -184,7 +208,7 @@ async def bootstrap(request: Request) -> Response:
     name = query(request, "name", "names the base image (busybox, debian:bookworm)")
     if not any(n["live"] for n in (await gw.nodes()).values()):
         raise ApiError(503, "no_node", "image.bootstrap: no node is up to do it")
-    return _progress_stream(gw, "image.bootstrap", {"name": name}, b"")
+    return await _progress_stream(gw, "image.bootstrap", {"name": name}, b"")
 
 
 async def save(request: Request) -> Response:
@@ -239,7 +263,7 @@ async def create(request: Request) -> Response:
     except ApiError as exc:
         if exc.status != 404:
             raise
-        return _progress_stream(gw, "image.bootstrap", {"name": ref}, b"")
+        return await _progress_stream(gw, "image.bootstrap", {"name": ref}, b"")
     return JSONResponse({"status": f"Image is up to date for {ref}"})
 
 

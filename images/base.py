@@ -35,15 +35,21 @@ def is_base(name: str) -> bool:
     return name in BASE_NAMES
 
 
+class UnknownBase(BootstrapError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"no base image called {name!r}: scow can make {', '.join(sorted(set(BASE_NAMES)))}"
+        )
+
+
 def bootstrap(store: ImageStore, name: str, progress: Progress = lambda line: None) -> Image:
     """Make the base image ``name`` in ``store`` and tag it."""
     if name in ("busybox", "busybox:latest"):
         return _busybox(store, progress)
     if name in DEBIAN_NAMES:
         return _debian(store, DEBIAN_NAMES[name], progress)
-    raise BootstrapError(
-        f"no base image called {name!r}: scow can make {', '.join(sorted(set(BASE_NAMES)))}"
-    )
+    raise UnknownBase(name)
 
 
 def _from_dir(

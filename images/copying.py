@@ -5,6 +5,10 @@ destination ending in ``/``, or taking several sources, or already a directory
 in the image, is a directory; ADD unpacks a local tar (safely, see layers.py)
 and downloads a URL with mode 0600. Parent directories that the image already
 has keep their owner and mode in the new layer.
+
+A tar that ADD unpacks may expand to at most ``ADD_EXPANSION`` times its own
+size (or ``ADD_MIN_CAP``, if more): a decompression bomb fails the build
+instead of filling the disk.
 """
 
 from __future__ import annotations
@@ -17,7 +21,20 @@ import urllib.request
 from pathlib import Path
 
 from images.context import BuildContext
-from images.layers import find_in_layers, unpack
+from images.errors import UnsafeArchive
+from images.layers import DEFAULT_MAX_BYTES, find_in_layers, unpack
+
+ADD_EXPANSION = 200  # gzip manages about 1000:1 on zeros; real tarballs rarely pass 20:1
+ADD_MIN_CAP = 256 << 20
+
+
+def add_cap(archive_bytes: int) -> int:
+    """How many bytes a tar of ``archive_bytes`` may expand to under ADD.
+
+    >>> add_cap(1 << 20) == ADD_MIN_CAP, add_cap(10 << 20) == 2000 << 20
+    (True, True)
+    """
+    return min(DEFAULT_MAX_BYTES, max(ADD_MIN_CAP, ADD_EXPANSION * archive_bytes))
 
 
 def is_dir_in(layers: list[Path], dest: str) -> bool:
@@ -46,7 +63,11 @@ def place(src: Path, target: Path, into_dir: bool, context: BuildContext | None,
            extract: bool = False) -> None:  # fmt: skip
     """COPY one source: a dir's contents, a file, or (ADD) a local tar's contents."""
     if extract and src.is_file() and tarfile.is_tarfile(src):
-        unpack(src, target)
+        size = src.stat().st_size
+        try:
+            unpack(src, target, max_bytes=add_cap(size))
+        except UnsafeArchive as exc:
+            raise UnsafeArchive(exc.member, f"ADD {src.name}: {exc.reason}") from None
         return
     if src.is_dir() and not src.is_symlink():
         target.mkdir(parents=True, exist_ok=True)

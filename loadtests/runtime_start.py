@@ -6,14 +6,19 @@ The bare bundle uses the config.json scow generates (same init, limits, masks),
 on the busybox dir itself instead of an overlay. podman (Debian's, with runc, its
 own storage in a temp dir) runs the same busybox rootfs, imported; on this host
 it needs ``--ulimit nofile=1024:1024 --ulimit nproc=1024:1024`` (it may not raise
-rlimits past the caller's). Through the API (`run --rm` via the Docker routes)
-comes when the container routes do.
+rlimits past the caller's).
+
+Through the API: a `scow up` of its own, and ``docker run --rm`` as the Docker
+Engine API has it (create with AutoRemove, wait until removed, start: three
+requests on the Unix socket), and the same with the docker CLI when it is
+installed (its own process start included, as a user sees it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -23,8 +28,10 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
 
+import httpx
+
 from images.busybox import make_busybox_rootfs
-from loadtests.bench import bars
+from loadtests.bench import BenchHost, bars, bench_host
 from runtime.engine import Runtime, RuntimeConfig
 from runtime.oci import make_config
 from runtime.spec import ImageConfig, RunOptions
@@ -131,6 +138,56 @@ def podman_runs(base: Path, rootfs: Path, runs: int) -> list[Series]:
     return out
 
 
+async def api_runs(host: BenchHost, runs: int, network: str) -> Series:
+    """create (AutoRemove), wait for removal, start: ``docker run --rm`` in requests."""
+    series = Series(f"scow API run --rm, network {network}")
+    transport = httpx.AsyncHTTPTransport(uds=str(host.base / "run" / "scow.sock"))
+    body = {"Image": "busybox", "Cmd": ["true"],
+            "HostConfig": {"AutoRemove": True, "NetworkMode": network}}  # fmt: skip
+    async with httpx.AsyncClient(transport=transport, base_url="http://scow", timeout=60) as api:
+        for i in range(runs + 1):  # the first is a warm-up
+            t = time.perf_counter()
+            created = await api.post("/v1.43/containers/create", json=body)
+            created.raise_for_status()
+            cid = created.json()["Id"]
+            # Waiting first, as the docker CLI does: a quick container is gone by the time
+            # a wait sent after start would arrive. The wait's headers come at once.
+            wait = f"/v1.43/containers/{cid}/wait"
+            async with api.stream("POST", wait, params={"condition": "removed"}) as waited:
+                (await api.post(f"/v1.43/containers/{cid}/start")).raise_for_status()
+                result = json.loads(await waited.aread())
+            if waited.status_code != 200 or result["StatusCode"] != 0:
+                raise RuntimeError(f"run --rm {cid}: {waited.status_code} {result}")
+            if i:
+                series.seconds.append(time.perf_counter() - t)
+    return series
+
+
+def docker_cli_runs(host: BenchHost, runs: int, network: str) -> Series | None:
+    if shutil.which("docker") is None:
+        return None
+    series = Series(f"docker CLI run --rm on scow, network {network}")
+    env = {**os.environ, "DOCKER_HOST": f"unix://{host.base / 'run' / 'scow.sock'}"}
+    argv = ["docker", "run", "--rm", "--network", network, "busybox", "true"]
+    for i in range(runs + 1):
+        t = time.perf_counter()
+        subprocess.run(argv, env=env, check=True, capture_output=True)
+        if i:
+            series.seconds.append(time.perf_counter() - t)
+    return series
+
+
+def through_the_api(runs: int) -> list[Series]:
+    with bench_host() as host:
+        host.scow("image", "bootstrap", "busybox")
+        out = [asyncio.run(api_runs(host, runs, net)) for net in ("none", "bridge")]
+        for net in ("none", "bridge"):
+            cli = docker_cli_runs(host, runs, net)
+            if cli is not None:
+                out.append(cli)
+        return out
+
+
 async def measure(runs: int) -> list[Series]:
     base = Path(tempfile.mkdtemp(prefix="scow-bench-"))
     try:
@@ -202,4 +259,7 @@ PHASES = ("rootfs", "netns", "create", "start", "run", "wait+remove")
 
 
 def run(runs: int, out: Path, stamp: str) -> str:
-    return report(asyncio.run(measure(runs)), runs, out, stamp)
+    series = asyncio.run(measure(runs))
+    podman = [s for s in series if s.name.startswith("podman")]
+    series = [s for s in series if s not in podman] + through_the_api(runs) + podman
+    return report(series, runs, out, stamp)

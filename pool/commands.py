@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from images import archive
-from images.base import BootstrapError, bootstrap
+from images import archive, reference
+from images.base import BootstrapError, UnknownBase, bootstrap
 from images.builder import Builder, BuildError, BuildOptions
 from images.commit import commit
 from images.errors import ImageError, ImageInUse, ImageNotFound, InvalidReference
@@ -71,6 +71,7 @@ async def image_inspect(node: PoolManager, cmd: Command) -> Any:
 
 async def image_bootstrap(node: PoolManager, cmd: Command) -> Any:
     name = required(cmd.args, "name")
+    reference.normalize(name)  # a malformed name is a 400; a well-formed unknown one, a 404
     image = await asyncio.to_thread(bootstrap, node.images, name, cmd.progress)
     return _image_json(image, node.images.layer_size)
 
@@ -95,6 +96,8 @@ async def image_tag(node: PoolManager, cmd: Command) -> Any:
 async def image_build(node: PoolManager, cmd: Command) -> Any:
     """Build from a tar of the context (``blob``), as ``docker build`` uploads it."""
     args = cmd.args
+    if args.get("tag"):  # refused before anything is built, as docker build does
+        reference.normalize(args["tag"])
     tmp = node.runtime.config.state_dir / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     context = Path(tempfile.mkdtemp(prefix="build-", dir=tmp))
@@ -251,7 +254,7 @@ async def run_command(node: PoolManager, name: str, cmd: Command) -> Any:
         raise CommandError(404, "unknown_command", f"no node command {name!r}")
     try:
         return await handler(node, cmd)
-    except (ImageNotFound, NotFound) as exc:
+    except (ImageNotFound, NotFound, UnknownBase) as exc:
         raise CommandError(404, "not_found", str(exc)) from None
     except (ImageInUse, Conflict) as exc:
         raise CommandError(409, "conflict", str(exc)) from None

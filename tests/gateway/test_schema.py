@@ -25,9 +25,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from gateway import __version__ as VERSION
 from gateway.openapi import openapi
 from gateway.redisd import RedisServer
-from gateway import __version__ as VERSION
 from images.store import ImageStore
 from tests.processes import GatewayProcess, Node
 

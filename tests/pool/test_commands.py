@@ -36,7 +36,7 @@ async def test_command_errors_carry_status_and_reason(
         ("no.such.command", {}, 404, "unknown_command"),
         ("image.inspect", {}, 400, "bad_request"),
         ("image.inspect", {"ref": "no/such:image"}, 404, "not_found"),
-        ("image.bootstrap", {"name": "windows"}, 400, "bad_request"),
+        ("image.bootstrap", {"name": "windows"}, 404, "not_found"),
     ]
     for name, args, status, error in cases:
         with pytest.raises(CommandFailed) as info:
