@@ -371,13 +371,15 @@ def host_counts(node: Node, gateway: GatewayProcess) -> dict[str, float]:
 
 
 async def settled(redis: aioredis.Redis, node: Node) -> None:
-    """Until both pools are full and idle again (min = max = 4: 8 containers, none busy)."""
+    """Until both pools are full and idle again (min = max = 4: 8 containers, none busy,
+    none being made or torn down)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         pools = json.loads(await redis.hget(contract.NODES, node.node_id) or "{}")
         sizes = pools.get("functions", {})
         if all(sizes.get(f, {}).get("ready") == 4 and not sizes[f]["busy"]
-               and not sizes[f]["creating"] for f in ("web", "wc")):  # fmt: skip
+               and not sizes[f]["creating"] and not sizes[f]["draining"]
+               for f in ("web", "wc")):  # fmt: skip
             await asyncio.sleep(1.5)  # the throwaway containers' teardown ends
             return
         await asyncio.sleep(0.1)
