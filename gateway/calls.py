@@ -16,6 +16,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -222,6 +223,8 @@ def _since(value: str | None) -> str:
         return "-"
     try:
         when = float(value)
+        if not math.isfinite(when):
+            raise ValueError(value)
     except ValueError:
         units = {"s": 1, "m": 60, "h": 3600}
         if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
@@ -234,7 +237,7 @@ def _since(value: str | None) -> str:
                     400, "bad_request",
                     f"invalid since {value!r}: epoch seconds, RFC 3339, or a duration like 5m",
                 ) from None  # fmt: skip
-    return str(int(when * 1000))
+    return str(int(min(max(when, 0.0), 1e13) * 1000))  # a stream id is 0 to 2**64 ms
 
 
 def _line(function: str, entry_id: bytes, fields: dict[bytes, bytes]) -> bytes:
@@ -261,8 +264,9 @@ async def logs(request: Request) -> Response:
     start = _since(q.get("since"))
     if tail_text == "0":
         entries = []
-    elif tail_text:
-        entries = list(reversed(await gw.redis.xrevrange(key, "+", start, count=int(tail_text))))
+    elif tail_text:  # no more lines than a function keeps, whatever the number asked
+        count = min(int(tail_text), contract.LOGS_MAXLEN)
+        entries = list(reversed(await gw.redis.xrevrange(key, "+", start, count=count)))
     else:
         entries = await gw.redis.xrange(key, start, "+")
     if not follow:

@@ -219,7 +219,7 @@ def openapi(version: str) -> dict[str, Any]:
             "summary": "Make a base image (busybox, debian:bookworm); progress streamed",
             "parameters": [{"name": "name", "in": "query", "required": True,
                             "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "JSON lines"}, **_errors(400, 503)}}},
+            "responses": {"200": {"description": "JSON lines"}, **_errors(400, 404, 503)}}},
     }  # fmt: skip
     for operations in paths.values():
         for op in operations.values():

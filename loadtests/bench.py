@@ -31,6 +31,11 @@ def pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def verdict(met: bool) -> str:
+    """How a summary line says whether a goal of issue #10 was reached."""
+    return "met" if met else "**missed**"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

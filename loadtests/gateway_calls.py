@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from loadtests.bench import MS, REPO, BenchHost, bench_host, pct, plot
+from loadtests.bench import MS, REPO, BenchHost, bench_host, pct, plot, verdict
 from runtime.records import ContainerStore
 
 
@@ -71,6 +71,7 @@ async def measure(host: BenchHost, runs: int, out: Path, stamp: str) -> list[str
                  "| scenario | calls | clients | p50 ms | p90 ms | p99 ms | calls/s |",
                  "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         curves: dict[str, tuple[list[float], list[float]]] = {}
+        p50_one: dict[str, float] = {}  # p50 ms at one client, by function
 
         async def level(fn: str, label: str, conc: int, count: int) -> float:
             """Calls per second at ``conc`` clients, after a warm-up that sizes the pool."""
@@ -80,6 +81,8 @@ async def measure(host: BenchHost, runs: int, out: Path, stamp: str) -> list[str
             xs, ys = curves.setdefault(label, ([], []))
             xs.append(conc)
             ys.append(pct(lat, 0.5) * MS)
+            if conc == 1:
+                p50_one[fn] = pct(lat, 0.5) * MS
             return len(lat) / elapsed
 
         await _deploy(api, {"name": "wc", "image": "examples/busybox-wc", "protocol": "stdio",
@@ -114,7 +117,16 @@ async def measure(host: BenchHost, runs: int, out: Path, stamp: str) -> list[str
             {"python hello, reuse": rates},
         )
         lines += ["", p50, rate_plot]
-        lines += ["", *breakdown, "", *await _overhead(api, host, runs), "",
+        fresh = max(p50_one["wc"], p50_one["hello"])
+        lines += ["", f"Summary: a call on a fresh container, p50 at one client: busybox wc "
+                  f"{p50_one['wc']:.1f} ms, python {p50_one['hello']:.1f} ms (goal 5 ms: "
+                  f"{verdict(fresh <= 5)}). Reuse mode: p50 {p50_one['reuse']:.1f} ms (goal 2 ms: "
+                  f"{verdict(p50_one['reuse'] <= 2)}), at most {max(rates[1]):.0f} calls/s "
+                  f"(goal 2,000: {verdict(max(rates[1]) >= 2000)})."]  # fmt: skip
+        overhead, overhead_p50 = await _overhead(api, host, runs)
+        lines += ["", *breakdown, "", *overhead, "",
+                  f"Summary: the gateway and queue add {overhead_p50:.2f} ms at p50 "
+                  f"(goal 1 ms: {verdict(overhead_p50 <= 1)}).", "",
                   *await _burst(api)]  # fmt: skip
         return lines
 
@@ -135,7 +147,9 @@ async def _breakdown(api: httpx.AsyncClient, fn: str, runs: int) -> list[str]:
             f"| the rest: gateway, HTTP, reply stream | {client - queue - run:.1f} |"]  # fmt: skip
 
 
-async def _overhead(api: httpx.AsyncClient, host: BenchHost, runs: int) -> list[str]:
+async def _overhead(
+    api: httpx.AsyncClient, host: BenchHost, runs: int
+) -> tuple[list[str], float]:
     """One warm reuse container, called directly over the bridge and through the gateway."""
     await _deploy(api, {"name": "direct", "image": "examples/python-hello",
                         "max_invocations": 0, "pool": {"min": 1, "max": 1}})  # fmt: skip
@@ -155,9 +169,10 @@ async def _overhead(api: httpx.AsyncClient, host: BenchHost, runs: int) -> list[
     for q, name in ((0.5, "p50"), (0.99, "p99")):
         d, g = pct(lat_direct, q) * MS, pct(lat_gateway, q) * MS
         rows.append(f"| {name} | {d:.2f} | {g:.2f} | {g - d:.2f} |")
+    overhead_p50 = (pct(lat_gateway, 0.5) - pct(lat_direct, 0.5)) * MS
     return [f"Gateway and queue overhead: one warm container, {count} sequential calls each:",
             "", "| | direct over the bridge ms | through gateway, Redis, node ms | overhead ms |",
-            "|---|---:|---:|---:|", *rows]  # fmt: skip
+            "|---|---:|---:|---:|", *rows], overhead_p50  # fmt: skip
 
 
 async def _burst(api: httpx.AsyncClient) -> list[str]:
@@ -173,7 +188,9 @@ async def _burst(api: httpx.AsyncClient) -> list[str]:
     errors = len(responses) - len(ok)
     return ["Burst: 200 calls at once, stdio busybox wc, pool.min 2, pool.max 16:", "",
             "| drained in s | answered 200 | cold starts | errors |", "|---:|---:|---:|---:|",
-            f"| {drained:.2f} | {len(ok)} | {cold} | {errors} |"]  # fmt: skip
+            f"| {drained:.2f} | {len(ok)} | {cold} | {errors} |", "",
+            f"Summary: 200 calls at once drained in {drained:.1f} s, {errors} errors "
+            f"({cold} cold starts: the pool of 2 grew to its max of 16)."]  # fmt: skip
 
 
 def prepare(host: BenchHost) -> None:

@@ -27,6 +27,7 @@ from gateway.redisd import RedisServer
 from images.base import bootstrap
 from images.builder import Builder, BuildOptions
 from images.store import ImageStore
+from loadtests.bench import MS, REPO, pct, verdict
 from pool.contract import CallRequest, PoolClient, new_call_id
 from pool.functions import parse_spec
 from pool.manager import PoolManager
@@ -34,14 +35,6 @@ from runtime.engine import Runtime, RuntimeConfig
 from runtime.oci import make_config
 from runtime.spec import ImageConfig, RunOptions
 from runtime.users import User
-
-REPO = Path(__file__).resolve().parent.parent
-MS = 1000
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def timed_calls(
@@ -173,7 +166,10 @@ async def measure(runs: int, with_python: bool) -> list[str]:
                   f"| scow warm pool (stdio: rootfs, config, runc create) | {scow_rate:.0f} |"
                   f" {scow_rate / bare_rate:.2f}x |",
                   f"| bare parallel runc run (create, start, exit, delete) | {bare_rate:.0f}"
-                  " | 1.00x |"]  # fmt: skip
+                  " | 1.00x |", "",
+                  f"Summary: the warm pool fills at {scow_rate:.0f} containers/s, "
+                  f"{scow_rate / bare_rate:.2f}x bare parallel runc (goal 60/s: "
+                  f"{verdict(scow_rate >= 60)})."]  # fmt: skip
         return lines
     finally:
         await client.close()

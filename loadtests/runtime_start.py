@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 
 from images.busybox import make_busybox_rootfs
-from loadtests.bench import BenchHost, bars, bench_host
+from loadtests.bench import BenchHost, bars, bench_host, verdict
 from runtime.engine import Runtime, RuntimeConfig
 from runtime.oci import make_config
 from runtime.spec import ImageConfig, RunOptions
@@ -237,6 +237,7 @@ def report(series: list[Series], runs: int, out: Path, stamp: str) -> str:
         )
     if not podman:
         lines.append("\npodman is not installed (`apt-get install podman`): no podman rows.")
+    lines += ["", summary(series)]
     lines += ["", bars(out / f"{stamp}-cold-start.png", "Cold start, median ms", "ms",
                        {s.name: s.median * ms for s in series})]  # fmt: skip
     lines += [
@@ -256,6 +257,23 @@ def report(series: list[Series], runs: int, out: Path, stamp: str) -> str:
 
 
 PHASES = ("rootfs", "netns", "create", "start", "run", "wait+remove")
+
+
+def summary(series: list[Series]) -> str:
+    """One line: the goals (network none within 1.5x of bare runc; bridge 4x faster than
+    podman's bridge), through the API where it was measured, else the runtime's."""
+    by = {s.name: s for s in series}
+    bare = series[0].median
+    none = by.get("scow API run --rm, network none") or by["scow, network none"]
+    bridge = by.get("scow API run --rm, network bridge") or by["scow, bridge"]
+    text = (f"Summary: {none.name}: {none.median * 1000:.0f} ms, {none.median / bare:.2f}x bare "
+            f"runc (goal 1.5x: {verdict(none.median / bare <= 1.5)}).")
+    peer = by.get("podman run --rm, network its bridge")
+    if peer is not None:
+        faster = peer.median / bridge.median
+        text += (f" {bridge.name}: {bridge.median * 1000:.0f} ms, {faster:.1f}x faster than "
+                 f"podman with its bridge (goal 4x: {verdict(faster >= 4)}).")
+    return text
 
 
 def run(runs: int, out: Path, stamp: str) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pool.functions import InvalidSpec
+from pool.functions import InvalidSpec, parse_env
 from runtime.errors import InvalidOption
 from runtime.units import parse_duration, parse_size
 
@@ -59,15 +59,15 @@ def parse_environment(data: Mapping[str, Any]) -> EnvironmentSpec:
     image = data.get("image")
     if not isinstance(image, str) or not image:
         raise InvalidSpec("image", image, "an image in the store is required")
+    raw_ports = data.get("ports") or []
+    if not isinstance(raw_ports, list):
+        raise InvalidSpec("ports", raw_ports, "expected a list of port numbers")
     try:
-        ports = tuple(_port(p, "ports") for p in data.get("ports") or ())
-        env = data.get("env") or {}
-        if isinstance(env, Mapping):
-            env = [f"{k}={v}" for k, v in env.items()]
+        ports = tuple(_port(p, "ports") for p in raw_ports)
         spec = EnvironmentSpec(
             image=image,
             command=_command(data.get("cmd"), "cmd"),
-            env=tuple(str(e) for e in env),
+            env=parse_env(data.get("env")),
             ports=ports,
             ttl=parse_ttl(data.get("ttl", DEFAULT_TTL)),
             wait=_wait(data.get("wait"), ports),

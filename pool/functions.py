@@ -102,16 +102,16 @@ def _parse(data: Mapping[str, Any]) -> FunctionSpec:
         isinstance(command, list) and all(isinstance(c, str) for c in command)
     ):
         raise InvalidSpec("command", command, "expected a list of strings or a shell string")
-    env = data.get("env") or {}
-    if isinstance(env, Mapping):
-        env = [f"{k}={v}" for k, v in env.items()]
+    labels = data.get("labels") or {}
+    if not isinstance(labels, Mapping):
+        raise InvalidSpec("labels", labels, "expected {name: value}")
     spec = FunctionSpec(
         name=name,
         image=image,
         protocol=protocol,
         port=_int(data, "port", 8080, 1, 65535),
         command=tuple(command) if command is not None else None,
-        env=tuple(str(e) for e in env),
+        env=parse_env(data.get("env")),
         workdir=str(data.get("workdir", "")),
         user=str(data.get("user", "65534")),
         memory=parse_size(data.get("memory", "128m"), "memory"),
@@ -125,7 +125,7 @@ def _parse(data: Mapping[str, Any]) -> FunctionSpec:
         pool_max=_int(pool, "max", 16, 1, 1024, "pool.max"),
         read_only=bool(data.get("read_only", True)),
         auth=bool(data.get("auth", False)),
-        labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
+        labels={str(k): str(v) for k, v in labels.items()},
     )
     if spec.memory < 4 << 20:
         raise InvalidSpec("memory", data.get("memory"), "the minimum is 4m")
@@ -144,6 +144,21 @@ def _parse(data: Mapping[str, Any]) -> FunctionSpec:
             "max_invocations", spec.max_invocations, "stdio runs one process per call"
         )
     return spec
+
+
+def parse_env(value: Any, field: str = "env") -> tuple[str, ...]:
+    """``{NAME: value}`` or ``["NAME=value"]``, as Docker and OpenFaaS take it.
+
+    >>> parse_env({"A": 1}), parse_env(["B=2"])
+    (('A=1',), ('B=2',))
+    """
+    if not value:
+        return ()
+    if isinstance(value, Mapping):
+        return tuple(f"{k}={'' if v is None else v}" for k, v in value.items())
+    if isinstance(value, list) and all(isinstance(e, str) and "=" in e for e in value):
+        return tuple(value)
+    raise InvalidSpec(field, value, 'expected {NAME: value} or ["NAME=value"]')
 
 
 def _int(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,10 @@ from tests.processes import GatewayProcess, Node
 pytestmark = pytest.mark.slow
 
 schema = schemathesis.openapi.from_dict(openapi(VERSION))
+
+# Derandomized: the same examples on every run, so that CI goes red for a change, not
+# for a new draw. SCOW_SCHEMA_RANDOM=1 explores new inputs (and 300 of them) by hand.
+EXPLORE = bool(os.environ.get("SCOW_SCHEMA_RANDOM"))
 
 
 class Target:
@@ -79,7 +84,8 @@ def no_internal_error(ctx: object, response: object, case: Case) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=30, deadline=None,
+@settings(max_examples=300 if EXPLORE else 60, deadline=None, derandomize=not EXPLORE,
+          database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])  # fmt: skip
 def test_every_operation_answers_as_documented(case: Case, target: Target) -> None:
     case.headers = {**(case.headers or {}), "Authorization": f"Bearer {target.token}"}
