@@ -44,6 +44,19 @@ class Supervisor:
         self.readers: collections.Counter[str] = collections.Counter()  # attach streams
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._detached: set[asyncio.Task[None]] = set()  # exec -d
+        self._changes: dict[str, asyncio.Event] = {}  # set at a container's next event
+
+    def next_change(self, cid: str) -> asyncio.Event:
+        """An event set at the container's next start, exit or removal, or when its last
+        attached reader leaves. Take it before looking at the container, so that a
+        change in between is not missed."""
+        return self._changes.setdefault(cid, asyncio.Event())
+
+    def changed(self, action: str, record: ContainerRecord) -> None:
+        """The runtime's event hook: wake whoever waits on this container."""
+        change = self._changes.pop(record.id, None)
+        if change is not None:
+            change.set()
 
     async def track(self, record: ContainerRecord) -> None:
         value = json.dumps({"node": self.node.node_id, "name": record.name})
@@ -64,8 +77,12 @@ class Supervisor:
         with contextlib.suppress(NotFound):
             await asyncio.shield(runtime.wait(cid))
             deadline = time.monotonic() + DRAIN
-            while self.readers[cid] and time.monotonic() < deadline:
-                await asyncio.sleep(POLL)
+            while True:
+                change = self.next_change(cid)
+                if not self.readers[cid] or time.monotonic() >= deadline:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(change.wait(), deadline - time.monotonic())
             await runtime.remove(cid, force=True, volumes=True)
         await self.untrack(cid)
 
@@ -244,17 +261,30 @@ async def wait(node: PoolManager, cmd: Command) -> Any:
     if condition == "not-running" and record.status in ("created", "exited"):
         status = ExitStatus(record.exit_code or 0, record.oom_killed)
     else:
-        while record.status == "created":  # next-exit/removed of one not started yet
-            await until_cancelled(cmd, asyncio.sleep(POLL))
+        while True:  # next-exit/removed of one not started yet: until it starts
+            change = node.containers.next_change(record.id)
             try:
                 record = runtime.get(record.id)
             except NotFound:
                 return {"StatusCode": 0, "Error": None}
+            if record.status != "created":
+                break
+            await until_cancelled(cmd, _until_set(change))
         status = await until_cancelled(cmd, asyncio.shield(runtime.wait(record.id)))
     if condition == "removed":
-        while runtime.store.load(record.id) is not None:
-            await until_cancelled(cmd, asyncio.sleep(POLL))
+        while True:
+            change = node.containers.next_change(record.id)
+            if runtime.store.load(record.id) is None:
+                break
+            await until_cancelled(cmd, _until_set(change))
     return {"StatusCode": status.code, "Error": None}
+
+
+async def _until_set(change: asyncio.Event) -> None:
+    """Until ``change`` is set, or a second at most: a change made by another process
+    (the reaper of a restarted node) raises no event here."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(change.wait(), 1.0)
 
 
 async def _follow(
@@ -276,7 +306,9 @@ async def _follow(
             if not data:
                 if await cmd.cancelled():
                     return
-                await asyncio.sleep(POLL)
+                # New lines are polled for; the end is not: it wakes this at once.
+                assert ended is not None  # not following: returned above
+                await asyncio.wait([ended], timeout=POLL)
     finally:
         if ended is not None and not ended.done():
             ended.cancel()
@@ -334,6 +366,7 @@ async def attach(node: PoolManager, cmd: Command) -> Any:
         node.containers.readers[record.id] -= 1
         if not node.containers.readers[record.id]:
             del node.containers.readers[record.id]
+            node.containers.changed("detach", record)  # its --rm removal may go on
     return {}
 
 

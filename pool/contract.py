@@ -12,7 +12,8 @@ Version 1. Every key starts with ``scow:v1:``.
     dead                 stream calls that killed their node too often
     commands             stream node commands any node may take; group "nodes"
     node:<id>:commands   stream node commands for one node; group "nodes"
-    progress:<id>        stream progress lines of a long node command (builds)
+    progress:<id>        stream a node command's progress lines or output chunks, then
+                                {end: 1} just before its result
     environments         hash   environment id -> its lease and where it runs
     events               stream container, image and function events (Docker's shape)
     calls:index:<fn>     list   the function's latest call ids, newest first
@@ -517,14 +518,19 @@ class PoolClient:
             batches = await self.redis.xread(
                 {key: last}, block=None if done else 200, count=OUTPUT_WINDOW
             )
+            ended = False
             for _, entries in batches or []:
                 for entry_id, fields in entries:
                     last = entry_id
-                    if b"line" in fields and progress is not None:
+                    if b"end" in fields:  # the node sent all it had: its result follows
+                        ended = True
+                    elif b"line" in fields and progress is not None:
                         await progress(_s(fields[b"line"]))
                     elif b"data" in fields and output is not None:
                         await output(fields[b"data"])
                     await self.redis.xdel(key, entry_id)  # room for the node's next chunk
+            if ended:
+                return await fut
             if done and not batches:
                 return fut.result()
 

@@ -41,6 +41,7 @@ from pool.leases import reap_expired
 from pool.metrics import NodeMetrics
 from pool.worker import FunctionWorker
 from runtime.engine import Runtime
+from runtime.records import ContainerRecord
 
 log = logging.getLogger("scow.pool")
 
@@ -87,11 +88,15 @@ class PoolManager:
         finally:
             self.draining[inst.spec.name] -= 1
 
+    def _container_event(self, action: str, record: ContainerRecord) -> None:
+        self.events.container(action, record)
+        self.containers.changed(action, record)
+
     async def start(self) -> None:
         if self.metrics_port is not None:
             self.metrics_port = await asyncio.to_thread(self.metrics.serve, self.metrics_port)
         self.events.start()
-        self.runtime.on_event = self.events.container
+        self.runtime.on_event = self._container_event
         await self.runtime.open()
         await self.runtime.reap()
         # Function containers of this node's previous life: their pipes and pools are gone.
@@ -220,11 +225,16 @@ class PoolManager:
             lines: asyncio.Queue[str | None] = asyncio.Queue()
             loop = asyncio.get_running_loop()
             pump = asyncio.create_task(self._pump_progress(req.id, lines))
+            streamed = False  # whether anything went to the progress stream
 
             def progress(line: str) -> None:
+                nonlocal streamed
+                streamed = True
                 loop.call_soon_threadsafe(lines.put_nowait, line)
 
             async def send(chunk: bytes) -> None:
+                nonlocal streamed
+                streamed = True
                 await self._send_output(req.id, chunk, req.deadline)
 
             async def cancelled() -> bool:
@@ -245,6 +255,9 @@ class PoolManager:
             finally:
                 lines.put_nowait(None)
                 await pump
+            if streamed:  # its reader stops at this, rather than waiting for more
+                with contextlib.suppress(aioredis.RedisError):
+                    await self._end_output(req.id)
         await self.redis.xadd(req.reply_to, result.to_fields(), maxlen=contract.REPLY_MAXLEN)
         await self.redis.xack(key, contract.GROUP, entry_id)
         await self.redis.xdel(key, entry_id)
@@ -269,6 +282,13 @@ class PoolManager:
             await asyncio.sleep(0.01)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(key, {"data": chunk})
+            pipe.expire(key, 3600)
+            await pipe.execute()
+
+    async def _end_output(self, command_id: str) -> None:
+        key = contract.progress_key(command_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(key, {"end": b"1"})
             pipe.expire(key, 3600)
             await pipe.execute()
 

@@ -3,10 +3,14 @@ its namespaces, trace other processes, see the host's open files."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
+from gateway.redisd import RedisServer
 from images.store import ImageStore
 from runtime.engine import Runtime
+from tests.processes import GatewayProcess
 from tests.runtime.helpers import run
 
 
@@ -91,3 +95,33 @@ async def test_ptrace_and_user_namespaces_are_refused_unless_granted(
     assert await probe() == ["ptrace 1", "unshare -1 1"]  # EPERM, both
     # The capability lets its own calls through, as under Docker.
     assert (await probe(cap_add=("SYS_PTRACE",)))[0] == "ptrace 0"
+
+
+async def test_a_function_container_reaches_neither_the_api_nor_redis(
+    runtime: Runtime, busybox_layer: Path, gateways: Callable[..., GatewayProcess],
+    redis_server: RedisServer,
+) -> None:  # fmt: skip
+    """The gateway listens on 127.0.0.1 and Redis on a Unix socket: from the bridge, the
+    host's address has neither. A server of the test's own on the host's bridge address
+    shows that the probe does reach what is there."""
+    gateway = gateways()
+    gateway.start()
+    host = str(runtime.network.gateway)
+    control = await asyncio.start_server(lambda r, w: w.close(), host, 0)
+    control_port = control.sockets[0].getsockname()[1]
+    probe = " ".join(
+        f"nc -w 2 {addr} {port} </dev/null >/dev/null 2>&1; echo {name}=$?;"
+        for name, addr, port in (("control", host, control_port), ("api", host, gateway.port),
+                                 ("api-loopback", "127.0.0.1", gateway.port))
+    )  # fmt: skip
+    probe += f" ls {redis_server.socket_path} >/dev/null 2>&1; echo redis-socket=$?"
+    try:
+        r = await run(runtime, busybox_layer, "sh", "-c", probe, network="bridge",
+                      isolated=True)  # fmt: skip
+    finally:
+        control.close()
+        await control.wait_closed()
+    codes = dict(line.split("=") for line in r.out.split())
+    assert codes["control"] == "0", r.out
+    assert codes["api"] != "0" and codes["api-loopback"] != "0", r.out
+    assert codes["redis-socket"] != "0", r.out
