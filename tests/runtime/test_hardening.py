@@ -106,6 +106,7 @@ async def test_a_function_container_reaches_neither_the_api_nor_redis(
     shows that the probe does reach what is there."""
     gateway = gateways()
     gateway.start()
+    await asyncio.to_thread(runtime.network.ensure_bridge)  # made by the first attach else
     host = str(runtime.network.gateway)
     control = await asyncio.start_server(lambda r, w: w.close(), host, 0)
     control_port = control.sockets[0].getsockname()[1]
