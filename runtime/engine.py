@@ -413,14 +413,12 @@ class Runtime:
                 if status.oom_killed:
                     self.on_event("oom", latest)
                 self.on_event("die", latest.evolve(exit_code=status.code))
-            self.store.save(
-                latest.evolve(
-                    status="exited",
-                    exit_code=status.code,
-                    oom_killed=status.oom_killed,
-                    finished_at=time.time(),
-                )
-            )
+            exited = latest.evolve(
+                status="exited", exit_code=status.code, oom_killed=status.oom_killed,
+                finished_at=time.time(),
+            )  # fmt: skip
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile: nothing to keep
+                self.store.save(exited)
         return status
 
     async def kill(self, ref: str, sig: str = "KILL") -> None:
@@ -623,8 +621,9 @@ class Runtime:
         if paths.rootfs.exists() or is_mounted(paths.rootfs):
             await asyncio.to_thread(unmount, paths.rootfs)
         self.cgroups.remove(cid)
-        if paths.root.exists():
-            await asyncio.to_thread(shutil.rmtree, paths.root)
+        aside = self.store.set_aside(cid)
+        if aside is not None:
+            await asyncio.to_thread(shutil.rmtree, aside)
         if record is not None:
             self.on_event("destroy", record)
         if remove_volumes and record is not None:
@@ -659,6 +658,8 @@ class Runtime:
             for link in self.store.names.iterdir():
                 if os.readlink(link) not in kept:  # claimed by a create that never finished
                     link.unlink()
+        for aside in self.store.set_aside_dirs():
+            await asyncio.to_thread(shutil.rmtree, aside, True)
         self.cgroups.remove_parent_if_empty()
         return reaped
 

@@ -131,6 +131,9 @@ class ContainerPaths:
         return self.root / "container.json"
 
 
+REMOVING = ".removing-"  # a container directory set aside for removal
+
+
 class ContainerStore:
     """Records under ``root/<id>/``; names as symlinks ``names/<name> -> <id>``.
 
@@ -169,6 +172,8 @@ class ContainerStore:
         return ContainerPaths(self.root / cid)
 
     def save(self, record: ContainerRecord) -> None:
+        """Write ``record``; FileNotFoundError once the container is removed (a save
+        never makes its directory again)."""
         path = self.paths(record.id).record
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record.to_json()))
@@ -182,9 +187,31 @@ class ContainerStore:
 
     def ids(self) -> set[str]:
         try:
-            return {e.name for e in os.scandir(self.root) if e.is_dir()}
+            return {e.name for e in os.scandir(self.root)
+                    if e.is_dir() and not e.name.startswith(REMOVING)}  # fmt: skip
         except FileNotFoundError:
             return set()
+
+    def set_aside(self, cid: str) -> Path | None:
+        """Take a container's directory out of the store in one rename, for removal.
+
+        Once it is out, nothing can write into it by its id (a save of its exit status
+        racing the removal used to leave its ``container.json`` behind). None when it
+        was not there.
+        """
+        aside = self.root / f"{REMOVING}{cid}"
+        try:
+            os.rename(self.root / cid, aside)
+        except FileNotFoundError:
+            return None
+        return aside
+
+    def set_aside_dirs(self) -> list[Path]:
+        """Directories set aside and not yet removed (a removal a crash cut short)."""
+        try:
+            return [Path(e.path) for e in os.scandir(self.root) if e.name.startswith(REMOVING)]
+        except FileNotFoundError:
+            return []
 
     def all(self) -> list[ContainerRecord]:
         records = [r for cid in sorted(self.ids()) if (r := self.load(cid)) is not None]

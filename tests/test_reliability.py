@@ -370,6 +370,13 @@ def host_counts(node: Node, gateway: GatewayProcess) -> dict[str, float]:
     }
 
 
+def strays(node: Node) -> dict[str, list[str]]:
+    """Container dirs without a cgroup, and what is in them (for a failing count)."""
+    rt = node.runtime()
+    return {cid: sorted(p.name for p in rt.store.paths(cid).root.iterdir())
+            for cid in set(rt.store.ids()) - rt.cgroups.ids()}  # fmt: skip
+
+
 async def settled(redis: aioredis.Redis, node: Node) -> None:
     """Until both pools are full and idle again (min = max = 4: 8 containers, none busy,
     none being made or torn down)."""
@@ -432,7 +439,7 @@ async def test_soak_2000_throwaway_calls_leave_every_count_flat(
         figures(f"{name} first -> last", f"{first[name]} -> {last[name]}")
     assert not bad, bad[:10]
     for name in ("containers", "cgroups", "netns", "veths", "mounts"):
-        assert last[name] == first[name], (name, first, last)
+        assert last[name] == first[name], (name, first, last, strays(node))
     for name in ("node fds", "gateway fds"):
         assert last[name] <= first[name] + 8, (name, first, last)
     for name in ("node RSS MiB", "gateway RSS MiB"):

@@ -14,7 +14,7 @@ from runtime.cgroups import Cgroups
 from runtime.errors import InvalidOption
 from runtime.ipam import AddressPoolExhausted, Ipam
 from runtime.oci import CAPABILITIES, make_config, resolve_args
-from runtime.records import ContainerRecord
+from runtime.records import ContainerRecord, ContainerStore
 from runtime.spec import (
     ImageConfig,
     Port,
@@ -254,6 +254,22 @@ def test_options_round_trip_through_json() -> None:
     rec = ContainerRecord("i" * 64, "n", 1.0, "busybox", ImageConfig(cmd=("sh",)), opts, ("/l",),
                           "logs")  # fmt: skip
     assert ContainerRecord.from_json(json.loads(json.dumps(rec.to_json()))) == rec
+
+
+def test_a_record_saved_once_removal_began_writes_nothing(tmp_path: Path) -> None:
+    """An exit status saved while the container is being removed must not bring its
+    directory back (the soak test found such strays, holding only container.json)."""
+    store = ContainerStore(tmp_path / "containers")
+    rec = ContainerRecord("r" * 64, "n", 1.0, "busybox", ImageConfig(cmd=("sh",)), RunOptions(),
+                          (), "logs")  # fmt: skip
+    store.paths(rec.id).root.mkdir(parents=True)
+    store.save(rec)
+    aside = store.set_aside(rec.id)
+    assert aside is not None and store.ids() == set() and store.set_aside_dirs() == [aside]
+    with pytest.raises(FileNotFoundError):
+        store.save(rec.evolve(status="exited"))
+    assert store.ids() == set() and store.load(rec.id) is None
+    assert store.set_aside(rec.id) is None  # already gone: nothing to do
 
 
 def test_ipam_never_hands_out_an_address_twice(tmp_path: Path) -> None:
