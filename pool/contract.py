@@ -331,10 +331,12 @@ class PoolClient:
         while not cancellation_requested():
             try:
                 batches = await self.redis.xread({self.reply_stream: last}, block=1000, count=500)
-            except (aioredis.ConnectionError, aioredis.TimeoutError):
+            except (aioredis.RedisError, OSError):
+                # Redis away, or a reply cut short (a protocol error): waiting calls time
+                # out on their own, and this reader must outlive it.
                 if cancellation_requested():
                     raise asyncio.CancelledError from None
-                await asyncio.sleep(0.2)  # Redis is away; waiting calls time out on their own
+                await asyncio.sleep(0.2)
                 continue
             for _, entries in batches or []:
                 ids = []

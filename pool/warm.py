@@ -14,6 +14,7 @@ destroyed: with ``pool.min`` 0 the function scales to zero.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -103,9 +104,12 @@ class WarmPool:
         return inst
 
     async def wait_until_can_serve(self) -> None:
+        """Until a call read now would get an instance. Looked at every second too: a
+        wakeup missed must cost a second, never the function's calls from then on."""
         while not self.can_serve() and not self._closed:
             self._changed.clear()
-            await self._changed.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 1.0)
 
     async def acquire(self) -> Instance:
         """A ready instance, or the next one made (marked ``cold``)."""
@@ -127,6 +131,7 @@ class WarmPool:
         except BaseException:
             if fut in self._waiters:
                 self._waiters.remove(fut)
+                self._changed.set()  # a slot is free again: the reader may take a call
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self._hand_over(fut.result())  # made for us, but we are gone: not used
             raise

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
@@ -63,32 +63,50 @@ class FunctionWorker:
         self._reader = asyncio.create_task(self._consume(), name=f"consume-{self.spec.name}")
 
     async def _consume(self) -> None:
-        key = contract.calls_key(self.spec.name)
-        redis = self.manager.redis
+        failing = False
         while not contract.cancellation_requested():
             await self.pool.wait_until_can_serve()
             try:
-                batches = await redis.xreadgroup(
-                    contract.GROUP, self.manager.node_id, {key: ">"}, count=1, block=1000
-                )  # fmt: skip
-            except aioredis.ResponseError as exc:
-                # UNBLOCKED: the function was deleted (its stream with it) while we read;
-                # NOGROUP: deleted, and maybe deployed again. Make the group again only
-                # for a function that exists: a stream for a deleted one would linger.
-                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
-                    raise
-                if await redis.hexists(contract.FUNCTIONS, self.spec.name):
-                    with contextlib.suppress(aioredis.ResponseError):
-                        await redis.xgroup_create(key, contract.GROUP, id="0", mkstream=True)
-                else:
-                    await asyncio.sleep(0.2)  # the sync loop stops this worker
-                continue
-            except (aioredis.ConnectionError, aioredis.TimeoutError):
+                batches = await self._read_calls()
+            except (aioredis.RedisError, OSError) as exc:
+                # Redis away, or a reply cut short as it went (a protocol error, not a
+                # ConnectionError): this loop must outlive it, or the function is served
+                # by no one while every other loop of the node has recovered.
+                if not failing:
+                    log.warning("function %s: reading calls: %r (retrying)", self.spec.name, exc)
+                failing = True
                 await asyncio.sleep(0.5)
                 continue
-            for _, entries in batches or []:
+            except Exception:  # a bug: said loudly, and the function still served
+                log.exception("function %s: reading calls failed", self.spec.name)
+                await asyncio.sleep(1.0)
+                continue
+            failing = False
+            for _, entries in batches:
                 for entry_id, fields in entries:
                     self.run(entry_id, fields)
+
+    async def _read_calls(self) -> list[Any]:
+        """The next call for this node (a second's wait at most), as XREADGROUP gives it."""
+        key = contract.calls_key(self.spec.name)
+        redis = self.manager.redis
+        try:
+            batches = await redis.xreadgroup(
+                contract.GROUP, self.manager.node_id, {key: ">"}, count=1, block=1000
+            )  # fmt: skip
+        except aioredis.ResponseError as exc:
+            # UNBLOCKED: the function was deleted (its stream with it) while we read;
+            # NOGROUP: deleted, and maybe deployed again. Make the group again only
+            # for a function that exists: a stream for a deleted one would linger.
+            if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
+                raise
+            if await redis.hexists(contract.FUNCTIONS, self.spec.name):
+                with contextlib.suppress(aioredis.ResponseError):
+                    await redis.xgroup_create(key, contract.GROUP, id="0", mkstream=True)
+            else:
+                await asyncio.sleep(0.2)  # the sync loop stops this worker
+            return []
+        return list(batches or [])
 
     def run(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         self.manager.handling.add(entry_id)

@@ -72,7 +72,7 @@ class Node:
         await rt.reap()
 
     def log_tail(self) -> str:
-        return (self.base / "node.log").read_text(errors="replace")[-3000:]
+        return (self.base / "node.log").read_text(errors="replace")[-8000:]
 
 
 class GatewayProcess:
