@@ -19,27 +19,12 @@ from tests.conftest import REPO, TEST_BRIDGE, TEST_SUBNET
 from tests.utils import free_port, wait_until
 
 
-class Node:
-    """``python -m pool`` on its own dirs and cgroup parent; the same dirs on every start."""
+class Daemon:
+    """One of scow's processes, logging to ``base/<log>``: killed, stopped, its log read."""
 
-    def __init__(self, redis_url: str, base: Path, images: ImageStore) -> None:
-        self.redis_url, self.base, self.images = redis_url, base, images
-        self.cgroup_parent = f"scow-test-{secrets.token_hex(3)}"
-        self.node_id = f"{base.name}-{secrets.token_hex(3)}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        base.mkdir(parents=True, exist_ok=True)
-
-    def start(self) -> None:
-        log = open(self.base / "node.log", "ab")  # noqa: SIM115 (the child holds it)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pool", "--redis-url", self.redis_url,
-             "--state-dir", str(self.base / "state"), "--run-dir", str(self.base / "run"),
-             "--images", str(self.images.root), "--cgroup-parent", self.cgroup_parent,
-             "--bridge", TEST_BRIDGE, "--subnet", str(TEST_SUBNET), "--node-id", self.node_id,
-             "--metrics-port", "0"],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
+    base: Path
+    log: str
+    proc: subprocess.Popen[bytes] | None
 
     @property
     def pid(self) -> int:
@@ -57,6 +42,34 @@ class Node:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(60)
 
+    def log_tail(self) -> str:
+        return (self.base / self.log).read_text(errors="replace")[-8000:]
+
+
+class Node(Daemon):
+    """``python -m pool`` on its own dirs and cgroup parent; the same dirs on every start."""
+
+    log = "node.log"
+
+    def __init__(self, redis_url: str, base: Path, images: ImageStore) -> None:
+        self.redis_url, self.base, self.images = redis_url, base, images
+        self.cgroup_parent = f"scow-test-{secrets.token_hex(3)}"
+        self.node_id = f"{base.name}-{secrets.token_hex(3)}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        base.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        log = open(self.base / self.log, "ab")  # noqa: SIM115 (the child holds it)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pool", "--redis-url", self.redis_url,
+             "--state-dir", str(self.base / "state"), "--run-dir", str(self.base / "run"),
+             "--images", str(self.images.root), "--cgroup-parent", self.cgroup_parent,
+             "--bridge", TEST_BRIDGE, "--subnet", str(TEST_SUBNET), "--node-id", self.node_id,
+             "--metrics-port", "0"],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+
     def runtime(self) -> Runtime:
         return Runtime(RuntimeConfig(
             state_dir=self.base / "state", run_dir=self.base / "run",
@@ -71,12 +84,12 @@ class Node:
             await rt.destroy(record.id)
         await rt.reap()
 
-    def log_tail(self) -> str:
-        return (self.base / "node.log").read_text(errors="replace")[-8000:]
 
 
-class GatewayProcess:
+class GatewayProcess(Daemon):
     """``scow gateway`` on a free TCP port and a Unix socket of its own."""
+
+    log = "gateway.log"
 
     def __init__(self, redis_url: str, base: Path) -> None:
         self.redis_url, self.base = redis_url, base
@@ -89,14 +102,9 @@ class GatewayProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if k != "SCOW_TOKEN"}
-        log = open(self.base / "gateway.log", "ab")  # noqa: SIM115 (the child holds it)
+        log = open(self.base / self.log, "ab")  # noqa: SIM115 (the child holds it)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "gateway", "--redis-url", self.redis_url,
              "--port", str(self.port), "--socket", str(self.socket),
@@ -120,19 +128,6 @@ class GatewayProcess:
         transport = httpx.AsyncHTTPTransport(uds=str(self.socket))
         return httpx.AsyncClient(transport=transport, base_url="http://scow", timeout=60)
 
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
-
-    def log_tail(self) -> str:
-        return (self.base / "gateway.log").read_text(errors="replace")[-3000:]
 
 
 def open_fds(pid: int) -> int:
