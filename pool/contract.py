@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from pool.functions import FunctionSpec
+
+log = logging.getLogger("scow.gateway")  # PoolClient is the gateway's side
 
 VERSION = 1
 PREFIX = f"scow:v{VERSION}"
@@ -63,6 +66,7 @@ REPLY_MAXLEN = 10_000
 MAX_DELIVERIES = 3  # a call delivered this often has crashed nodes: dead-letter it
 HEARTBEAT_EVERY = 1.0
 HEARTBEAT_STALE = 4.0  # a node silent this long is dead: its calls are taken over
+RETRY_EVERY = 0.5  # what failed because Redis is away is tried again this often
 
 
 def cancellation_requested() -> bool:
@@ -327,28 +331,51 @@ class PoolClient:
         await self.redis.delete(self.reply_stream)
 
     async def _read_replies(self) -> None:
-        last = "$"
+        """Hand each result on this gateway's reply stream to the call waiting for it.
+
+        This loop must outlive everything (Redis away, a reply cut short, a bug): were
+        it to end, every call of this gateway would wait for its deadline from then on.
+        """
+        last: str | bytes = "0-0"  # the stream is this gateway's own: all of it is ours
+        failing = False
         while not cancellation_requested():
             try:
-                batches = await self.redis.xread({self.reply_stream: last}, block=1000, count=500)
-            except (aioredis.RedisError, OSError):
-                # Redis away, or a reply cut short (a protocol error): waiting calls time
-                # out on their own, and this reader must outlive it.
+                last = await self._deliver_replies(last)
+            except (aioredis.RedisError, OSError) as exc:
+                # Redis away, or a reply cut short (a protocol error): waiting calls
+                # time out on their own.
                 if cancellation_requested():
                     raise asyncio.CancelledError from None
+                if not failing:
+                    log.warning("reading replies: %r (retrying)", exc)
+                failing = True
                 await asyncio.sleep(0.2)
                 continue
-            for _, entries in batches or []:
-                ids = []
-                for entry_id, fields in entries:
-                    last = entry_id
-                    ids.append(entry_id)
-                    result = CallResult.from_fields(fields)
-                    fut = self._waiting.pop(result.id, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(result)
-                if ids:
-                    await self.redis.xdel(self.reply_stream, *ids)
+            except Exception:  # a bug: said loudly, and the replies still read
+                log.exception("reading replies failed")
+                await asyncio.sleep(0.2)
+                continue
+            if failing:
+                log.warning("reading replies: working again")
+            failing = False
+
+    async def _deliver_replies(self, last: str | bytes) -> str | bytes:
+        """One read of the reply stream after ``last``; returns the last id read."""
+        batches = await self.redis.xread({self.reply_stream: last}, block=1000, count=500)
+        ids = []
+        for _, entries in batches or []:
+            for entry_id, fields in entries:
+                last = entry_id
+                ids.append(entry_id)
+                result = CallResult.from_fields(fields)
+                fut = self._waiting.pop(result.id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(result)
+        if ids:
+            # Should this fail, the next read gets them again (their calls are answered
+            # already) and deletes them then.
+            await self.redis.xdel(self.reply_stream, *ids)
+        return last
 
     # -- functions ------------------------------------------------------------------
 
