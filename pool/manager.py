@@ -368,7 +368,9 @@ class PoolManager:
             record["body"] = result.body
             record["headers"] = json.dumps(list(result.headers))
         key = contract.record_key(req.id)
-        async with self.redis.pipeline(transaction=False) as pipe:
+        # All or nothing (MULTI/EXEC): a reply that failed is sent again whole, and a
+        # retry must not add the call's log lines or its invocation twice.
+        async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=record)
             pipe.expire(key, contract.RECORD_TTL)
             if req.reply_to:
@@ -417,9 +419,6 @@ class PoolManager:
             await self.redis.hset(contract.record_key(req.id), "callback", outcome)
 
 
-RETRY_EVERY = 0.5  # a loop whose step failed (Redis away) tries again this often
-
-
 def _only_sizes_differ(old: FunctionSpec, new: FunctionSpec) -> bool:
     return replace(old, pool_min=new.pool_min, pool_max=new.pool_max) == new
 
@@ -441,8 +440,13 @@ async def _forever(step: Callable[[], Awaitable[object]], every: float) -> None:
         except (aioredis.RedisError, OSError) as exc:
             if not failing:  # once per outage, not once per try
                 log.warning("%s: %s (retrying every %.1fs)", getattr(step, "__name__", step),
-                            exc, max(every, RETRY_EVERY))  # fmt: skip
+                            exc, max(every, contract.RETRY_EVERY))  # fmt: skip
+            failing = True
+        except Exception:  # a bug: said loudly, and the loop goes on (a dead heartbeat
+            # loop would have this node's calls taken over while it runs them)
+            if not failing:
+                log.exception("%s failed (retrying)", getattr(step, "__name__", step))
             failing = True
         if contract.cancellation_requested():
             raise asyncio.CancelledError
-        await asyncio.sleep(max(every, RETRY_EVERY) if failing else every)
+        await asyncio.sleep(max(every, contract.RETRY_EVERY) if failing else every)

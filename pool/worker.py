@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scow.pool")
 
+REPLY_PATIENCE = 60.0  # how long a node holds a result that Redis cannot take
+
 
 class FunctionWorker:
     def __init__(self, manager: PoolManager, spec: FunctionSpec) -> None:
@@ -133,11 +135,16 @@ class FunctionWorker:
             result = CallResult.failure(req.id, 502, "no_image", self.image_error)
         else:
             # attempts counts the runs a call had: more than one when a node died mid-run.
-            async with self.manager.redis.pipeline(transaction=False) as pipe:
-                key = contract.record_key(req.id)
-                pipe.hset(key, mapping={"state": "running", "node": self.manager.node_id})
-                pipe.hincrby(key, "attempts", 1)
-                await pipe.execute()
+            try:
+                async with self.manager.redis.pipeline(transaction=False) as pipe:
+                    key = contract.record_key(req.id)
+                    pipe.hset(key, mapping={"state": "running", "node": self.manager.node_id})
+                    pipe.hincrby(key, "attempts", 1)
+                    await pipe.execute()
+            except (aioredis.RedisError, OSError) as exc:
+                # Not run, and still pending: the take-over runs it when Redis is back.
+                log.warning("call %s: not started, Redis is away: %r", req.id, exc)
+                return
             result = await self._run(req, logs)
         result = replace(
             result, node=self.manager.node_id, queue_seconds=queue_seconds,
@@ -145,7 +152,28 @@ class FunctionWorker:
         )  # fmt: skip
         ack = (contract.calls_key(self.spec.name), entry_id)
         self.manager.metrics.answered(self.spec.name, result)
-        await self.manager.reply(req, result, ack=ack, logs=logs)
+        await self._reply(req, result, ack, logs)
+
+    async def _reply(
+        self, req: CallRequest, result: CallResult, ack: tuple[str, bytes],
+        logs: list[tuple[str, str]],
+    ) -> None:  # fmt: skip
+        """Send a result, again and again while Redis is away, for ``REPLY_PATIENCE``.
+
+        The call ran: were its result dropped, the take-over would run it a second
+        time, for an answer that was only late. An async call's result is kept.
+        """
+        give_up = time.monotonic() + REPLY_PATIENCE
+        while True:
+            try:
+                await self.manager.reply(req, result, ack=ack, logs=logs)
+                return
+            except (aioredis.RedisError, OSError) as exc:
+                if time.monotonic() >= give_up or contract.cancellation_requested():
+                    log.warning("call %s: its result is lost, Redis was away for %.0fs: %r",
+                                req.id, REPLY_PATIENCE, exc)  # fmt: skip
+                    return
+                await asyncio.sleep(contract.RETRY_EVERY)
 
     async def _run(self, req: CallRequest, logs: list[tuple[str, str]]) -> CallResult:
         clock = time.perf_counter()
