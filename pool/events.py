@@ -34,6 +34,7 @@ class EventSink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._dropped = 0  # events lost while Redis is away, told once it is back
 
     def start(self) -> None:
         self._closing = False
@@ -58,8 +59,14 @@ class EventSink:
             return
         try:
             await contract.publish_events(self.redis, batch)
-        except aioredis.RedisError as exc:  # events are best effort: calls go on
-            log.warning("dropped %d events: %s", len(batch), exc)
+        except (aioredis.RedisError, OSError) as exc:  # events are best effort: calls go on
+            if not self._dropped:
+                log.warning("dropping events while Redis is away: %s", exc)
+            self._dropped += len(batch)
+            return
+        if self._dropped:
+            log.warning("events written again; %d were dropped", self._dropped)
+            self._dropped = 0
 
     async def close(self) -> None:
         """Write what is pending and stop. Not by cancelling: redis-py can absorb a
