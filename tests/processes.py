@@ -42,8 +42,8 @@ class Daemon:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(60)
 
-    def log_tail(self) -> str:
-        return (self.base / self.log).read_text(errors="replace")[-8000:]
+    def log_tail(self, chars: int = 8000) -> str:
+        return (self.base / self.log).read_text(errors="replace")[-chars:]
 
 
 class Node(Daemon):
