@@ -68,6 +68,9 @@ class PoolManager:
         # Entries this process is running: pending entries under our name that are not
         # here were left by an earlier process with the same node id.
         self.handling: set[bytes] = set()
+        # Since when this node has seen Redis without a break (None: it has not, or it
+        # was just away): until every node had time to heartbeat since, none is dead.
+        self._watching_since: float | None = None
         self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1024), timeout=None)
         self._tasks: list[asyncio.Task[None]] = []
         self._commands: set[asyncio.Task[None]] = set()
@@ -306,7 +309,20 @@ class PoolManager:
 
     async def take_over_once(self) -> int | None:
         """Claim calls pending with dead nodes (or with an earlier life of this one)."""
+        try:
+            return await self._take_over()
+        except (aioredis.RedisError, OSError):
+            self._watching_since = None
+            raise
+
+    async def _take_over(self) -> int:
         live = await self.live_nodes()
+        now = time.monotonic()
+        if self._watching_since is None:
+            self._watching_since = now
+        # Just after a start, or after Redis was away, every heartbeat may look stale:
+        # other nodes are taken for dead only once each had time to send one since.
+        judging = now - self._watching_since >= contract.HEARTBEAT_STALE
         claimed = 0
         for name, worker in list(self.workers.items()):
             key = contract.calls_key(name)
@@ -316,11 +332,10 @@ class PoolManager:
                 continue
             for entry in pending:
                 consumer = entry["consumer"].decode()
-                mine_from_before = (
-                    consumer == self.node_id and entry["message_id"] not in self.handling
-                )
-                if consumer in live and not mine_from_before:
-                    continue
+                if entry["message_id"] in self.handling:
+                    continue  # this process runs it now: never a take-over from oneself
+                if consumer != self.node_id and (consumer in live or not judging):
+                    continue  # a live node's (ours, not handled, are an earlier life's)
                 got = await self.redis.xclaim(
                     key, contract.GROUP, self.node_id, min_idle_time=500,
                     message_ids=[entry["message_id"]],
@@ -333,6 +348,8 @@ class PoolManager:
                         await self._dead_letter(key, entry_id, fields)
                     else:
                         worker.run(entry_id, fields)
+            if not judging:
+                continue
             for consumer in await self.redis.xinfo_consumers(key, contract.GROUP):
                 cname = consumer["name"].decode()
                 if cname not in live and cname != self.node_id and not consumer["pending"]:

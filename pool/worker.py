@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("scow.pool")
 
 REPLY_PATIENCE = 60.0  # how long a node holds a result that Redis cannot take
+STOPPING_PATIENCE = 5.0  # the same for a node that is stopping: its stop must not hang
 
 
 class FunctionWorker:
@@ -161,7 +162,7 @@ class FunctionWorker:
         """Send a result, again and again while Redis is away, for ``REPLY_PATIENCE``.
 
         The call ran: were its result dropped, the take-over would run it a second
-        time, for an answer that was only late. An async call's result is kept.
+        time, for an answer that was only late. A stopping node waits less.
         """
         give_up = time.monotonic() + REPLY_PATIENCE
         while True:
@@ -169,9 +170,11 @@ class FunctionWorker:
                 await self.manager.reply(req, result, ack=ack, logs=logs)
                 return
             except (aioredis.RedisError, OSError) as exc:
+                if self.manager.stopping.is_set():
+                    give_up = min(give_up, time.monotonic() + STOPPING_PATIENCE)
                 if time.monotonic() >= give_up or contract.cancellation_requested():
-                    log.warning("call %s: its result is lost, Redis was away for %.0fs: %r",
-                                req.id, REPLY_PATIENCE, exc)  # fmt: skip
+                    log.warning("call %s: result dropped, Redis is away (%r); it runs again "
+                                "when taken over", req.id, exc)  # fmt: skip
                     return
                 await asyncio.sleep(contract.RETRY_EVERY)
 

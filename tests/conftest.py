@@ -245,8 +245,7 @@ async def nodes(
 
     yield make
     for node in made:
-        if node.proc is not None and node.proc.poll() is None:
-            node.stop()
+        node.stop_if_running()
         await node.clean()
 
 
@@ -266,5 +265,4 @@ def gateways(
 
     yield make
     for gateway in made:
-        if gateway.proc is not None and gateway.proc.poll() is None:
-            gateway.stop()
+        gateway.stop_if_running()

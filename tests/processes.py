@@ -42,6 +42,10 @@ class Daemon:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(60)
 
+    def stop_if_running(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+
     def log_tail(self, chars: int = 8000) -> str:
         return (self.base / self.log).read_text(errors="replace")[-chars:]
 

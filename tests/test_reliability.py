@@ -247,8 +247,8 @@ async def test_redis_stopped_under_load_503_then_recovers(
     server = RedisServer(base / "redis.sock", base / "data", persist=True)
     server.start()
     assert server.process is not None
+    node, gateway = nodes(server.url), gateways(server.url)
     try:
-        node, gateway = nodes(server.url), gateways(server.url)
         node.start()
         gateway.start()
         await deploy(gateway, STEADY)
@@ -305,6 +305,8 @@ async def test_redis_stopped_under_load_503_then_recovers(
         # Redis away is said once per outage, not once per try, and no task dies of it.
         assert "never retrieved" not in node.log_tail(100_000), node.log_tail()
     finally:
+        node.stop_if_running()  # before Redis: a node holding results waits for it
+        gateway.stop_if_running()
         server.stop()
 
 
@@ -316,8 +318,8 @@ async def test_a_result_made_while_redis_is_away_is_sent_once_it_is_back(
     server.start()
     redis = aioredis.Redis.from_url(server.url)
     client = PoolClient(redis)
+    node = nodes(server.url)
     try:
-        node = nodes(server.url)
         node.start()
         await registered(redis, node)
         await client.start()
@@ -343,6 +345,7 @@ async def test_a_result_made_while_redis_is_away_is_sent_once_it_is_back(
         assert "never retrieved" not in node.log_tail(100_000), node.log_tail()
         assert node.stop() == 0
     finally:
+        node.stop_if_running()
         await client.close()
         await redis.aclose()
         server.stop()
