@@ -1,8 +1,12 @@
 """`scow up`: the whole host in the foreground, stopped cleanly by Ctrl-C or SIGTERM.
 
 It starts redis-server (unless REDIS_URL names one), one pool manager (a node)
-and the gateway as child processes, watches them, and on a signal or a child's
-death stops the rest in reverse order and removes its pid file and sockets.
+and the gateway as child processes and watches them. A child that dies once the
+host is up is started again after a back-off (1 s, then 2, 4, 8, 16), as a
+supervisor would; the others ride out its absence. A child that dies on start,
+or dies ``CRASH_LOOP`` times within ``CRASH_WINDOW`` seconds, stops the host. On
+a signal it stops the children in reverse order and removes its pid file and
+sockets.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -21,11 +27,52 @@ import httpx
 
 from gateway.auth import load_or_create_token
 from gateway.config import HostConfig
-from gateway.redisd import RedisServer
+from gateway.redisd import RedisServer, RedisServerError
 
 
 class HostError(Exception):
     pass
+
+
+CRASH_LOOP = 5  # deaths of one child within CRASH_WINDOW that stop the host
+CRASH_WINDOW = 60.0
+MAX_BACKOFF = 30.0
+
+
+class Restarts:
+    """When to start a child again after it died: a back-off, and the end of a crash loop."""
+
+    def __init__(self, limit: int = CRASH_LOOP, window: float = CRASH_WINDOW) -> None:
+        self.limit, self.window = limit, window
+        self.deaths: deque[float] = deque()
+
+    def after_death(self, now: float) -> float | None:
+        """Seconds to wait before starting it again; None: it died ``limit`` times
+        within ``window`` seconds, and starting it again will not help."""
+        while self.deaths and now - self.deaths[0] > self.window:
+            self.deaths.popleft()
+        self.deaths.append(now)
+        if len(self.deaths) >= self.limit + 1:
+            return None
+        return min(2.0 ** (len(self.deaths) - 1), MAX_BACKOFF)
+
+
+@dataclass
+class Child:
+    """A daemon of the host: how to start it, its process (None while it waits to be
+    started again) and its restarts."""
+
+    name: str
+    args: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    due: float = 0.0  # when to start it again
+    restarts: Restarts = field(default_factory=Restarts)
+
+    def start(self) -> None:
+        # Children ignore the terminal's Ctrl-C (own process group): we stop them in order.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", *self.args], stdin=subprocess.DEVNULL, start_new_session=True
+        )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -65,8 +112,10 @@ class Host:
         self.config = config
         self.out = out
         self.redis: RedisServer | None = None
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.children: list[Child] = []
         self._stopping = False
+        self._redis_restarts = Restarts()
+        self._redis_due = 0.0
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
@@ -129,36 +178,79 @@ class Host:
         self.out(f"token     {token} (needed on TCP: Authorization: Bearer <token>)")
         self.out("scow is up; Ctrl-C stops it")
         while not self._stopping:
-            for name, proc in self.children:
-                if proc.poll() is not None:
-                    self.out(f"{name} exited with code {proc.returncode}; stopping")
-                    return 1
-            redis_proc = self.redis.process if self.redis is not None else None
-            if redis_proc is not None and redis_proc.poll() is not None:
-                self.out(f"redis-server exited with code {redis_proc.returncode}")
+            if not self._watch(time.monotonic()):
                 return 1
             time.sleep(0.2)
         self.out("stopping")
         return 0
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        # Children ignore the terminal's Ctrl-C (own process group): we stop them in order.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", *args],
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.children.append((name, proc))
-        return proc
+    def _watch(self, now: float) -> bool:
+        """Start again each child that died, once its back-off is over; False when one
+        is in a crash loop (the host then stops)."""
+        for child in self.children:
+            if child.proc is None:
+                if now >= child.due:
+                    child.start()
+                    assert child.proc is not None
+                    self.out(f"{child.name} started again (pid {child.proc.pid})")
+            elif (code := child.proc.poll()) is not None:
+                delay = self._died(child.name, code, child.restarts, now)
+                if delay is None:
+                    return False
+                child.proc, child.due = None, now + delay
+        if self.redis is not None:
+            return self._watch_redis(now)
+        return True
+
+    def _watch_redis(self, now: float) -> bool:
+        assert self.redis is not None
+        proc = self.redis.process
+        if proc is not None and proc.poll() is None:
+            return True
+        if proc is not None:  # it died: the node and the gateway answer 503 meanwhile
+            delay = self._died("redis-server", proc.returncode, self._redis_restarts, now)
+            if delay is None:
+                return False
+            self.redis.stop()  # forgets the process, removes its socket
+            self._redis_due = now + delay
+        elif now >= self._redis_due:
+            try:
+                self.redis.start()  # on the same data: nothing acknowledged is lost
+            except RedisServerError as exc:
+                self.out(f"redis-server did not start again: {exc}")
+                self.redis.stop()
+                delay = self._redis_restarts.after_death(time.monotonic())
+                if delay is None:
+                    self.out("redis-server keeps failing; stopping")
+                    return False
+                self._redis_due = time.monotonic() + delay
+                return True
+            self.out("redis-server started again")
+        return True
+
+    def _died(self, name: str, code: int | None, restarts: Restarts, now: float) -> float | None:
+        """Say that ``name`` died; seconds until it is started again (None: not again)."""
+        delay = restarts.after_death(now)
+        if delay is None:
+            self.out(f"{name} exited with code {code}, {restarts.limit} times within "
+                     f"{restarts.window:.0f}s; stopping")  # fmt: skip
+        else:
+            self.out(f"{name} exited with code {code}; starting it again in {delay:.0f}s")
+        return delay
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        child = Child(name, args)
+        child.start()
+        self.children.append(child)
 
     def _wait_for(self, ready: Callable[[], bool], what: str, timeout: float) -> bool:
         """Until ``ready()``; False when a child died or time ran out (said why), True
         also when a stop was asked for meanwhile (that is not a failure)."""
         deadline = time.monotonic() + timeout
         while not self._stopping:
-            for name, proc in self.children:
-                if proc.poll() is not None:
-                    self.out(f"{name} exited with code {proc.returncode} on start")
+            for child in self.children:
+                if child.proc is not None and child.proc.poll() is not None:
+                    self.out(f"{child.name} exited with code {child.proc.returncode} on start")
                     return False
             if ready():
                 return True
@@ -176,10 +268,11 @@ class Host:
         return any(n.get("live") for n in nodes)
 
     def stop(self) -> None:
-        for _name, proc in reversed(self.children):
+        procs = [c.proc for c in reversed(self.children) if c.proc is not None]
+        for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
-        for _name, proc in reversed(self.children):
+        for proc in procs:
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:

@@ -11,7 +11,7 @@ import httpx
 import psutil
 import pytest
 
-from gateway.up import accepts_connections
+from gateway.up import MAX_BACKOFF, Restarts, accepts_connections
 from tests.utils import free_port, wait_until
 
 
@@ -20,6 +20,7 @@ def host(scow_dirs: tuple[Path, Path]) -> Iterator[tuple[subprocess.Popen[str], 
     state, run = scow_dirs
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    log = (run / "up.log").open("w")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -35,7 +36,7 @@ def host(scow_dirs: tuple[Path, Path]) -> Iterator[tuple[subprocess.Popen[str], 
             "--node-metrics-port",
             "0",
         ],
-        stdout=subprocess.PIPE,
+        stdout=log,  # a file, not a pipe: nothing blocks on a log no one reads yet
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
@@ -44,14 +45,18 @@ def host(scow_dirs: tuple[Path, Path]) -> Iterator[tuple[subprocess.Popen[str], 
         wait_until(
             lambda: accepts_connections(run / "scow.sock") or proc.poll() is not None, 30, "scow up"
         )
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert proc.poll() is None, output(run)
         yield proc, run, port
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             proc.wait(30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        log.close()
+
+
+def output(run: Path) -> str:
+    """What the host (and its children) printed so far."""
+    return (run / "up.log").read_text(errors="replace")
 
 
 def test_up_serves_on_tcp_and_root_only_socket(
@@ -78,8 +83,7 @@ def test_ctrl_c_leaves_no_process_socket_or_pid_file(
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
-    out = proc.stdout.read() if proc.stdout else ""
-    assert "stopping" in out
+    assert "stopping" in output(run)
     for child in children:
         assert not psutil.pid_exists(child.pid) or child.status() == psutil.STATUS_ZOMBIE
     left = [p for p in run.rglob("*") if p.is_socket() or p.name.endswith(".pid")]
@@ -122,3 +126,89 @@ def test_sigterm_stops_the_host(host: tuple[subprocess.Popen[str], Path, int]) -
     assert proc.wait(30) == 0
     assert not (run / "scow.pid").exists()
     assert not (run / "redis.sock").exists()
+
+
+def roles(pid: int) -> dict[str, int]:
+    """The host's children by role: their pids."""
+    out = {}
+    for child in psutil.Process(pid).children():
+        try:
+            cmd = " ".join(child.cmdline())
+        except psutil.Error:  # a zombie: dead, not yet reaped by the host
+            continue
+        for role, marker in (("redis", "redis-server"), ("node", "-m pool"),
+                             ("gateway", "gateway.cli gateway")):  # fmt: skip
+            if marker in cmd:
+                out[role] = child.pid
+    return out
+
+
+def live_node_pids(run: Path) -> set[int]:
+    transport = httpx.HTTPTransport(uds=str(run / "scow.sock"))
+    try:
+        with httpx.Client(transport=transport, base_url="http://scow", timeout=2) as api:
+            response = api.get("/system/info")
+    except httpx.HTTPError:
+        return set()
+    if response.status_code != 200:  # 503: Redis is not back yet
+        return set()
+    return {n["pid"] for n in response.json()["nodes"] if n["live"]}
+
+
+def started_again(proc: subprocess.Popen[str], role: str, old: int) -> int:
+    """Kill -9 the host's ``role`` child (pid ``old``) and wait for its next life."""
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: roles(proc.pid).get(role, old) != old, 30, f"{role} started again")
+    return roles(proc.pid)[role]
+
+
+@pytest.mark.slow
+def test_a_dead_child_is_started_again_and_serves(
+    host: tuple[subprocess.Popen[str], Path, int],
+) -> None:
+    proc, run, port = host
+    first = roles(proc.pid)
+    wait_until(lambda: first["node"] in live_node_pids(run), 60, "the node registered")
+
+    node = started_again(proc, "node", first["node"])
+    wait_until(lambda: node in live_node_pids(run), 60, "the new node registered")
+
+    gateway = started_again(proc, "gateway", first["gateway"])
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, 30, "the new gateway on the same port")
+
+    started_again(proc, "redis", first["redis"])
+    # The node and the gateway found the new Redis by themselves: a live node again.
+    wait_until(lambda: node in live_node_pids(run), 30, "the node seen through the new Redis")
+    assert roles(proc.pid)["node"] == node and roles(proc.pid)["gateway"] == gateway
+
+    assert proc.poll() is None, "the host stopped"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+    out = output(run)
+    for name in ("pool manager", "gateway", "redis-server"):
+        assert f"{name} exited with code -9; starting it again in 1s" in out, out
+    assert "started again" in out
+
+
+def test_restarts_back_off_and_a_crash_loop_ends_them() -> None:
+    restarts = Restarts(limit=5, window=60.0)
+    assert [restarts.after_death(t) for t in (0, 1, 3, 7, 15)] == [1, 2, 4, 8, 16]
+    assert restarts.after_death(31) is None  # a sixth death within a minute: not again
+
+
+def test_restarts_forget_deaths_older_than_the_window() -> None:
+    restarts = Restarts(limit=2, window=10.0)
+    assert restarts.after_death(0) == 1
+    assert restarts.after_death(5) == 2
+    assert restarts.after_death(20) == 1  # both earlier deaths are past the window
+    assert restarts.after_death(21) == 2
+    assert restarts.after_death(22) is None
+    big = Restarts(limit=100, window=1e9)
+    assert [big.after_death(t) for t in range(7)][-2:] == [MAX_BACKOFF, MAX_BACKOFF]
