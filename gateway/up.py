@@ -232,7 +232,7 @@ class Host:
         """Say that ``name`` died; seconds until it is started again (None: not again)."""
         delay = restarts.after_death(now)
         if delay is None:
-            self.out(f"{name} exited with code {code}, {restarts.limit} times within "
+            self.out(f"{name} exited with code {code}, {len(restarts.deaths)} times within "
                      f"{restarts.window:.0f}s; stopping")  # fmt: skip
         else:
             self.out(f"{name} exited with code {code}; starting it again in {delay:.0f}s")

@@ -95,7 +95,8 @@ def up(
     state_dir: Path | None, run_dir: Path | None, host: str, port: int, redis_url: str | None,
     bridge: str, subnet: str, node_metrics_port: int,
 ) -> None:  # fmt: skip
-    """Run the whole host in the foreground: Redis, a node, the gateway. Ctrl-C stops it."""
+    """Run the whole host in the foreground: Redis, a node, the gateway. One that dies is
+    started again; Ctrl-C stops them all."""
     from gateway.redisd import RedisServerError
     from gateway.up import Host, HostError
 
