@@ -64,6 +64,9 @@ class EventSink:
                 log.warning("dropping events while Redis is away: %s", exc)
             self._dropped += len(batch)
             return
+        except Exception:  # a bug: said, and the writer goes on (it lives as long as the node)
+            log.exception("dropped %d events", len(batch))
+            return
         if self._dropped:
             log.warning("events written again; %d were dropped", self._dropped)
             self._dropped = 0
