@@ -20,7 +20,10 @@ from runtime.network import DEFAULT_BRIDGE, DEFAULT_SUBNET
 
 
 async def _main(args: argparse.Namespace) -> None:
-    redis = aioredis.Redis.from_url(args.redis_url)
+    # Timeouts: a Redis that stopped answering (a half-open connection) is found out and
+    # retried like one that went away, instead of hanging a loop forever. Generous: a
+    # node command's entry may carry an image archive.
+    redis = aioredis.Redis.from_url(args.redis_url, socket_timeout=30, socket_connect_timeout=5)
     runtime = Runtime(
         RuntimeConfig(
             state_dir=args.state_dir,
