@@ -365,7 +365,7 @@ class Runtime:
         if record.status != "created":
             raise Conflict(f"container {record.name} is {record.status}, not created")
         clock = time.perf_counter()
-        await self.runc.start(record.id)
+        await self.runc.start(record.id, record.pid)
         phases = {**record.phases, "start": time.perf_counter() - clock}
         record = record.evolve(status="running", started_at=time.time(), phases=phases)
         self.store.save(record)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from runtime.engine import Runtime
-from runtime.errors import Conflict
+from runtime.errors import Conflict, RuncError
 from runtime.spec import RunOptions
 from tests.runtime.helpers import BUSYBOX, run
 
@@ -140,3 +140,41 @@ async def test_names_are_unique_and_released(runtime: Runtime, busybox_layer: Pa
     await runtime.remove("web")
     again = await runtime.create(BUSYBOX, [busybox_layer], RunOptions(name="web"))
     await runtime.remove(again.id)
+
+
+async def test_start_runs_no_runc_and_runc_sees_it_running(
+    runtime: Runtime, busybox_layer: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, ...]] = []
+    real = runtime.runc._run
+
+    async def recorded(*args: str, **kw: object) -> tuple[int, bytes, str]:
+        calls.append(args)
+        return await real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runtime.runc, "_run", recorded)
+    rec = await runtime.create(BUSYBOX, [busybox_layer], RunOptions(command=("sleep", "30")))
+    fifo = runtime.runc.root / rec.id / "exec.fifo"
+    assert fifo.exists()
+    assert (await runtime.runc.state(rec.id) or {})["status"] == "created"
+    await runtime.start(rec.id)
+    assert not [c for c in calls if c[0] == "start"], calls  # runc's exec fifo, read by us
+    assert not fifo.exists()
+    assert (await runtime.runc.state(rec.id) or {})["status"] == "running"
+    code, out, _ = await runtime.exec(rec.id, ["cat", "/proc/1/cmdline"])
+    assert code == 0 and b"sleep" in out.replace(b"\0", b" "), out
+    await runtime.remove(rec.id, force=True)
+
+
+async def test_start_of_a_container_whose_init_died_fails(
+    runtime: Runtime, busybox_layer: Path
+) -> None:
+    import os
+    import signal
+
+    rec = await runtime.create(BUSYBOX, [busybox_layer], RunOptions(command=("true",)))
+    os.kill(rec.pid, signal.SIGKILL)  # the init, waiting on the exec fifo
+    with pytest.raises(RuncError, match="already dead"):
+        await asyncio.wait_for(runtime.start(rec.id), 5)
+    await runtime.remove(rec.id, force=True)
+    assert runtime.store.ids() == set()

@@ -361,3 +361,11 @@ def test_cgroup_remove_is_idempotent_on_injected_root(tmp_path: Path) -> None:
     cg.remove("abc")
     cg.remove("abc")
     assert not cg.exists("abc")
+
+
+def test_only_runc_has_its_exec_fifo_read_by_scow(tmp_path: Path) -> None:
+    from runtime.runc import Runc
+
+    assert Runc(tmp_path, "runc").reads_exec_fifo
+    assert Runc(tmp_path, "/usr/sbin/runc").reads_exec_fifo
+    assert not Runc(tmp_path, "crun").reads_exec_fifo  # crun's start writes to its fifo
