@@ -17,6 +17,7 @@ from typing import Any
 from runtime.errors import RuncError
 
 EXEC_FIFO = "exec.fifo"  # runc's, in its state dir: a created container's init waits on it
+RUNC_INIT = b"runc:[2:INIT]"  # that init's name in /proc until it execs the process
 _GONE = ("does not exist", "not found", "container not running", "process already finished")
 
 
@@ -215,13 +216,16 @@ async def _await_exec(fd: int, pid: int) -> bytes:
 
 
 def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not)."""
+    """Whether ``pid`` is still runc's init waiting to exec: not a zombie, and not some
+    other process that took its pid after it died."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return False
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
+    name_ends = stat.rfind(b")")
+    name, state = stat[stat.find(b"(") + 1 : name_ends], stat[name_ends + 2 : name_ends + 3]
+    return name == RUNC_INIT and state != b"Z"
 
 
 def _runc_log_message(log: str) -> str:
