@@ -187,25 +187,11 @@ async def invoke(
 
 async def _stdio(runtime: Runtime, inst: Instance, req: CallRequest) -> CallResult:
     await runtime.start(inst.id)
-    loop = asyncio.get_running_loop()
-
-    def feed() -> None:
-        try:
-            view = memoryview(req.body)
-            while view:
-                view = view[os.write(inst.stdin, view) :]
-        except BrokenPipeError:
-            pass  # the function did not read all of its input: its right
-        finally:
-            os.close(inst.stdin)
-            inst.stdin = -1
-
-    writer = loop.run_in_executor(None, feed)
-    out, err = await asyncio.gather(
-        loop.run_in_executor(None, _read_all, inst.stdout),
-        loop.run_in_executor(None, _read_all, inst.stderr),
+    # The pipes are the event loop's, not threads': a call waits on no shared thread
+    # pool, however many run at once, and a call cut short leaves no thread blocked.
+    out, err, _ = await asyncio.gather(
+        _read_to_end(inst.stdout), _read_to_end(inst.stderr), _feed(inst, req.body)
     )
-    await writer
     inst.call_logs = [("stderr", line) for line in err.decode(errors="replace").splitlines()]
     status = await runtime.wait(inst.id)
     if status.code == 0 and not status.oom_killed:
@@ -213,11 +199,58 @@ async def _stdio(runtime: Runtime, inst: Instance, req: CallRequest) -> CallResu
     return _crash(req, status, err.decode(errors="replace"))
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
+async def _read_to_end(fd: int) -> bytes:
+    os.set_blocking(fd, False)  # our end only: the container's end is its own
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            await _fd_ready(fd)
+            continue
+        if not chunk:
+            return b"".join(chunks)
         chunks.append(chunk)
-    return b"".join(chunks)
+
+
+async def _feed(inst: Instance, data: bytes) -> None:
+    """Write ``data`` to the instance's stdin, then close it: the function reads to its
+    end. Cut short, the pipe stays the instance's, and goes when it does."""
+    fd = inst.stdin
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    try:
+        while view:
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                await _fd_ready(fd, write=True)
+    except BrokenPipeError:
+        pass  # the function did not read all of its input: its right
+    os.close(fd)
+    inst.stdin = -1
+
+
+async def _fd_ready(fd: int, *, write: bool = False) -> None:
+    """Until ``fd`` can be read (or written) without blocking."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    if write:
+        loop.add_writer(fd, wake)
+    else:
+        loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
 
 
 def _crash(req: CallRequest, status: ExitStatus, stderr: str) -> CallResult:

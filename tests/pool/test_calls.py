@@ -242,3 +242,35 @@ async def test_a_node_stopping_while_a_function_is_removed_leaves_nothing(
     sync.cancel()
     await manager.stop()
     assert manager.runtime.containers() == []
+
+
+async def test_stdio_calls_run_side_by_side_however_many_there_are(
+    client: PoolClient, manager: PoolManager
+) -> None:
+    """Twelve calls that read their input, then take 1 s, each well inside a 4 s deadline.
+
+    A call's pipes are read and written by the event loop, not by threads of a small
+    shared pool: when they were, three calls held every thread of a 2-core node, and
+    the fourth call's input waited for one of them to end.
+    """
+    n = 12
+    await deploy(client, manager, spec(name="slowcat", image="busybox", protocol="stdio",
+                                       command="cat; sleep 1", timeout="4s",
+                                       pool={"min": n, "max": n}))  # fmt: skip
+    results = await asyncio.gather(
+        *(call(client, "slowcat", f"call {i}".encode(), timeout=4) for i in range(n))
+    )
+    late = [r.message for r in results if r.status != 200]
+    assert not late, late
+    assert [r.body for r in results] == [f"call {i}".encode() for i in range(n)]
+
+
+async def test_stdio_input_and_output_far_past_a_pipe_buffer(
+    client: PoolClient, manager: PoolManager
+) -> None:
+    await deploy(client, manager, spec(name="echo", image="busybox", protocol="stdio",
+                                       command="tee /dev/stderr", pool={"min": 1}))  # fmt: skip
+    body = bytes(range(256)) * (3 << 12)  # 3 MiB, written while both outputs are read
+    result = await call(client, "echo", body)
+    assert result.status == 200, result
+    assert len(result.body) == len(body) and result.body == body
