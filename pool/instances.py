@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import select
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -187,11 +190,15 @@ async def invoke(
 
 async def _stdio(runtime: Runtime, inst: Instance, req: CallRequest) -> CallResult:
     await runtime.start(inst.id)
-    # The pipes are the event loop's, not threads': a call waits on no shared thread
-    # pool, however many run at once, and a call cut short leaves no thread blocked.
-    out, err, _ = await asyncio.gather(
-        _read_to_end(inst.stdout), _read_to_end(inst.stderr), _feed(inst, req.body)
-    )
+    # Both outputs are read by one thread of the node's own pool for calls (a read
+    # returns as soon as the data is there, whatever the event loop is doing); the
+    # input is written by the event loop. The thread owns the two fds from here on and
+    # closes them at their end, which comes by the container's exit at the latest.
+    out_fd, err_fd = inst.stdout, inst.stderr
+    inst.stdout = inst.stderr = -1
+    reading = asyncio.get_running_loop().run_in_executor(_readers(), _read_both, out_fd, err_fd)
+    await _feed(inst, req.body)
+    out, err = await reading
     inst.call_logs = [("stderr", line) for line in err.decode(errors="replace").splitlines()]
     status = await runtime.wait(inst.id)
     if status.code == 0 and not status.oom_killed:
@@ -199,40 +206,56 @@ async def _stdio(runtime: Runtime, inst: Instance, req: CallRequest) -> CallResu
     return _crash(req, status, err.decode(errors="replace"))
 
 
-async def _read_to_end(fd: int) -> bytes:
-    os.set_blocking(fd, False)  # our end only: the container's end is its own
-    chunks: list[bytes] = []
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            await _fd_ready(fd)
-            continue
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+STDIO_CALLS_AT_ONCE = 256  # threads reading stdio calls' outputs, per node
+
+
+@functools.cache
+def _readers() -> ThreadPoolExecutor:
+    """The node's threads for reading stdio calls (not the default pool: its few threads
+    are shared with mounts and removals, and three calls once held them all)."""
+    return ThreadPoolExecutor(STDIO_CALLS_AT_ONCE, thread_name_prefix="scow-stdio")
+
+
+def _read_both(out_fd: int, err_fd: int) -> tuple[bytes, bytes]:
+    """stdout and stderr, each to its end (in a thread); closes both."""
+    chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
+    poller = select.poll()
+    for fd in chunks:
+        poller.register(fd, select.POLLIN)
+    left = set(chunks)
+    try:
+        while left:
+            for fd, _ in poller.poll():
+                if data := os.read(fd, 65536):
+                    chunks[fd].append(data)
+                else:
+                    poller.unregister(fd)
+                    left.discard(fd)
+    finally:
+        for fd in chunks:
+            os.close(fd)
+    return b"".join(chunks[out_fd]), b"".join(chunks[err_fd])
 
 
 async def _feed(inst: Instance, data: bytes) -> None:
     """Write ``data`` to the instance's stdin, then close it: the function reads to its
     end. Cut short, the pipe stays the instance's, and goes when it does."""
     fd = inst.stdin
-    os.set_blocking(fd, False)
+    os.set_blocking(fd, False)  # our end only: the container's end is its own
     view = memoryview(data)
     try:
         while view:
             try:
                 view = view[os.write(fd, view) :]
             except BlockingIOError:
-                await _fd_ready(fd, write=True)
+                await _writable(fd)
     except BrokenPipeError:
         pass  # the function did not read all of its input: its right
     os.close(fd)
     inst.stdin = -1
 
 
-async def _fd_ready(fd: int, *, write: bool = False) -> None:
-    """Until ``fd`` can be read (or written) without blocking."""
+async def _writable(fd: int) -> None:
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
 
@@ -240,17 +263,11 @@ async def _fd_ready(fd: int, *, write: bool = False) -> None:
         if not ready.done():
             ready.set_result(None)
 
-    if write:
-        loop.add_writer(fd, wake)
-    else:
-        loop.add_reader(fd, wake)
+    loop.add_writer(fd, wake)
     try:
         await ready
     finally:
-        if write:
-            loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)
+        loop.remove_writer(fd)
 
 
 def _crash(req: CallRequest, status: ExitStatus, stderr: str) -> CallResult:
