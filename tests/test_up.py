@@ -155,10 +155,13 @@ def live_node_pids(run: Path) -> set[int]:
     return {n["pid"] for n in response.json()["nodes"] if n["live"]}
 
 
-def started_again(proc: subprocess.Popen[str], role: str, old: int) -> int:
+def started_again(proc: subprocess.Popen[str], run: Path, role: str, old: int) -> int:
     """Kill -9 the host's ``role`` child (pid ``old``) and wait for its next life."""
     os.kill(old, signal.SIGKILL)
-    wait_until(lambda: roles(proc.pid).get(role, old) != old, 30, f"{role} started again")
+    try:
+        wait_until(lambda: roles(proc.pid).get(role, old) != old, 30, f"{role} started again")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the host said:\n{output(run)}") from None
     return roles(proc.pid)[role]
 
 
@@ -167,13 +170,15 @@ def test_a_dead_child_is_started_again_and_serves(
     host: tuple[subprocess.Popen[str], Path, int],
 ) -> None:
     proc, run, port = host
+    # Up, as the host tells it: a child that dies before that is a failed start.
+    wait_until(lambda: "scow is up" in output(run), 60, "scow is up")
     first = roles(proc.pid)
-    wait_until(lambda: first["node"] in live_node_pids(run), 60, "the node registered")
+    assert first["node"] in live_node_pids(run)
 
-    node = started_again(proc, "node", first["node"])
+    node = started_again(proc, run, "node", first["node"])
     wait_until(lambda: node in live_node_pids(run), 60, "the new node registered")
 
-    gateway = started_again(proc, "gateway", first["gateway"])
+    gateway = started_again(proc, run, "gateway", first["gateway"])
 
     def healthy() -> bool:
         try:
@@ -183,7 +188,7 @@ def test_a_dead_child_is_started_again_and_serves(
 
     wait_until(healthy, 30, "the new gateway on the same port")
 
-    started_again(proc, "redis", first["redis"])
+    started_again(proc, run, "redis", first["redis"])
     # The node and the gateway found the new Redis by themselves: a live node again.
     wait_until(lambda: node in live_node_pids(run), 30, "the node seen through the new Redis")
     assert roles(proc.pid)["node"] == node and roles(proc.pid)["gateway"] == gateway
