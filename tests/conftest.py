@@ -244,9 +244,15 @@ async def nodes(
         return node
 
     yield make
+    stuck = []
     for node in made:
-        node.stop_if_running()
+        try:
+            node.stop_if_running()
+        except AssertionError as exc:  # killed by now: what it left is cleaned all the same
+            stuck.append(exc)
         await node.clean()
+    if stuck:
+        raise stuck[0]
 
 
 @pytest.fixture

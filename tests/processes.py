@@ -37,10 +37,17 @@ class Daemon:
         self.proc.wait()
 
     def stop(self) -> int:
+        """SIGTERM and its exit code; one that does not exit within 60 s is killed and
+        the test fails (and its leftovers can still be cleaned)."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.log}: no exit within 60 s of SIGTERM:\n"
+                                 f"{self.log_tail()}") from None  # fmt: skip
 
     def stop_if_running(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -305,9 +305,11 @@ async def test_redis_stopped_under_load_503_then_recovers(
         # Redis away is said once per outage, not once per try, and no task dies of it.
         assert "never retrieved" not in node.log_tail(100_000), node.log_tail()
     finally:
-        node.stop_if_running()  # before Redis: a node holding results waits for it
-        gateway.stop_if_running()
-        server.stop()
+        try:
+            node.stop_if_running()  # before Redis: a node holding results waits for it
+            gateway.stop_if_running()
+        finally:
+            server.stop()
 
 
 async def test_a_result_made_while_redis_is_away_is_sent_once_it_is_back(
@@ -345,10 +347,12 @@ async def test_a_result_made_while_redis_is_away_is_sent_once_it_is_back(
         assert "never retrieved" not in node.log_tail(100_000), node.log_tail()
         assert node.stop() == 0
     finally:
-        node.stop_if_running()
-        await client.close()
-        await redis.aclose()
-        server.stop()
+        try:
+            node.stop_if_running()
+            await client.close()
+            await redis.aclose()
+        finally:
+            server.stop()
 
 
 async def test_sigterm_finishes_calls_in_flight_and_claims_no_more(
