@@ -69,6 +69,31 @@ HEARTBEAT_STALE = 4.0  # a node silent this long is dead: its calls are taken ov
 RETRY_EVERY = 0.5  # what failed because Redis is away is tried again this often
 
 
+class Outage:
+    """What a loop that outlives Redis errors (and bugs) logs: the first failure of a run
+    of them, and that it works again, not a line per try."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self.logger, self.what, self.on = logger, what, False
+
+    def failed(self, exc: BaseException) -> None:
+        """Redis away, or a reply cut short: said once."""
+        if not self.on:
+            self.logger.warning("%s: %r (retrying)", self.what, exc)
+        self.on = True
+
+    def bug(self) -> None:
+        """Any other exception, with its traceback: said once too."""
+        if not self.on:
+            self.logger.exception("%s failed (retrying)", self.what)
+        self.on = True
+
+    def over(self) -> None:
+        if self.on:
+            self.logger.warning("%s: working again", self.what)
+        self.on = False
+
+
 def cancellation_requested() -> bool:
     """Whether the current task was asked to stop.
 
@@ -337,7 +362,7 @@ class PoolClient:
         it to end, every call of this gateway would wait for its deadline from then on.
         """
         last: str | bytes = "0-0"  # the stream is this gateway's own: all of it is ours
-        failing = False
+        outage = Outage(log, "reading replies")
         while not cancellation_requested():
             try:
                 last = await self._deliver_replies(last)
@@ -346,18 +371,14 @@ class PoolClient:
                 # time out on their own.
                 if cancellation_requested():
                     raise asyncio.CancelledError from None
-                if not failing:
-                    log.warning("reading replies: %r (retrying)", exc)
-                failing = True
+                outage.failed(exc)
                 await asyncio.sleep(0.2)
                 continue
             except Exception:  # a bug: said loudly, and the replies still read
-                log.exception("reading replies failed")
+                outage.bug()
                 await asyncio.sleep(0.2)
                 continue
-            if failing:
-                log.warning("reading replies: working again")
-            failing = False
+            outage.over()
 
     async def _deliver_replies(self, last: str | bytes) -> str | bytes:
         """One read of the reply stream after ``last``; returns the last id read."""

@@ -445,25 +445,18 @@ async def _forever(step: Callable[[], Awaitable[object]], every: float) -> None:
 
     A cancellation is checked after every step too: redis-py can absorb one.
     """
-    failing = False
+    outage = contract.Outage(log, getattr(step, "__name__", str(step)))
     while True:
         try:
             await step()
-            if failing:
-                log.warning("%s: working again", getattr(step, "__name__", step))
-            failing = False
+            outage.over()
         except asyncio.CancelledError:
             raise
         except (aioredis.RedisError, OSError) as exc:
-            if not failing:  # once per outage, not once per try
-                log.warning("%s: %s (retrying every %.1fs)", getattr(step, "__name__", step),
-                            exc, max(every, contract.RETRY_EVERY))  # fmt: skip
-            failing = True
+            outage.failed(exc)
         except Exception:  # a bug: said loudly, and the loop goes on (a dead heartbeat
             # loop would have this node's calls taken over while it runs them)
-            if not failing:
-                log.exception("%s failed (retrying)", getattr(step, "__name__", step))
-            failing = True
+            outage.bug()
         if contract.cancellation_requested():
             raise asyncio.CancelledError
-        await asyncio.sleep(max(every, contract.RETRY_EVERY) if failing else every)
+        await asyncio.sleep(max(every, contract.RETRY_EVERY) if outage.on else every)

@@ -66,7 +66,7 @@ class FunctionWorker:
         self._reader = asyncio.create_task(self._consume(), name=f"consume-{self.spec.name}")
 
     async def _consume(self) -> None:
-        failing = False
+        outage = contract.Outage(log, f"function {self.spec.name}: reading calls")
         while not contract.cancellation_requested():
             await self.pool.wait_until_can_serve()
             try:
@@ -75,16 +75,14 @@ class FunctionWorker:
                 # Redis away, or a reply cut short as it went (a protocol error, not a
                 # ConnectionError): this loop must outlive it, or the function is served
                 # by no one while every other loop of the node has recovered.
-                if not failing:
-                    log.warning("function %s: reading calls: %r (retrying)", self.spec.name, exc)
-                failing = True
-                await asyncio.sleep(0.5)
+                outage.failed(exc)
+                await asyncio.sleep(contract.RETRY_EVERY)
                 continue
             except Exception:  # a bug: said loudly, and the function still served
-                log.exception("function %s: reading calls failed", self.spec.name)
+                outage.bug()
                 await asyncio.sleep(1.0)
                 continue
-            failing = False
+            outage.over()
             for _, entries in batches:
                 for entry_id, fields in entries:
                     self.run(entry_id, fields)

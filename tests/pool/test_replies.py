@@ -89,3 +89,23 @@ async def test_a_reply_that_comes_before_the_reader_reads_is_not_missed(
     await client.start()  # the reader's first read comes after the reply
     result = await pending
     assert (result.status, result.body) == (200, b"early"), result
+
+
+def test_an_outage_is_said_once_and_its_end_once(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from pool.contract import Outage
+
+    logger = logging.getLogger("scow.test-outage")
+    outage = Outage(logger, "reading replies")
+    with caplog.at_level(logging.WARNING, logger.name):
+        outage.over()  # nothing failed: nothing to say
+        for _ in range(3):
+            outage.failed(OSError("gone"))
+        assert outage.on
+        outage.over()
+        outage.over()
+    assert [r.getMessage() for r in caplog.records] == [
+        "reading replies: OSError('gone') (retrying)",
+        "reading replies: working again",
+    ]
