@@ -260,20 +260,16 @@ class PoolManager:
                 await pump
             if streamed:  # its reader stops at this, rather than waiting for more
                 with contextlib.suppress(aioredis.RedisError):
-                    await self._end_output(req.id)
+                    await self._progress_entry(req.id, {"end": b"1"})
         await self.redis.xadd(req.reply_to, result.to_fields(), maxlen=contract.REPLY_MAXLEN)
         await self.redis.xack(key, contract.GROUP, entry_id)
         await self.redis.xdel(key, entry_id)
 
     async def _pump_progress(self, command_id: str, lines: asyncio.Queue[str | None]) -> None:
         """Forward a command's progress lines to its progress stream, in order."""
-        key = contract.progress_key(command_id)
         while (line := await lines.get()) is not None:
             with contextlib.suppress(aioredis.RedisError):  # progress is best effort
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.xadd(key, {"line": line}, maxlen=10_000)
-                    pipe.expire(key, 3600)  # the asker may be gone
-                    await pipe.execute()
+                await self._progress_entry(command_id, {"line": line}, maxlen=10_000)
 
     async def _send_output(self, command_id: str, chunk: bytes, deadline: float) -> None:
         """Append a chunk of output, waiting while the reader is behind (it deletes what
@@ -283,15 +279,16 @@ class PoolManager:
             if time.time() > deadline:
                 raise CommandError(504, "timeout", "nobody read the output before the deadline")
             await asyncio.sleep(0.01)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, {"data": chunk})
-            pipe.expire(key, 3600)
-            await pipe.execute()
+        await self._progress_entry(command_id, {"data": chunk})
 
-    async def _end_output(self, command_id: str) -> None:
+    async def _progress_entry(
+        self, command_id: str, entry: dict[str, str | bytes], maxlen: int | None = None
+    ) -> None:
+        """One entry on a command's progress stream, which goes an hour after its last
+        (the asker may be gone)."""
         key = contract.progress_key(command_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, {"end": b"1"})
+            pipe.xadd(key, entry, maxlen=maxlen)
             pipe.expire(key, 3600)
             await pipe.execute()
 
