@@ -194,7 +194,7 @@ class Host:
                     assert child.proc is not None
                     self.out(f"{child.name} started again (pid {child.proc.pid})")
             elif (code := child.proc.poll()) is not None:
-                delay = self._died(child.name, code, child.restarts, now)
+                delay = self._died(f"{child.name} exited with code {code}", child.restarts, now)
                 if delay is None:
                     return False
                 child.proc, child.due = None, now + delay
@@ -208,7 +208,8 @@ class Host:
         if proc is not None and proc.poll() is None:
             return True
         if proc is not None:  # it died: the node and the gateway answer 503 meanwhile
-            delay = self._died("redis-server", proc.returncode, self._redis_restarts, now)
+            how = f"redis-server exited with code {proc.returncode}"
+            delay = self._died(how, self._redis_restarts, now)
             if delay is None:
                 return False
             self.redis.stop()  # forgets the process, removes its socket
@@ -217,25 +218,25 @@ class Host:
             try:
                 self.redis.start()  # on the same data: nothing acknowledged is lost
             except RedisServerError as exc:
-                self.out(f"redis-server did not start again: {exc}")
                 self.redis.stop()
-                delay = self._redis_restarts.after_death(time.monotonic())
+                now = time.monotonic()
+                delay = self._died(f"redis-server did not start again ({exc})",
+                                   self._redis_restarts, now)  # fmt: skip
                 if delay is None:
-                    self.out("redis-server keeps failing; stopping")
                     return False
-                self._redis_due = time.monotonic() + delay
+                self._redis_due = now + delay
                 return True
             self.out("redis-server started again")
         return True
 
-    def _died(self, name: str, code: int | None, restarts: Restarts, now: float) -> float | None:
-        """Say that ``name`` died; seconds until it is started again (None: not again)."""
+    def _died(self, how: str, restarts: Restarts, now: float) -> float | None:
+        """Say how a child died; seconds until it is started again (None: not again)."""
         delay = restarts.after_death(now)
         if delay is None:
-            self.out(f"{name} exited with code {code}, {len(restarts.deaths)} times within "
-                     f"{restarts.window:.0f}s; stopping")  # fmt: skip
+            self.out(f"{how}, {len(restarts.deaths)} times within {restarts.window:.0f}s; "
+                     "stopping")  # fmt: skip
         else:
-            self.out(f"{name} exited with code {code}; starting it again in {delay:.0f}s")
+            self.out(f"{how}; starting it again in {delay:.0f}s")
         return delay
 
     def _spawn(self, name: str, args: list[str]) -> None:
