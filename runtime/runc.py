@@ -198,7 +198,7 @@ async def _await_exec(fd: int, pid: int) -> bytes:
             try:
                 await asyncio.wait_for(readable.wait(), 0.1)
             except TimeoutError:
-                if not _alive(pid):
+                if not init_waits(pid):
                     with contextlib.suppress(BlockingIOError):
                         data += os.read(fd, 4096)  # it may have run and ended meanwhile
                     return data
@@ -215,7 +215,7 @@ async def _await_exec(fd: int, pid: int) -> bytes:
         loop.remove_reader(fd)
 
 
-def _alive(pid: int) -> bool:
+def init_waits(pid: int) -> bool:
     """Whether ``pid`` is still runc's init waiting to exec: not a zombie, and not some
     other process that took its pid after it died."""
     try:

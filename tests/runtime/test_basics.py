@@ -10,7 +10,7 @@ import pytest
 
 from runtime.engine import Runtime
 from runtime.errors import Conflict, RuncError
-from runtime.runc import _alive as runc_init_waits
+from runtime.runc import init_waits
 from runtime.spec import RunOptions
 from tests.runtime.helpers import BUSYBOX, run
 
@@ -159,7 +159,7 @@ async def test_start_runs_no_runc_and_runc_sees_it_running(
     fifo = runtime.runc.root / rec.id / "exec.fifo"
     assert fifo.exists()
     # Its init is told from any other process that could hold its pid later.
-    assert runc_init_waits(rec.pid) and not runc_init_waits(os.getpid())
+    assert init_waits(rec.pid) and not init_waits(os.getpid())
     assert (await runtime.runc.state(rec.id) or {})["status"] == "created"
     await runtime.start(rec.id)
     assert not [c for c in calls if c[0] == "start"], calls  # runc's exec fifo, read by us
