@@ -13,19 +13,19 @@ archive is refused naming the member.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import secrets
 import shutil
 import tarfile
 from collections.abc import Mapping
-from typing import IO, Any, BinaryIO, Literal, cast
+from typing import IO, Any, BinaryIO, Literal
 
 from images import reference
 from images.config import add_step, empty_config
-from images.errors import ImageError, InvalidReference, UnsafeArchive
+from images.errors import ImageError, InvalidReference
 from images.store import REF_NAME, Image, ImageStore
+from runtime.tarfs import UnsafeArchive, decompressed
 
 Format = Literal["docker", "oci"]
 
@@ -106,27 +106,52 @@ def _save_oci(
 
 
 def load(store: ImageStore, src: IO[bytes], *, max_bytes: int | None = None) -> list[str]:
-    """Load every image in a docker-archive or OCI archive; ``Loaded image: ...`` lines."""
+    """Load every image in a docker-archive or OCI archive; ``Loaded image: ...`` lines.
+
+    An archive is hostile: its JSON is checked field by field, each layer goes in
+    as every layer does (capped, checked, never written through a link) and must
+    hash to the diff_id its config names. On any refusal the layers this load
+    added are taken out again: nothing half-made is left in the store.
+    """
     store.open()
     spool = store.tmp / f"load-{secrets.token_hex(6)}.tar"
+    added: list[str] = []
     try:
         with open(spool, "wb") as f:
             shutil.copyfileobj(src, f, 1 << 20)
         try:
             with tarfile.open(spool, mode="r:*") as tar:
-                names = set(tar.getnames())
+                names = _names(tar)
                 if "manifest.json" in names:
-                    return _load_docker(store, tar, max_bytes)
+                    return _load_docker(store, tar, max_bytes, added)
                 if "index.json" in names:
-                    return _load_oci(store, tar, max_bytes)
+                    return _load_oci(store, tar, max_bytes, added)
         except tarfile.TarError as exc:
             raise ImageError(f"not an image archive: {exc}") from None
         raise ImageError("not an image archive: neither manifest.json nor index.json in it")
+    except BaseException:
+        store.forget_layers(added)
+        raise
     finally:
         spool.unlink(missing_ok=True)
 
 
+MAX_ARCHIVE_FILES = 100_000
+MAX_JSON = 4 << 20
+
+
+def _names(tar: tarfile.TarFile) -> set[str]:
+    names = set()
+    while (info := tar.next()) is not None:
+        names.add(info.name)
+        if len(names) > MAX_ARCHIVE_FILES:
+            raise UnsafeArchive(info.name, f"more than {MAX_ARCHIVE_FILES} files in the archive")
+    return names
+
+
 def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
+    if not isinstance(name, str):
+        raise UnsafeArchive(repr(name), "a member name that is not a string")
     try:
         f = tar.extractfile(name)
     except KeyError:
@@ -136,45 +161,98 @@ def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
     return f
 
 
+def _json(tar: tarfile.TarFile, name: str) -> tuple[Any, bytes]:
+    data = _member(tar, name).read(MAX_JSON + 1)
+    if len(data) > MAX_JSON:
+        raise UnsafeArchive(name, f"more than {MAX_JSON} bytes of JSON")
+    try:
+        return json.loads(data), data
+    except ValueError as exc:
+        raise UnsafeArchive(name, f"not valid JSON: {exc}") from None
+
+
+def _field(obj: Any, key: str, kind: type, where: str) -> Any:
+    value = obj.get(key) if isinstance(obj, dict) else None
+    if not isinstance(value, kind):
+        raise UnsafeArchive(where, f"{key!r} is missing or not a {kind.__name__}")
+    return value
+
+
+def _blob_name(digest: Any, where: str) -> str:
+    if not isinstance(digest, str) or not reference.DIGEST_RE.fullmatch(digest):
+        raise UnsafeArchive(where, f"not a sha256 digest: {str(digest)[:80]!r}")
+    return "blobs/sha256/" + digest[7:]
+
+
+def _diff_ids(config: Any, where: str) -> list[str]:
+    rootfs = _field(config, "rootfs", dict, where)
+    diff_ids: list[str] = _field(rootfs, "diff_ids", list, where)
+    for d in diff_ids:
+        _blob_name(d, where)
+    return diff_ids
+
+
 def _add_layer(
-    store: ImageStore, tar: tarfile.TarFile, name: str, expected: str, max_bytes: int | None
-) -> None:
-    stream = _member(tar, name)
-    head = stream.read(2)
-    stream.seek(0)
-    layer = cast(IO[bytes], gzip.GzipFile(fileobj=stream)) if head == b"\x1f\x8b" else stream
-    diff_id = store.add_layer_stream(layer, max_bytes=max_bytes)
+    store: ImageStore, tar: tarfile.TarFile, name: str, expected: str, max_bytes: int | None,
+    added: list[str],
+) -> None:  # fmt: skip
+    if store.layer_dir(expected).is_dir():
+        return  # already here, from another image: nothing to unpack again
+    diff_id = store.add_layer_stream(decompressed(_member(tar, name)), max_bytes=max_bytes)
+    added.append(diff_id)
     if diff_id != expected:
         raise UnsafeArchive(name, f"its content is {diff_id}, but the config says {expected}")
 
 
-def _load_docker(store: ImageStore, tar: tarfile.TarFile, max_bytes: int | None) -> list[str]:
+def _load_docker(
+    store: ImageStore, tar: tarfile.TarFile, max_bytes: int | None, added: list[str]
+) -> list[str]:
     out = []
-    for entry in json.load(_member(tar, "manifest.json")):
-        config_bytes = _member(tar, entry["Config"]).read()
-        diff_ids = json.loads(config_bytes).get("rootfs", {}).get("diff_ids", [])
-        if len(diff_ids) != len(entry["Layers"]):
-            raise UnsafeArchive(entry["Config"], "its layer count differs from the manifest's")
-        for name, expected in zip(entry["Layers"], diff_ids, strict=True):
-            _add_layer(store, tar, name, expected, max_bytes)
-        out += _register(store, config_bytes, entry.get("RepoTags") or [])
+    manifest, _ = _json(tar, "manifest.json")
+    if not isinstance(manifest, list):
+        raise UnsafeArchive("manifest.json", "not a list of images")
+    for entry in manifest:
+        config_name = _field(entry, "Config", str, "manifest.json")
+        layers = _field(entry, "Layers", list, "manifest.json")
+        config, config_bytes = _json(tar, config_name)
+        diff_ids = _diff_ids(config, config_name)
+        if len(diff_ids) != len(layers):
+            raise UnsafeArchive(config_name, "its layer count differs from the manifest's")
+        for name, expected in zip(layers, diff_ids, strict=True):
+            _add_layer(store, tar, name, expected, max_bytes, added)
+        tags = entry.get("RepoTags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise UnsafeArchive("manifest.json", "RepoTags is not a list of names")
+        out += _register(store, config_bytes, tags)
     return out
 
 
-def _load_oci(store: ImageStore, tar: tarfile.TarFile, max_bytes: int | None) -> list[str]:
+def _load_oci(
+    store: ImageStore, tar: tarfile.TarFile, max_bytes: int | None, added: list[str]
+) -> list[str]:
     out = []
-    for descriptor in json.load(_member(tar, "index.json"))["manifests"]:
-        manifest = json.load(_member(tar, "blobs/sha256/" + descriptor["digest"][7:]))
-        config_bytes = _member(tar, "blobs/sha256/" + manifest["config"]["digest"][7:]).read()
-        diff_ids = json.loads(config_bytes).get("rootfs", {}).get("diff_ids", [])
-        for layer, expected in zip(manifest["layers"], diff_ids, strict=True):
-            _add_layer(store, tar, "blobs/sha256/" + layer["digest"][7:], expected, max_bytes)
+    index, _ = _json(tar, "index.json")
+    for descriptor in _field(index, "manifests", list, "index.json"):
+        manifest_name = _blob_name(_field(descriptor, "digest", str, "index.json"), "index.json")
+        manifest, _ = _json(tar, manifest_name)
+        config_ref = _field(manifest, "config", dict, manifest_name)
+        config_name = _blob_name(_field(config_ref, "digest", str, manifest_name), manifest_name)
+        config, config_bytes = _json(tar, config_name)
+        diff_ids = _diff_ids(config, config_name)
+        layers = _field(manifest, "layers", list, manifest_name)
+        if len(layers) != len(diff_ids):
+            raise UnsafeArchive(config_name, "its layer count differs from the manifest's")
+        for layer, expected in zip(layers, diff_ids, strict=True):
+            name = _blob_name(_field(layer, "digest", str, manifest_name), manifest_name)
+            _add_layer(store, tar, name, expected, max_bytes, added)
         tag = (descriptor.get("annotations") or {}).get(REF_NAME)
-        out += _register(store, config_bytes, [tag] if tag and ":" in tag else [])
+        out += _register(store, config_bytes, [tag] if isinstance(tag, str) and ":" in tag else [])
     return out
 
 
 def _register(store: ImageStore, config_bytes: bytes, tags: list[str]) -> list[str]:
+    for tag in tags:
+        reference.normalize(tag)  # a bad tag is refused before the image is stored
     image = store.add_image(config_bytes)
     for tag in tags:
         store.tag(image.id, tag)
@@ -190,33 +268,16 @@ def import_rootfs(
     message: str = "",
     max_bytes: int | None = None,
 ) -> Image:
-    """A root filesystem tarball (plain or gzip) as a one-layer image."""
+    """A root filesystem tarball (plain, gzip, bzip2 or xz) as a one-layer image."""
     store.open()
-    head = src.read(2)
-    rest = io.BufferedReader(_Prefixed(head, src))
-    stream = cast(IO[bytes], gzip.GzipFile(fileobj=rest) if head == b"\x1f\x8b" else rest)
-    diff_id = store.add_layer_stream(stream, max_bytes=max_bytes)
+    if tag:
+        reference.normalize(tag)
+    diff_id = store.add_layer_stream(decompressed(src), max_bytes=max_bytes)
     image_config = empty_config()
     image_config["config"].update(config or {})
     add_step(image_config, "scow import", diff_id, message or "imported from a tarball")
-    return store.create_image(image_config, tag=tag)
-
-
-class _Prefixed(io.RawIOBase):
-    """``head`` then the rest of ``src``: sniffing without needing a seekable stream."""
-
-    def __init__(self, head: bytes, src: IO[bytes]) -> None:
-        self.head, self.src = head, src
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.head:
-            n = min(len(buffer), len(self.head))
-            buffer[:n] = self.head[:n]
-            self.head = self.head[n:]
-            return n
-        data = self.src.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+    try:
+        return store.create_image(image_config, tag=tag)
+    except BaseException:
+        store.forget_layers([diff_id])
+        raise

@@ -13,23 +13,23 @@ hash of what it copies, so touching a file re-runs from that step on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
-import re
+import platform
 import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from images import base as bases
 from images.cache import BuildCache, step_key
 from images.config import add_step, child_config
-from images.context import BuildContext
-from images.copying import below, download, is_dir_in, make_parents, place
+from images.context import BuildContext, Source
+from images.copying import URL_RE, CopyStep, Fetch, copy_into, ensure_dir, image_view
 from images.dockerfile import (
     SUBSTITUTED,
     Dockerfile,
@@ -40,24 +40,27 @@ from images.dockerfile import (
     words,
 )
 from images.dockerfile import parse as parse_dockerfile
-from images.errors import ImageError, ImageNotFound, UnsafeArchive
-from images.layers import find_in_layers
+from images.errors import ImageError, ImageNotFound
 from images.store import Image, ImageStore
 from runtime.engine import Runtime, Stdio
 from runtime.errors import ContainerError
-from runtime.rootfs import mount_overlay, unmount
-from runtime.spec import ImageConfig, RunOptions
+from runtime.rootdir import RootDir, UnsafePath
+from runtime.spec import ImageConfig, NetworkMode, RunOptions
+from runtime.tarfs import UnsafeArchive
 from runtime.units import parse_duration
-from runtime.users import resolve_user
 
 Progress = Callable[[str], None]
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 # RUN steps get Docker's default capability set, as ``docker build`` gives them:
-# package managers drop privileges (SETUID, SETGID) and chown files (CHOWN).
+# package managers drop privileges (SETUID, SETGID) and chown files (CHOWN). Not
+# NET_RAW on the host's network: packet sockets there would see the loopback's
+# traffic, bearer tokens included.
 BUILD_CAPABILITIES = (
-    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "SETGID", "SETUID",
     "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
 )  # fmt: skip
+BuildNetwork = Literal["host", "none"]
+PLATFORM = f"linux/{ {'x86_64': 'amd64', 'aarch64': 'arm64'}.get(platform.machine(), '?') }"
 
 
 class BuildError(ImageError):
@@ -69,12 +72,15 @@ class BuildError(ImageError):
 @dataclass(frozen=True)
 class BuildOptions:
     context: Path
-    dockerfile: Path | None = None  # default: <context>/Dockerfile
+    dockerfile: str = "Dockerfile"  # in the context
     tag: str | None = None
     build_args: Mapping[str, str] = field(default_factory=dict)
     no_cache: bool = False
     target: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    # RUN steps' network: the host's (``docker build``'s default here) or none at all;
+    # a step's own RUN --network=none|host wins.
+    network: BuildNetwork = "host"
 
 
 @dataclass
@@ -108,24 +114,37 @@ class _State:
 
 
 class Builder:
-    def __init__(self, store: ImageStore, runtime: Runtime, progress: Progress = print) -> None:
+    def __init__(
+        self, store: ImageStore, runtime: Runtime, progress: Progress = print,
+        fetch: Fetch | None = None,
+    ) -> None:  # fmt: skip
         self.store = store
         self.runtime = runtime
         self.progress = progress
+        # ADD <url> downloads through this (the node's, which keeps to its outbound
+        # policy); without one, ADD of a URL is refused.
+        self.fetch = fetch
         self.cache = BuildCache(store.root / "build-cache.json")
 
     async def build(self, opts: BuildOptions) -> Image:
         self.store.open()
-        path = opts.dockerfile or opts.context / "Dockerfile"
         try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ImageError(f"cannot read {path}: {exc.strerror}") from None
+            context = BuildContext.load(opts.context)
+        except UnsafePath as exc:
+            raise ImageError(f"cannot read the build context: {exc.reason}") from None
+        try:
+            return await self._build(opts, context)
+        finally:
+            context.close()
+
+    async def _build(self, opts: BuildOptions, context: BuildContext) -> Image:
+        text = context.read_dockerfile(opts.dockerfile)
+        if text is None:
+            raise ImageError(f"no Dockerfile {opts.dockerfile!r} in the build context")
         try:
             dockerfile = parse_dockerfile(text)
         except DockerfileError as exc:
             raise BuildError(exc.line, exc.message) from None
-        context = BuildContext.load(opts.context)
         stages = dockerfile.stages
         if opts.target:
             try:
@@ -166,6 +185,10 @@ class Builder:
         dockerfile = build.dockerfile
         base_ref = substitute(stage.base, global_args, dockerfile.escape)
         self._say_step(f"FROM {base_ref}" + (f" AS {stage.name}" if stage.name else ""))
+        scope = {**global_args, "BUILDPLATFORM": PLATFORM, "TARGETPLATFORM": PLATFORM}
+        wanted = substitute(stage.platform, scope, dockerfile.escape)
+        if wanted and wanted != PLATFORM:
+            raise BuildError(stage.line, f"FROM --platform={wanted}: this node builds {PLATFORM}")
         base = await self._base(base_ref, stage, build)
         config = child_config(base.config if base else None)
         config.pop("author", None)
@@ -219,9 +242,8 @@ class Builder:
             self._arg(state, args, build.opts)  # ARG changes scope, not the image
             return
         extra = ""
-        sources: list[Path] = []
         if ins.cmd in ("COPY", "ADD") and "from" not in ins.flags:
-            sources, extra = self._sources(ins, args, build.context)
+            _, extra = self._sources(ins, args, build.context)
         elif ins.cmd == "COPY":
             src = self._copy_from_image(ins, build)
             extra = src.id if src else "scratch"
@@ -234,7 +256,10 @@ class Builder:
             state.image = cached
             self.progress(f" ---> {cached.short_id}")
             return
-        diff_id = await self._execute(state, ins, args, sources, build)
+        try:
+            diff_id = await self._execute(state, ins, args, build)
+        except (UnsafeArchive, UnsafePath) as exc:
+            raise BuildError(ins.line, f"{ins.cmd}: {exc}") from None
         add_step(state.config, ins.original, diff_id)
         image = self.store.create_image(state.config, intermediate=True)
         self.cache.put(key, image.id)
@@ -261,20 +286,20 @@ class Builder:
             state.args.setdefault(name, "")
 
     async def _execute(
-        self, state: _State, ins: Instruction, args: str, sources: list[Path], build: _Build
+        self, state: _State, ins: Instruction, args: str, build: _Build
     ) -> str | None:
         """Apply one instruction to ``state``; the diff_id of the layer it made, if any."""
         cfg = state.cfg
         try:
             match ins.cmd:
                 case "RUN":
-                    return await self._run(state, ins)
+                    return await self._run(state, ins, build.opts.network)
                 case "COPY" | "ADD":
-                    return await self._copy(state, ins, args, sources, build)
+                    return await self._copy(state, ins, args, build)
                 case "WORKDIR":
                     path = os.path.join(cfg.get("WorkingDir") or "/", args)
                     cfg["WorkingDir"] = os.path.normpath(path)
-                    return self._ensure_dir(state, cfg["WorkingDir"])
+                    return await self._ensure_dir(state, cfg["WorkingDir"])
                 case "ENV":
                     env = state.env()
                     env.update(_pairs(ins, args, build.dockerfile.escape, state.scope()))
@@ -322,7 +347,7 @@ class Builder:
             raise BuildError(ins.line, str(exc)) from None
         return None
 
-    async def _run(self, state: _State, ins: Instruction) -> str | None:
+    async def _run(self, state: _State, ins: Instruction, default: BuildNetwork) -> str | None:
         argv = list(ins.json) if ins.json is not None else [*state.shell, ins.args]
         cfg = state.cfg
         env = [f"{k}={v}" for k, v in {**state.args, **state.env()}.items()]
@@ -330,9 +355,13 @@ class Builder:
         image_config = ImageConfig(
             env=tuple(cfg.get("Env") or ()), working_dir=cfg.get("WorkingDir") or ""
         )
+        step = ins.flags.get("network", "default")
+        network: NetworkMode = default if step == "default" else "none" if step == "none" else (
+            "host")  # fmt: skip
+        caps = BUILD_CAPABILITIES if network == "host" else (*BUILD_CAPABILITIES, "NET_RAW")
         opts = RunOptions(
             entrypoint=tuple(argv), command=(), env=tuple(env), user=cfg.get("User") or "",
-            network="host", memory=4 << 30, pids_limit=4096, cap_add=BUILD_CAPABILITIES,
+            network=network, memory=4 << 30, pids_limit=4096, cap_add=caps,
         )  # fmt: skip
         read_fd, write_fd = os.pipe()
         tail: list[str] = []
@@ -375,21 +404,21 @@ class Builder:
 
     def _sources(
         self, ins: Instruction, args: str, context: BuildContext
-    ) -> tuple[list[Path], str]:
+    ) -> tuple[list[Source], str]:
         items = list(ins.json) if ins.json is not None else args.split()
         if len(items) < 2:
             raise BuildError(ins.line, f"{ins.cmd} needs a source and a destination")
-        paths: list[Path] = []
+        sources: list[Source] = []
         urls = []
         for src in items[:-1]:
-            if ins.cmd == "ADD" and re.match(r"^https?://", src):
+            if ins.cmd == "ADD" and URL_RE.match(src):
                 urls.append(src)
                 continue
             try:
-                paths.extend(context.select(src))
+                sources.extend(context.select(src))
             except ValueError as exc:
                 raise BuildError(ins.line, f"{ins.cmd} {exc}") from None
-        return paths, context.digest(paths) + "".join(urls)
+        return sources, context.digest(sources) + "".join(urls)
 
     def _copy_from_image(self, ins: Instruction, build: _Build) -> Image | None:
         ref = ins.flags["from"]
@@ -402,81 +431,58 @@ class Builder:
         except ImageNotFound:
             raise BuildError(ins.line, f"COPY --from={ref}: no such stage or image") from None
 
-    async def _copy(
-        self, state: _State, ins: Instruction, args: str, sources: list[Path], build: _Build
-    ) -> str | None:
+    def _layers(self, image: Image | None) -> list[Path]:
+        return self.store.layer_dirs(image) if image is not None and image.diff_ids else []
+
+    async def _copy(self, state: _State, ins: Instruction, args: str, build: _Build) -> str | None:
         items = list(ins.json) if ins.json is not None else args.split()
         dest = items[-1]
-        if not dest.startswith("/"):
-            dest = os.path.join(state.cfg.get("WorkingDir") or "/", dest)
-        layers = self.store.layer_dirs(state.image) if state.image else []
-        into_dir = items[-1].endswith("/") or len(items) > 2 or is_dir_in(layers, dest)
+        absolute = os.path.join(state.cfg.get("WorkingDir") or "/", dest)
+        chmod = ins.flags.get("chmod")
+        step = CopyStep(
+            tuple(items[:-1]), absolute, into_dir=dest.endswith("/") or len(items) > 2,
+            add=ins.cmd == "ADD", chown=ins.flags.get("chown"),
+            chmod=int(chmod, 8) if chmod else None,
+        )  # fmt: skip
+        from_image = self._copy_from_image(ins, build) if "from" in ins.flags else None
         staging = self.store.tmp / f"copy-{secrets.token_hex(6)}"
-        mount: Path | None = None
+        staging.mkdir(mode=0o700)
         try:
-            target = staging / dest.lstrip("/")
-            parent = target if into_dir else target.parent
-            make_parents(staging, parent, layers)
-            if "from" in ins.flags:
-                image = self._copy_from_image(ins, build)
-                mount = Path(tempfile.mkdtemp(dir=self.store.tmp, prefix="from-"))
-                if image is not None and image.diff_ids:
+            async with contextlib.AsyncExitStack() as stack:
+                view = await stack.enter_async_context(
+                    image_view(self.store.tmp, self._layers(state.image)))
+                source = None
+                if "from" in ins.flags:
+                    source = await stack.enter_async_context(
+                        image_view(self.store.tmp, self._layers(from_image)))  # fmt: skip
+                with RootDir(staging) as out:
                     await asyncio.to_thread(
-                        mount_overlay, mount / "root", self.store.layer_dirs(image)
-                    )
-                root = mount / "root"
-                for name in items[:-1]:
-                    origin = root / name.lstrip("/")
-                    if ".." in Path(name).parts or not os.path.lexists(origin):
-                        stage = ins.flags["from"]
-                        raise BuildError(ins.line, f"COPY --from: {name} not found in {stage}")
-                    await asyncio.to_thread(place, origin, target, into_dir, None)
-            else:
-                for src in sources:
-                    add = ins.cmd == "ADD"
-                    await asyncio.to_thread(place, src, target, into_dir, build.context, add)
-                for url in [s for s in items[:-1] if re.match(r"^https?://", s)]:
-                    await asyncio.to_thread(download, url, target, into_dir)
-            if "chown" in ins.flags:
-                uid, gid = self._owner(ins, layers)
-                for path in below(parent):
-                    os.lchown(path, uid, gid)
-            return self.store.add_layer_dir(staging)
-        except UnsafeArchive as exc:
-            raise BuildError(ins.line, f"ADD: {exc}") from None
+                        copy_into, step, view, out, source=source, fetch=self.fetch,
+                        context=None if source is not None else build.context,
+                    )  # fmt: skip
+            return await asyncio.to_thread(self.store.add_layer_dir, staging)
+        except ValueError as exc:  # a source that is not there
+            where = f" in {ins.flags['from']}" if "from" in ins.flags else ""
+            raise BuildError(ins.line, f"{ins.cmd} {exc}{where}") from None
+        except ContainerError as exc:  # --chown's user, a path refused
+            raise BuildError(ins.line, f"{ins.cmd}: {exc}") from None
         except OSError as exc:
             raise BuildError(ins.line, f"{ins.cmd} failed: {exc}") from None
         finally:
-            if mount is not None:
-                await asyncio.to_thread(unmount, mount / "root")
-                shutil.rmtree(mount, ignore_errors=True)
-            shutil.rmtree(staging, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, staging, True)
 
-    def _owner(self, ins: Instruction, layers: list[Path]) -> tuple[int, int]:
-        """``--chown``: a user without a group takes the same number as its gid (Docker's rule)."""
-
-        def text(rel: str) -> str:
-            found = find_in_layers(layers, rel)
-            return found.read_text() if found is not None and found.is_file() else ""
-
-        spec = ins.flags["chown"]
-        try:
-            user = resolve_user(spec, text("etc/passwd"), text("etc/group"))
-        except ContainerError as exc:
-            raise BuildError(ins.line, f"--chown: {exc}") from None
-        return (user.uid, user.gid) if ":" in spec else (user.uid, user.uid)
-
-    def _ensure_dir(self, state: _State, path: str) -> str | None:
+    async def _ensure_dir(self, state: _State, path: str) -> str | None:
         """WORKDIR makes its directory when the image does not have it (a small layer)."""
-        layers = self.store.layer_dirs(state.image) if state.image else []
-        if find_in_layers(layers, path) is not None:
-            return None
         staging = self.store.tmp / f"workdir-{secrets.token_hex(6)}"
+        staging.mkdir(mode=0o700)
         try:
-            make_parents(staging, staging / path.lstrip("/"), layers)
-            return self.store.add_layer_dir(staging)
+            async with image_view(self.store.tmp, self._layers(state.image)) as view:
+                with RootDir(staging) as out:
+                    if not await asyncio.to_thread(ensure_dir, view, out, path):
+                        return None
+            return await asyncio.to_thread(self.store.add_layer_dir, staging)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, staging, True)
 
     async def _finish(self, state: _State, opts: BuildOptions) -> Image:
         if opts.labels:

@@ -27,13 +27,21 @@ INSTRUCTIONS = {
 SUBSTITUTED = {"ADD", "COPY", "ENV", "EXPOSE", "FROM", "LABEL", "STOPSIGNAL", "USER",
                "VOLUME", "WORKDIR", "ARG"}  # fmt: skip
 JSON_FORMS = {"RUN", "CMD", "ENTRYPOINT", "SHELL", "ADD", "COPY", "VOLUME"}
+# The flags scow implements; Docker's others are refused by name, never ignored (a
+# RUN --mount=type=secret ignored would build something else than was asked for).
 FLAGS = {
     "FROM": {"platform"},
-    "RUN": {"network", "mount", "security"},
-    "ADD": {"chown", "chmod", "checksum", "keep-git-dir", "link"},
-    "COPY": {"chown", "chmod", "from", "link", "parents"},
+    "RUN": {"network"},
+    "ADD": {"chown", "chmod"},
+    "COPY": {"chown", "chmod", "from"},
     "HEALTHCHECK": {"interval", "timeout", "start-period", "start-interval", "retries"},
 }
+NOT_IMPLEMENTED = {
+    "RUN": {"mount", "security"},
+    "ADD": {"checksum", "keep-git-dir", "link", "exclude"},
+    "COPY": {"link", "parents", "exclude"},
+}
+RUN_NETWORKS = ("default", "none", "host")
 
 
 class DockerfileError(Exception):
@@ -59,6 +67,7 @@ class Stage:
     name: str  # the AS name, lower case, or ""
     line: int
     instructions: tuple[Instruction, ...]
+    platform: str = ""  # FROM --platform, as written
 
 
 @dataclass(frozen=True)
@@ -123,9 +132,16 @@ def _split_flags(line: int, cmd: str, rest: str) -> tuple[dict[str, str], str]:
         word, _, rest = rest.partition(" ")
         rest = rest.lstrip()
         name, eq, value = word[2:].partition("=")
+        if name in NOT_IMPLEMENTED.get(cmd, set()):
+            raise DockerfileError(line, f"{cmd} --{name} is not implemented by scow")
         if name not in FLAGS.get(cmd, set()):
             raise DockerfileError(line, f"unknown flag --{name} for {cmd}")
         flags[name] = value if eq else "true"
+    if cmd == "RUN" and flags.get("network", "default") not in RUN_NETWORKS:
+        raise DockerfileError(line, f"RUN --network={flags['network']}: expected "
+                              f"{', '.join(RUN_NETWORKS)}")  # fmt: skip
+    if "chmod" in flags and not re.fullmatch(r"[0-7]{3,4}", flags["chmod"]):
+        raise DockerfileError(line, f"{cmd} --chmod={flags['chmod']}: expected octal, e.g. 755")
     return flags, rest
 
 
@@ -146,12 +162,12 @@ def parse(text: str) -> Dockerfile:
     global_args: list[Instruction] = []
     stages: list[Stage] = []
     current: list[Instruction] = []
-    header: tuple[str, str, int] | None = None
+    header: tuple[str, str, int, str] | None = None
 
     def close() -> None:
         if header is not None:
-            base, name, line = header
-            stages.append(Stage(len(stages), base, name, line, tuple(current)))
+            base, name, line, platform = header
+            stages.append(Stage(len(stages), base, name, line, tuple(current), platform))
 
     for number, logical in lines:
         word, _, rest = logical.partition(" ")
@@ -172,10 +188,11 @@ def parse(text: str) -> Dockerfile:
             close()
             current = []
             parts = rest.split()
+            platform = flags.get("platform", "")
             if len(parts) == 3 and parts[1].lower() == "as":
-                header = (parts[0], parts[2].lower(), number)
+                header = (parts[0], parts[2].lower(), number, platform)
             elif len(parts) == 1:
-                header = (parts[0], "", number)
+                header = (parts[0], "", number, platform)
             else:
                 raise DockerfileError(number, "expected FROM IMAGE [AS NAME]")
             continue

@@ -26,10 +26,3 @@ class ImageInUse(ImageError):
             f"image {ref} is in use by container {', '.join(users)} (force removes it)"
         )
 
-
-class UnsafeArchive(ImageError):
-    """An archive member that would write outside its target, or is not allowed."""
-
-    def __init__(self, member: str, reason: str) -> None:
-        self.member, self.reason = member, reason
-        super().__init__(f"archive member {member!r}: {reason}")

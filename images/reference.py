@@ -11,6 +11,7 @@ _HOST = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+
 NAME_RE = re.compile(rf"^(?:{_HOST}/)?{_COMPONENT}(?:/{_COMPONENT})*$")
 TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 ID_RE = re.compile(r"^(?:sha256:)?[0-9a-f]{4,64}$")
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def parse(ref: str) -> tuple[str, str]:

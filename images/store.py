@@ -25,8 +25,9 @@ from typing import IO, Any
 
 from images import reference
 from images.errors import ImageInUse, ImageNotFound, InvalidReference
-from images.layers import unpack, write_tar
+from images.layers import DEFAULT_MAX_BYTES, pack, unpack
 from runtime.spec import ImageConfig
+from runtime.tarfs import UnsafeArchive
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -67,8 +68,11 @@ class ImageStore:
         self.tmp = root / "tmp"
 
     def open(self) -> None:
+        # Root-only: layers hold an image's setuid files, which no host user may run.
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
         for d in (self.blobs, self.layers, self.tmp):
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
         layout = self.root / "oci-layout"
         if not layout.exists():
             layout.write_text('{"imageLayoutVersion": "1.0.0"}')
@@ -124,16 +128,30 @@ class ImageStore:
         tmp = self.tmp / f"pack-{secrets.token_hex(8)}.tar"
         try:
             with open(tmp, "wb") as out:
-                write_tar(src, out)
+                pack(src, out)
             return self.add_layer_tar(tmp)
         finally:
             tmp.unlink(missing_ok=True)
 
     def add_layer_stream(self, stream: IO[bytes], *, max_bytes: int | None = None) -> str:
+        """A layer from a stream (already decompressed by the caller), spooled to disk
+        with a cap: a stream that expands past what its layer may hold, or past the
+        disk's free space, is refused before it fills the disk."""
+        cap = max_bytes or DEFAULT_MAX_BYTES
+        cap += cap // 8 + (64 << 20)  # room for headers and padding beyond the data cap
         tmp = self.tmp / f"in-{secrets.token_hex(8)}.tar"
         try:
             with open(tmp, "wb") as out:
-                shutil.copyfileobj(stream, out, 1 << 20)
+                free = os.statvfs(self.tmp)
+                room = min(cap, free.f_bavail * free.f_frsize - (256 << 20))
+                copied = 0
+                while chunk := stream.read(1 << 20):
+                    copied += len(chunk)
+                    if copied > room:
+                        what = "its cap" if room == cap else "the disk's free space"
+                        raise UnsafeArchive("?", f"the layer expands past {room} bytes "
+                                            f"({what})")  # fmt: skip
+                    out.write(chunk)
             return self.add_layer_tar(tmp, max_bytes=max_bytes)
         finally:
             tmp.unlink(missing_ok=True)
@@ -296,6 +314,20 @@ class ImageStore:
             size = 0 if step.get("empty_layer") else self.layer_size(next(layers, ""))
             rows.append({**step, "size": size})
         return list(reversed(rows))
+
+    def forget_layers(self, diff_ids: Collection[str]) -> None:
+        """Remove the layers ``diff_ids`` (dir and blob) that no image references: what a
+        load or import that failed half-way had added."""
+        if not diff_ids:
+            return
+        with self._index() as index:
+            used: set[str] = set()
+            for e in index["manifests"]:
+                manifest = json.loads(self.read_blob(e["digest"]))
+                used.update(layer["digest"] for layer in manifest["layers"])
+            for diff_id in set(diff_ids) - used:
+                shutil.rmtree(self.layer_dir(diff_id), ignore_errors=True)
+                self.blob_path(diff_id).unlink(missing_ok=True)
 
     def gc(self, in_use_layers: Collection[Path] = ()) -> tuple[int, int]:
         """Remove blobs and layer dirs nothing references; (blobs, layers) removed."""

@@ -25,13 +25,14 @@ from images.base import BootstrapError, UnknownBase, bootstrap
 from images.builder import Builder, BuildError, BuildOptions
 from images.commit import commit
 from images.errors import ImageError, ImageInUse, ImageNotFound, InvalidReference
-from images.layers import unpack
 from images.store import Image
 from pool import containers, contract, copies, execs, leases, volumes
 from pool.command import OUTPUT_CHUNK, Command, CommandError, Handler, required, strings
 from pool.contract import event
 from pool.environments import parse_environment
 from runtime.errors import Conflict, ContainerError, InvalidOption, NotFound
+from runtime.rootdir import RootDir
+from runtime.tarfs import Limits, UnsafeArchive, extract_tar
 
 if TYPE_CHECKING:
     from pool.manager import PoolManager
@@ -98,19 +99,22 @@ async def image_build(node: PoolManager, cmd: Command) -> Any:
     args = cmd.args
     if args.get("tag"):  # refused before anything is built, as docker build does
         reference.normalize(args["tag"])
+    network = args.get("network") or "host"
+    if network not in ("host", "none", "default", "bridge"):
+        raise CommandError(400, "bad_request", f"invalid build network {network!r}: host or none")
     tmp = node.runtime.config.state_dir / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
     context = Path(tempfile.mkdtemp(prefix="build-", dir=tmp))
     try:
-        await asyncio.to_thread(unpack, io.BytesIO(cmd.blob), context)
-        dockerfile = args.get("dockerfile") or "Dockerfile"
-        path = (context / dockerfile).resolve()
-        if not path.is_relative_to(context.resolve()) or not path.is_file():
-            raise CommandError(400, "bad_request", f"no Dockerfile {dockerfile!r} in the context")
+        # The context is the client's: unpacked as every archive from outside is.
+        limits = Limits(max_bytes=min(Limits.max_bytes, max(1 << 30, 20 * len(cmd.blob))))
+        with RootDir(context) as root:
+            await asyncio.to_thread(extract_tar, io.BytesIO(cmd.blob), root, limits=limits)
         opts = BuildOptions(
-            context, dockerfile=path, tag=args.get("tag") or None,
-            build_args=strings(args, "build_args"), no_cache=bool(args.get("no_cache")),
-            target=args.get("target") or None, labels=strings(args, "labels"),
+            context, dockerfile=str(args.get("dockerfile") or "Dockerfile"),
+            tag=args.get("tag") or None, build_args=strings(args, "build_args"),
+            no_cache=bool(args.get("no_cache")), target=args.get("target") or None,
+            labels=strings(args, "labels"), network="none" if network == "none" else "host",
         )  # fmt: skip
         image = await Builder(node.images, node.runtime, cmd.progress).build(opts)
     finally:
@@ -263,5 +267,7 @@ async def run_command(node: PoolManager, name: str, cmd: Command) -> Any:
         raise CommandError(status, "not_ready", f"the environment is not ready: {exc}") from None
     except InvalidOption as exc:
         raise CommandError(400, "invalid", str(exc)) from None
+    except UnsafeArchive as exc:
+        raise CommandError(400, "unsafe_archive", str(exc)) from None
     except (InvalidReference, BootstrapError, BuildError, ImageError, ContainerError) as exc:
         raise CommandError(400, "bad_request", str(exc)) from None

@@ -1,9 +1,9 @@
 """``docker cp`` on a node: a container's files as a tar, out and in.
 
-Paths are resolved inside the container (runtime/files.py), so neither a path
-given by the client nor a symlink made by the container leads outside it. A tar
-coming in is checked member by member as it is written; one refused member
-stops the copy with the reason.
+Paths are resolved inside the container (runtime/files.py, on runtime/rootdir.py),
+so neither a path given by the client nor a symlink made by the container leads
+outside it. A tar coming in is checked whole before anything is written, and is
+written without following any link; a refused member is a 400 naming it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import io
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from pool.command import OUTPUT_CHUNK, Command, CommandError, Handler, required
-from runtime.files import extract_tar, path_stat, write_tar
+from runtime.files import extract_into, path_stat, write_tar
 
 if TYPE_CHECKING:
     from pool.manager import PoolManager
@@ -43,30 +43,30 @@ async def _sent(cmd: Command, chunk: bytes) -> None:
 
 
 async def stat(node: PoolManager, cmd: Command) -> Any:
-    fs = node.runtime.files(required(cmd.args, "id"))
-    return await asyncio.to_thread(path_stat, fs, required(cmd.args, "path"))
+    with node.runtime.files(required(cmd.args, "id")) as fs:
+        return await asyncio.to_thread(path_stat, fs, required(cmd.args, "path"))
 
 
 async def get(node: PoolManager, cmd: Command) -> Any:
-    fs = node.runtime.files(required(cmd.args, "id"))
     path = required(cmd.args, "path")
-    info = await asyncio.to_thread(path_stat, fs, path)  # a missing path fails before output
-    pipe = _Pipe(cmd, asyncio.get_running_loop())
+    with node.runtime.files(required(cmd.args, "id")) as fs:
+        info = await asyncio.to_thread(path_stat, fs, path)  # a missing path fails first
+        pipe = _Pipe(cmd, asyncio.get_running_loop())
 
-    def run() -> None:
-        write_tar(fs, path, cast(BinaryIO, pipe))
-        pipe.flush()
+        def run() -> None:
+            write_tar(fs, path, cast(BinaryIO, pipe))
+            pipe.flush()
 
-    await asyncio.to_thread(run)
+        await asyncio.to_thread(run)
     return info
 
 
 async def put(node: PoolManager, cmd: Command) -> Any:
-    fs = node.runtime.files(required(cmd.args, "id"))
     path = required(cmd.args, "path")
     if not cmd.blob:
         raise CommandError(400, "bad_request", "the archive (a tar) is the request body")
-    written = await asyncio.to_thread(extract_tar, fs, path, io.BytesIO(cmd.blob))
+    with node.runtime.files(required(cmd.args, "id")) as fs:
+        written = await asyncio.to_thread(extract_into, fs, path, io.BytesIO(cmd.blob))
     return {"written": len(written)}
 
 

@@ -34,7 +34,6 @@ from runtime import logs as logfiles
 from runtime.cgroups import DEFAULT_ROOT, Cgroups, CgroupStats
 from runtime.errors import Conflict, InvalidOption, NotFound
 from runtime.etcfiles import hosts_file, resolv_conf
-from runtime.files import ContainerFS
 from runtime.monitor import Conmon, ExitStatus, ExitWatcher, become_subreaper
 from runtime.network import (
     DEFAULT_BRIDGE,
@@ -52,6 +51,7 @@ from runtime.records import (
     PublishedPort,
     StdioMode,
 )
+from runtime.rootdir import RootDir
 from runtime.rootfs import changes, is_mounted, make_skeleton, mount_overlay, unmount
 from runtime.runc import Runc
 from runtime.spec import NAME_RE, ImageConfig, Port, RunOptions
@@ -98,9 +98,18 @@ class Runtime:
         self.on_event: Callable[[str, ContainerRecord], None] = lambda action, record: None
 
     async def open(self) -> None:
-        """Make the dirs and become the subreaper of container inits. Idempotent."""
-        for d in (self.store.root, self.volumes.root, self.config.run_dir / "runc"):
-            d.mkdir(parents=True, exist_ok=True)
+        """Make the dirs and become the subreaper of container inits. Idempotent.
+
+        The state and run dirs are root's alone (0700): below them are images' setuid
+        files, containers' upperdirs and the API token, none of which a host user
+        may reach.
+        """
+        for d in (self.config.state_dir, self.config.run_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
+        for d in (self.store.root, self.volumes.root, self.config.run_dir / "runc",
+                  self.config.state_dir / "skeletons"):  # fmt: skip
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
         become_subreaper()
 
     def _base_skeleton(self, layers: Sequence[Path]) -> Path:
@@ -230,7 +239,7 @@ class Runtime:
                 hostname=opts.hostname or cid[:12], labels=dict(opts.labels),
             )  # fmt: skip
             try:
-                self.paths(cid).root.mkdir(parents=True)
+                self.paths(cid).root.mkdir(mode=0o700, parents=True)
                 self.store.save(record)
                 record = await self._lay_out(record, layers, sources, links)
             except BaseException:
@@ -260,15 +269,16 @@ class Runtime:
         if opts.read_only:
             await asyncio.to_thread(mount_overlay, paths.rootfs, lowers)
         else:
-            paths.upper.mkdir()
-            paths.work.mkdir()
+            paths.upper.mkdir(mode=0o755)  # the merged root takes the upperdir's mode
+            paths.work.mkdir(mode=0o700)
             await asyncio.to_thread(mount_overlay, paths.rootfs, lowers, paths.upper, paths.work)
-        user = resolve_user(
-            opts.user or record.image_config.user,
-            _read_text(paths.rootfs / "etc/passwd"),
-            _read_text(paths.rootfs / "etc/group"),
-        )
-        seed_new_volumes(paths.rootfs, volumes, self.volumes.root)
+        with RootDir(paths.rootfs) as image_root:  # the image's files, never the host's
+            user = resolve_user(
+                opts.user or record.image_config.user,
+                image_root.read_text("/etc/passwd"),
+                image_root.read_text("/etc/group"),
+            )
+            await asyncio.to_thread(seed_new_volumes, image_root, volumes, self.volumes)
 
         phases = {"rootfs": time.perf_counter() - clock}
         clock = time.perf_counter()
@@ -292,7 +302,7 @@ class Runtime:
         }
         rw = "ro" if opts.read_only else "rw"
         for fname, text in etc.items():
-            (paths.root / fname).write_text(text)
+            _write(paths.root / fname, text, 0o644)  # the container's user reads them
             mounts.append(Mount(f"/etc/{fname}", str(paths.root / fname), "bind", ("rbind", rw)))
         phases["netns"] = time.perf_counter() - clock
         config = make_config(
@@ -301,7 +311,7 @@ class Runtime:
             extra_mounts=mounts, netns_path=netns_path, init_binary=self.config.init_binary,
             nofile_hard=resource.getrlimit(resource.RLIMIT_NOFILE)[1],
         )  # fmt: skip
-        (paths.bundle / "config.json").write_text(json.dumps(config, indent=1))
+        _write(paths.bundle / "config.json", json.dumps(config, indent=1), 0o600)
         record = record.evolve(ip=ip, volumes=tuple(volumes), anonymous_volumes=tuple(anonymous))
         if anonymous:
             self.store.save(record)  # so that a crash from here on still finds them
@@ -498,14 +508,13 @@ class Runtime:
         if workdir:
             process["cwd"] = workdir
         if user:
-            u = resolve_user(
-                user,
-                _read_text(paths.rootfs / "etc/passwd"),
-                _read_text(paths.rootfs / "etc/group"),
-            )
+            with RootDir(paths.rootfs) as image_root:  # the container's files, never the host's
+                u = resolve_user(
+                    user, image_root.read_text("/etc/passwd"), image_root.read_text("/etc/group")
+                )
             process["user"] = {"uid": u.uid, "gid": u.gid}
         spec = paths.root / f"exec-{secrets.token_hex(4)}.json"
-        spec.write_text(json.dumps(process))
+        _write(spec, json.dumps(process), 0o600)
         proc = None
         try:
             proc = await self.runc.exec(
@@ -538,24 +547,26 @@ class Runtime:
             out, err = await proc.communicate(stdin)
         return proc.returncode if proc.returncode is not None else -1, out, err
 
-    def files(self, ref: str) -> ContainerFS:
-        """The container's filesystem as the host sees it, for copying files in and out."""
+    def files(self, ref: str) -> RootDir:
+        """The container's filesystem as the host sees it, for copying files in and out:
+        its rootfs with its volumes, binds and /etc files where the container sees them,
+        and its tmpfs mounts refused. The caller closes it."""
         record = self.store.find(ref)
         paths = self.paths(record.id)
         if not is_mounted(paths.rootfs):
             raise Conflict(f"container {record.name} has no root filesystem mounted")
-        mounts: list[tuple[str, Path]] = [
-            (f"/etc/{name}", paths.root / name) for name in ("hosts", "hostname", "resolv.conf")
-        ]
+        mounts: dict[str, Path] = {
+            f"/etc/{name}": paths.root / name for name in ("hosts", "hostname", "resolv.conf")
+        }
         for name, target in record.volumes:
-            mounts.append((target, self.volumes.get(name).path))
+            mounts[target] = self.volumes.get(name).path
         for v in record.options.volumes:
             if v.kind == "bind":
-                mounts.append((v.target, Path(v.source)))
+                mounts[v.target] = Path(v.source)
         hidden = ["/proc", "/sys", "/dev", *record.options.tmpfs]
         if record.options.read_only:
             hidden += ["/tmp", "/run"]
-        return ContainerFS(paths.rootfs, tuple(mounts), tuple(hidden))
+        return RootDir(paths.rootfs, mounts=mounts, hidden=hidden)
 
     def changes(self, ref: str) -> list[tuple[str, str]]:
         """What a writable container changed in its rootfs: (A|C|D, path)."""
@@ -665,10 +676,18 @@ class Runtime:
 
 
 def _read_text(path: Path) -> str:
+    """A host file of the operator's (/etc/resolv.conf), never one from an image."""
     try:
         return path.read_text(errors="replace")
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return ""
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
 
 
 def _pids_from_files(paths: ContainerPaths) -> tuple[int, ...]:

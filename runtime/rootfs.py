@@ -16,6 +16,7 @@ Mounting goes through mount(2) directly: spawning mount(8) costs milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -24,12 +25,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runtime.errors import ContainerError, NotFound
+from runtime.rootdir import RootDir, UnsafePath
+from runtime.tarfs import read_tree
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 MNT_DETACH = 2
 MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
 MAX_OPTIONS = 4000  # the kernel takes one page of mount options
 
 
@@ -77,7 +82,11 @@ def mount_overlay(
             "squash it into fewer layers"
         )
     target.mkdir(parents=True, exist_ok=True)
-    mount("overlay", target, "overlay", MS_RDONLY if upper is None else 0, options)
+    # nosuid: an image's setuid files (or a container's own, in its upperdir) give no
+    # host user anything, whatever the directories above allow; containers run with
+    # no_new_privileges, so inside them nothing changes.
+    flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if upper is None else 0)
+    mount("overlay", target, "overlay", flags, options)
 
 
 def is_whiteout(path: Path) -> bool:
@@ -89,28 +98,34 @@ def is_whiteout(path: Path) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _in_lowers(rel: str, lowers: list[Path]) -> bool:
+def _in_lowers(rel: str, lowers: list[RootDir]) -> bool:
     for layer in lowers:  # top first: the first layer that has the path decides
-        candidate = layer / rel
-        if os.path.lexists(candidate):
-            return not is_whiteout(candidate)
+        try:
+            st = layer.lstat(rel, symlinks=False)
+        except UnsafePath:
+            continue  # through a symlink in this layer: not this layer's path
+        if st is not None:
+            return not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0)
     return False
 
 
 def changes(upper: Path, lowers: list[Path]) -> list[tuple[str, str]]:
     """A writable container's diff as ``docker diff`` shows it: (A|C|D, path), sorted.
 
-    ``upper`` is the overlay's upperdir, ``lowers`` the image layers, top first.
+    ``upper`` is the overlay's upperdir, ``lowers`` the image layers, top first. The
+    upperdir is the container's to change while this runs: it is read through fds.
     """
     out: list[tuple[str, str]] = []
-    for dirpath, dirnames, filenames in os.walk(upper):
-        for name in sorted(dirnames + filenames):
-            full = Path(dirpath) / name
-            rel = str(full.relative_to(upper))
-            if is_whiteout(full):
-                out.append(("D", "/" + rel))
+    with contextlib.ExitStack() as stack:
+        roots = [stack.enter_context(RootDir(layer)) for layer in lowers]
+        upper_root = stack.enter_context(RootDir(upper))
+        for m in read_tree(upper_root, layer=True):
+            if not m.name:
+                continue
+            if m.kind == "whiteout":
+                out.append(("D", "/" + m.name))
             else:
-                out.append(("C" if _in_lowers(rel, lowers) else "A", "/" + rel))
+                out.append(("C" if _in_lowers(m.name, roots) else "A", "/" + m.name))
     return sorted(out, key=lambda c: c[1])
 
 
@@ -140,10 +155,23 @@ def _mirror_dir(root: Path, rel: str, layers: Sequence[Path], default_mode: int)
     if target.exists():
         return
     target.mkdir()
-    source = next((layer / rel for layer in layers if os.path.lexists(layer / rel)), None)
-    if source is not None and source.is_dir() and not source.is_symlink():
-        st = os.lstat(source)
+    st = _layer_stat(layers, rel)
+    if st is not None and stat.S_ISDIR(st.st_mode):
         os.chown(target, st.st_uid, st.st_gid)
         os.chmod(target, st.st_mode & 0o7777)
     else:
         os.chmod(target, default_mode)
+
+
+def _layer_stat(layers: Sequence[Path], rel: str) -> os.stat_result | None:
+    """What the topmost layer that has ``rel`` has there, looked up inside each layer
+    without following its symlinks (an image's link never leads to a host path)."""
+    for layer in layers:
+        with RootDir(layer) as root:
+            try:
+                st = root.lstat(rel, symlinks=False)
+            except UnsafePath:
+                return None  # behind a symlink: the merged view has no directory here
+        if st is not None:
+            return st
+    return None

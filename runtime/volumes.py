@@ -12,6 +12,7 @@ copy of what the image has at its path (as Docker does).
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
@@ -23,7 +24,9 @@ from typing import TYPE_CHECKING
 
 from runtime.errors import Conflict, InvalidOption, NotFound
 from runtime.oci import Mount
+from runtime.rootdir import RootDir, UnsafePath
 from runtime.spec import Volume
+from runtime.tarfs import UnsafeArchive, extract, read_tree
 
 if TYPE_CHECKING:
     from runtime.records import ContainerRecord
@@ -58,7 +61,9 @@ class VolumeStore:
         if self._meta(name).exists():
             return self.get(name)
         data = self.root / name / "_data"
-        data.mkdir(parents=True, exist_ok=True)
+        data.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chmod(data.parent, 0o700)  # the volume's own files are root's and the container's
+        os.chmod(data, 0o755)
         info = VolumeInfo(name, data, time.time(), anonymous, dict(labels or {}))
         meta = {"created": info.created, "anonymous": anonymous, "labels": dict(info.labels)}
         self._meta(name).write_text(json.dumps(meta))
@@ -123,10 +128,19 @@ def volume_mounts(
     return mounts, named, anonymous
 
 
-def seed_new_volumes(rootfs: Path, volumes: list[tuple[str, str]], volume_root: Path) -> None:
-    """An empty volume mounted where the image has files starts with a copy of them."""
+def seed_new_volumes(image: RootDir, volumes: list[tuple[str, str]], store: VolumeStore) -> None:
+    """An empty volume mounted where the image has a directory starts with a copy of it
+    (its owner and mode too), as Docker does. The image's path is resolved inside the
+    image (a VOLUME behind an image's symlink to / is the image's /, never the host's),
+    and copied through fds, links kept as links."""
     for name, target in volumes:
-        data = volume_root / name / "_data"
-        src = rootfs / target.lstrip("/")
-        if src.is_dir() and not src.is_symlink() and not any(data.iterdir()):
-            shutil.copytree(src, data, symlinks=True, dirs_exist_ok=True)
+        data = store.get(name).path
+        if any(data.iterdir()):
+            continue
+        try:
+            if not image.is_dir(image.resolve(target)):
+                continue
+            with RootDir(data) as volume:
+                extract(read_tree(image, target, follow=True), volume)
+        except (UnsafePath, UnsafeArchive) as exc:
+            raise InvalidOption("volume", target, f"cannot seed it from the image: {exc}") from None

@@ -12,10 +12,10 @@ import pytest
 
 from images.archive import import_rootfs, load, save
 from images.commit import commit
-from images.errors import UnsafeArchive
 from images.store import Image, ImageStore
 from runtime.engine import Runtime
 from runtime.spec import ImageConfig, RunOptions
+from runtime.tarfs import UnsafeArchive
 
 
 async def output(runtime: Runtime, store: ImageStore, image: Image, *cmd: str) -> list[str]:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from images.errors import UnsafeArchive
-from images.layers import OPAQUE_XATTR, unpack, write_tar
+from images.layers import pack, unpack
 from images.store import Image, ImageStore
 from runtime.engine import Runtime
 from runtime.spec import RunOptions
+from runtime.tarfs import OPAQUE_XATTR, UnsafeArchive
 from tests.runtime.helpers import run
 
 
@@ -54,7 +54,7 @@ def test_whiteouts_round_trip(tmp_path: Path) -> None:
     assert os.readlink(tmp_path / "u/bin/sh") == "/bin/busybox"
 
     out = io.BytesIO()
-    digest, size = write_tar(tmp_path / "u", out)
+    digest, size = pack(tmp_path / "u", out)
     assert size == len(out.getvalue()) and len(digest) == 64
     out.seek(0)
     with tarfile.open(fileobj=out) as tar:
@@ -73,7 +73,7 @@ def test_whiteouts_round_trip(tmp_path: Path) -> None:
             "through the symlink",
         ),
         ([("sym", "up", "../.."), ("file", "up/x", b"x")], "up/x", "through the symlink"),
-        ([("link", "hl", "../../etc/shadow")], "../../etc/shadow", "outside"),
+        ([("link", "hl", "../../etc/shadow")], "hl", "outside"),
         ([("chr", "dev/mem", "")], "dev/mem", "device nodes"),
     ],
 )
@@ -83,7 +83,7 @@ def test_unsafe_archives_write_nothing(
     with pytest.raises(UnsafeArchive, match=reason) as info:
         unpack(make_tar(*members), tmp_path / "dest")
     assert info.value.member == culprit
-    assert list((tmp_path / "dest").iterdir()) == []
+    assert not (tmp_path / "dest").exists()  # made by the unpack, removed with it
     assert not (tmp_path / "evil").exists()
 
 

@@ -1,20 +1,28 @@
-"""docker cp's path resolution and tar extraction: nothing leads outside the container."""
+"""docker cp's path resolution and tar extraction: nothing leads outside the container.
+
+The destination is resolved inside the container (its symlinks followed there);
+below it nothing is followed: a member whose parent is a symlink is refused,
+whoever made the link.
+"""
 
 from __future__ import annotations
 
 import io
 import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runtime.errors import InvalidOption, NotFound
-from runtime.files import ContainerFS, UnsafeCopy, extract_tar, path_stat, write_tar
+from runtime.files import extract_into, path_stat, write_tar
+from runtime.rootdir import RootDir
+from runtime.tarfs import UnsafeArchive
 
 
 @pytest.fixture
-def fs(tmp_path: Path) -> ContainerFS:
+def fs(tmp_path: Path) -> Iterator[RootDir]:
     root = tmp_path / "rootfs"
     (root / "etc").mkdir(parents=True)
     (root / "etc" / "passwd").write_text("container\n")
@@ -23,7 +31,8 @@ def fs(tmp_path: Path) -> ContainerFS:
     os.symlink("../../../../../../etc", root / "tmp" / "up")  # climbs no higher than /
     (tmp_path / "volume").mkdir()
     (tmp_path / "outside").mkdir()
-    return ContainerFS(root, mounts=(("/data", tmp_path / "volume"),), hidden=("/proc",))
+    with RootDir(root, mounts={"/data": tmp_path / "volume"}, hidden=("/proc",)) as fs:
+        yield fs
 
 
 def _tar(*members: tuple[str, bytes | None, str]) -> io.BytesIO:
@@ -46,30 +55,36 @@ def _tar(*members: tuple[str, bytes | None, str]) -> io.BytesIO:
     return out
 
 
-def test_symlinks_resolve_inside_the_container(fs: ContainerFS) -> None:
-    assert str(fs.resolve("/tmp/abs/passwd")) == "/etc/passwd"
-    assert str(fs.resolve("/tmp/up/passwd")) == "/etc/passwd"
-    assert str(fs.resolve("/../../etc/passwd")) == "/etc/passwd"
-    assert fs.host_path(fs.resolve("/tmp/abs/passwd")) == fs.rootfs / "etc" / "passwd"
-    assert fs.host_path(fs.resolve("/data/x")) == fs.rootfs.parent / "volume" / "x"
-    with pytest.raises(InvalidOption, match="tmpfs"):
-        fs.host_path(fs.resolve("/proc/1/environ"))
+def test_symlinks_resolve_inside_the_container(fs: RootDir) -> None:
+    assert fs.resolve("/tmp/abs/passwd") == "/etc/passwd"
+    assert fs.resolve("/tmp/up/passwd") == "/etc/passwd"
+    assert fs.resolve("/../../etc/passwd") == "/etc/passwd"
+    assert fs.resolve("/data/x") == "/data/x"
+    with pytest.raises(InvalidOption, match="cannot see"):
+        path_stat(fs, "/proc/1/environ")
 
 
-def test_writes_through_a_container_symlink_stay_inside(fs: ContainerFS, tmp_path: Path) -> None:
-    host_etc = tmp_path / "outside"
-    archive = _tar(("abs/passwd", b"written\n", ""), ("up/new", b"new\n", ""))
-    extract_tar(fs, "/tmp", archive)
-    assert (fs.rootfs / "etc" / "passwd").read_text() == "written\n"
-    assert (fs.rootfs / "etc" / "new").read_text() == "new\n"
-    assert list(host_etc.iterdir()) == []
+def test_a_destination_through_a_container_symlink_resolves_inside(
+    fs: RootDir, tmp_path: Path
+) -> None:
+    extract_into(fs, "/tmp/abs", _tar(("new", b"new\n", "")))
+    assert (fs.path / "etc" / "new").read_text() == "new\n"
+    assert list((tmp_path / "outside").iterdir()) == []
 
 
-def test_a_symlink_in_the_archive_cannot_carry_later_members_out(fs: ContainerFS) -> None:
-    archive = _tar(("escape", None, "/"), ("escape/etc/shadow", b"x", ""))
-    extract_tar(fs, "/tmp", archive)
-    assert os.readlink(fs.rootfs / "tmp" / "escape") == "/"
-    assert (fs.rootfs / "etc" / "shadow").read_bytes() == b"x"  # the container's own /etc
+def test_members_are_never_written_through_a_link(fs: RootDir, tmp_path: Path) -> None:
+    with pytest.raises(UnsafeArchive, match="through abs"):
+        extract_into(fs, "/tmp", _tar(("abs/passwd", b"written\n", "")))
+    assert (fs.path / "etc" / "passwd").read_text() == "container\n"
+    with pytest.raises(UnsafeArchive, match="escape"):
+        extract_into(fs, "/tmp", _tar(("escape", None, "/"), ("escape/etc/shadow", b"x", "")))
+    assert not (fs.path / "etc" / "shadow").exists()
+    assert not (fs.path / "tmp" / "escape").exists()  # checked whole before any write
+
+
+def test_a_volume_is_written_where_the_container_sees_it(fs: RootDir, tmp_path: Path) -> None:
+    extract_into(fs, "/data", _tar(("v", b"volume\n", "")))
+    assert (tmp_path / "volume" / "v").read_text() == "volume\n"
 
 
 @pytest.mark.parametrize(
@@ -80,30 +95,30 @@ def test_a_symlink_in_the_archive_cannot_carry_later_members_out(fs: ContainerFS
     ],
 )
 def test_unsafe_members_are_refused(
-    fs: ContainerFS, tmp_path: Path, members: tuple[tuple[str, bytes | None, str], ...], reason: str
+    fs: RootDir, tmp_path: Path, members: tuple[tuple[str, bytes | None, str], ...], reason: str
 ) -> None:
-    with pytest.raises(UnsafeCopy, match=reason):
-        extract_tar(fs, "/tmp", _tar(*members))
-    assert not (tmp_path / "evil").exists() and not (fs.rootfs / "evil").exists()
+    with pytest.raises(UnsafeArchive, match=reason):
+        extract_into(fs, "/tmp", _tar(*members))
+    assert not (tmp_path / "evil").exists() and not (fs.path / "evil").exists()
 
 
-def test_a_device_node_is_refused(fs: ContainerFS) -> None:
+def test_a_device_node_is_refused(fs: RootDir) -> None:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         info = tarfile.TarInfo("null")
         info.type = tarfile.CHRTYPE
         tar.addfile(info)
     out.seek(0)
-    with pytest.raises(UnsafeCopy, match="device"):
-        extract_tar(fs, "/tmp", out)
+    with pytest.raises(UnsafeArchive, match="device"):
+        extract_into(fs, "/tmp", out)
 
 
-def test_not_a_tar_is_refused(fs: ContainerFS) -> None:
-    with pytest.raises(UnsafeCopy, match="tar"):
-        extract_tar(fs, "/tmp", io.BytesIO(b"not a tar at all" * 64))
+def test_not_a_tar_is_refused(fs: RootDir) -> None:
+    with pytest.raises(UnsafeArchive, match="tar"):
+        extract_into(fs, "/tmp", io.BytesIO(b"not a tar at all" * 64))
 
 
-def test_stat_and_tar_out(fs: ContainerFS) -> None:
+def test_stat_and_tar_out(fs: RootDir) -> None:
     info = path_stat(fs, "/etc")
     assert info["name"] == "etc" and int(str(info["mode"])) & (1 << 31)  # Go's ModeDir
     link = path_stat(fs, "/tmp/abs")
