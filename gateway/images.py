@@ -191,7 +191,11 @@ async def build(request: Request) -> Response:
         "tag": tags[0] if tags else "", "dockerfile": q.get("dockerfile", "Dockerfile"),
         "build_args": _json_query(request, "buildargs"), "labels": _json_query(request, "labels"),
         "no_cache": q.get("nocache", "") in ("1", "true"), "target": q.get("target", ""),
+        "network": q.get("networkmode", "") or "host",
     }  # fmt: skip
+    if args["network"] not in ("host", "none", "default", "bridge"):
+        raise ApiError(400, "bad_request", f"invalid networkmode {args['network']!r}: host "
+                       "or none (RUN steps share the host's network, or have none)")  # fmt: skip
     if q.get("remote"):
         raise ApiError(501, "not_implemented", "building from a remote context is not supported")
     context = await read_body(request, gw.settings.build_limit)
