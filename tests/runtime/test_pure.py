@@ -215,20 +215,22 @@ def test_config_security_defaults_and_limits() -> None:
     json.dumps(cfg)  # serialisable as config.json
 
 
-def _refused(cfg: dict[str, object]) -> tuple[set[str], int]:
-    """The syscalls a config's seccomp filter refuses outright, and its clone rules."""
+def _seccomp(cfg: dict[str, object]) -> tuple[set[str], int]:
+    """The syscalls a config's seccomp filter allows outright, and its clone rules."""
     rules = cfg["linux"]["seccomp"]["syscalls"]  # type: ignore[index]
-    names = {n for r in rules if "args" not in r for n in r["names"]}
+    names = {n for r in rules if "args" not in r and r["action"] == "SCMP_ACT_ALLOW"
+             for n in r["names"]}  # fmt: skip
     return names, sum(1 for r in rules if r["names"] == ["clone"])
 
 
 def test_seccomp_refuses_namespaces_and_tracing_unless_the_capability_is_added() -> None:
-    names, clone_rules = _refused(config_for(RunOptions()))
-    assert {"unshare", "setns", "mount", "ptrace", "bpf", "keyctl", "clone3"} <= names
-    assert clone_rules == 7  # one per CLONE_NEW* flag
-    names, clone_rules = _refused(config_for(RunOptions(cap_add=("SYS_ADMIN",))))
-    assert "unshare" not in names and "mount" not in names and clone_rules == 0
-    assert "ptrace" in names and "keyctl" in names
+    names, clone_rules = _seccomp(config_for(RunOptions()))
+    assert not {"unshare", "setns", "mount", "ptrace", "bpf", "keyctl", "clone3"} & names
+    assert {"read", "write", "execve"} <= names
+    assert clone_rules == 1  # clone only without namespace flags
+    names, clone_rules = _seccomp(config_for(RunOptions(cap_add=("SYS_ADMIN",))))
+    assert {"unshare", "mount", "clone"} <= names and clone_rules == 0
+    assert "ptrace" not in names and "keyctl" not in names
 
 
 def test_read_only_config_gets_tmpfs_on_tmp_and_run() -> None:
