@@ -25,10 +25,11 @@ from gateway import (
     events,
     functions,
     images,
+    secrets,
     system,
     volumes,
 )
-from gateway.auth import TokenAuth
+from gateway.auth import HostCheck, TokenAuth
 from gateway.http import (
     ApiError,
     RequestLog,
@@ -76,10 +77,11 @@ def create_app(settings: GatewaySettings) -> Starlette:
             await redis.aclose(close_connection_pool=True)
 
     routes = [*system.routes, *engine.routes, *functions.routes, *calls.routes,
-              *environments.routes, *images.routes, *containers.routes, *volumes.routes,
-              *events.routes]  # fmt: skip
+              *environments.routes, *images.routes, *secrets.routes, *containers.routes,
+              *volumes.routes, *events.routes]  # fmt: skip
     middleware = [
         Middleware(RequestLog),
+        Middleware(HostCheck, allowed=settings.allowed_hosts),
         Middleware(StripVersion),
         Middleware(TokenAuth, token=settings.token),
     ]

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.auth import authorized
+from gateway.auth import authorized, carries_token
 from gateway.http import ApiError, query, read_body
 from gateway.state import Gateway
 from pool import contract
@@ -43,7 +43,17 @@ from pool.functions import FunctionSpec
 
 # Not passed to the function: they describe this hop, or belong to the gateway.
 _DROPPED = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te",
-            "upgrade", "x-callback-url", "idempotency-key"}  # fmt: skip
+            "upgrade", "x-callback-url", "idempotency-key", "proxy-authorization"}  # fmt: skip
+
+
+def forwarded(spec: FunctionSpec, name: str, value: str, token: str) -> bool:
+    """Whether a request header goes on to the function. Never the API token, wherever
+    the client put it; never ``Authorization`` to a function deployed with auth (there
+    it is the gateway's); another ``Authorization`` to one without (it may do its own
+    auth, as OpenFaaS forwards it)."""
+    if name in _DROPPED or carries_token(value, token):
+        return False
+    return not (spec.auth and name == "authorization")
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -64,10 +74,8 @@ async def _request(
     gw: Gateway, request: Request, spec: FunctionSpec, reply_to: str, keep_result: bool = False
 ) -> CallRequest:
     body = await read_body(request, gw.settings.body_limit)
-    headers = tuple(
-        (k, v) for k, v in request.headers.items()
-        if k not in _DROPPED and not (spec.auth and k == "authorization")
-    )  # fmt: skip
+    token = gw.settings.token
+    headers = tuple((k, v) for k, v in request.headers.items() if forwarded(spec, k, v, token))
     now = time.time()
     return CallRequest(
         id=new_call_id(), function=spec.name, deadline=now + spec.timeout,

@@ -25,7 +25,7 @@ def spec_json(spec: FunctionSpec) -> dict[str, Any]:
         "timeout": spec.timeout, "max_invocations": spec.max_invocations,
         "idle_ttl": spec.idle_ttl, "concurrency": spec.concurrency,
         "pool": {"min": spec.pool_min, "max": spec.pool_max}, "read_only": spec.read_only,
-        "auth": spec.auth, "labels": dict(spec.labels),
+        "auth": spec.auth, "labels": dict(spec.labels), "secrets": list(spec.secrets),
     }  # fmt: skip
 
 
@@ -101,6 +101,11 @@ async def deploy(request: Request) -> JSONResponse:
     if request.method == "PUT" and existing is None:
         raise ApiError(404, "not_found", f"no function {spec.name!r}: create it with POST")
     await _check_image(gw, spec)
+    known = set(await gw.pool.secret_names())
+    missing = [n for n in spec.secrets if n not in known]
+    if missing:
+        raise ApiError(400, "no_secret", f"no secret {', '.join(map(repr, missing))}: "
+                       "create it first (scow secret create)")  # fmt: skip
     await gw.pool.deploy(spec)
     action = "create" if existing is None else "update"
     await contract.publish_events(gw.redis, [contract.event("function", action, spec.name, {

@@ -134,6 +134,19 @@ def json_object(value: Any, what: str = "body") -> dict[str, Any]:
     return value
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped: what a client sent (a path with %0A in
+    it) cannot forge a log line.
+
+    >>> printable("/a\nfake 200")
+    '/a\\x0afake 200'
+    """
+    return text.translate(_CONTROL)
+
+
 class RequestIdFilter(logging.Filter):
     """Puts the current request's id on every log record as ``request_id``."""
 
@@ -153,7 +166,8 @@ class RequestLog:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if given.isprintable() and 0 < len(given) <= 64 else secrets.token_hex(8)
+        ok = given.isprintable() and given.isascii() and 0 < len(given) <= 64
+        rid = given if ok else secrets.token_hex(8)
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 0
@@ -169,7 +183,7 @@ class RequestLog:
             await self.app(scope, receive, send_with_id)
         finally:
             log.info(
-                "%s %s %s %.1fms", scope["method"], scope["path"], status,
+                "%s %s %s %.1fms", printable(scope["method"]), printable(scope["path"]), status,
                 (time.perf_counter() - started) * 1000,
             )  # fmt: skip
             request_id.reset(token)

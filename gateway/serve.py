@@ -13,7 +13,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.hijack import HijackingProtocol
-from gateway.http import RequestIdFilter
+from gateway.http import RequestIdFilter, printable
 from gateway.state import GatewaySettings
 
 
@@ -62,12 +62,20 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+class EscapingFormatter(logging.Formatter):
+    """One line per record, whatever a client put in the text logged (a function name,
+    a path): control characters come out escaped. Tracebacks keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Every line names the request it belongs to (``-`` outside a request)."""
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        EscapingFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

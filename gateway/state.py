@@ -29,6 +29,8 @@ class GatewaySettings:
     body_limit: int = DEFAULT_BODY_LIMIT  # a call's request body
     max_queue: int = DEFAULT_MAX_QUEUE  # calls waiting or running per function; 0: no cap
     build_limit: int = BUILD_CONTEXT_LIMIT
+    # Host names the TCP listener answers besides IP addresses and localhost.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass

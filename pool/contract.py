@@ -18,6 +18,7 @@ Version 1. Every key starts with ``scow:v1:``.
     events               stream container, image and function events (Docker's shape)
     calls:index:<fn>     list   the function's latest call ids, newest first
     idempotency:<fn>:<key> string "<call id> <request fingerprint>", for an hour
+    secrets              hash   name -> value: the one place a secret's value is kept
 
 A call's entry is deleted once it is answered, so a stream's length is the
 number of calls waiting or running: the gateway's queue cap reads it.
@@ -67,6 +68,9 @@ MAX_DELIVERIES = 3  # a call delivered this often has crashed nodes: dead-letter
 HEARTBEAT_EVERY = 1.0
 HEARTBEAT_STALE = 4.0  # a node silent this long is dead: its calls are taken over
 RETRY_EVERY = 0.5  # what failed because Redis is away is tried again this often
+SECRETS = f"{PREFIX}:secrets"
+MAX_SECRET_BYTES = 512 << 10  # Docker's swarm secrets hold 500 KB
+MAX_SECRETS = 1024
 
 
 class Outage:
@@ -414,6 +418,26 @@ class PoolClient:
     async def functions(self) -> list[FunctionSpec]:
         raw = await self.redis.hgetall(FUNCTIONS)
         return sorted((FunctionSpec.from_json(v) for v in raw.values()), key=lambda s: s.name)
+
+    # -- secrets --------------------------------------------------------------------
+
+    async def secret_names(self) -> list[str]:
+        return sorted(_s(k) for k in await self.redis.hkeys(SECRETS))
+
+    async def set_secret(self, name: str, value: bytes, *, create: bool) -> bool:
+        """Store ``value`` as secret ``name``: only a new one with ``create``, only an
+        existing one without; False when that does not hold (nothing is changed)."""
+        if create:
+            if await self.redis.hlen(SECRETS) >= MAX_SECRETS:
+                raise QueueFull("secrets", MAX_SECRETS)
+            return bool(await self.redis.hsetnx(SECRETS, name, value))
+        if not await self.redis.hexists(SECRETS, name):
+            return False
+        await self.redis.hset(SECRETS, name, value)
+        return True
+
+    async def remove_secret(self, name: str) -> bool:
+        return bool(await self.redis.hdel(SECRETS, name))
 
     async def remove(self, name: str) -> bool:
         removed: int = await self.redis.hdel(FUNCTIONS, name)

@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from runtime import secrets as runtime_secrets
 from runtime.errors import InvalidOption
 from runtime.units import parse_duration, parse_size
 
 NAME_RE = re.compile(r"^[a-z0-9-]{1,63}$")
+SECRET_NAME_RE = runtime_secrets.NAME_RE  # a secret's name is its file's name
 Protocol = Literal["http", "stdio"]
 
 
@@ -41,6 +43,7 @@ class FunctionSpec:
     read_only: bool = True
     auth: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()  # names of secrets, mounted as files (never env)
 
     @property
     def throwaway(self) -> bool:
@@ -57,13 +60,14 @@ class FunctionSpec:
         if data.get("command") is not None:
             data["command"] = tuple(data["command"])
         data["env"] = tuple(data.get("env", ()))
+        data["secrets"] = tuple(data.get("secrets", ()))
         return cls(**data)
 
 
 _FIELDS = {
     "name", "image", "protocol", "port", "command", "env", "workdir", "user", "memory",
     "cpu_shares", "pids", "timeout", "max_invocations", "idle_ttl", "concurrency", "pool",
-    "read_only", "auth", "labels",
+    "read_only", "auth", "labels", "secrets",
 }  # fmt: skip
 
 
@@ -105,6 +109,11 @@ def _parse(data: Mapping[str, Any]) -> FunctionSpec:
     labels = data.get("labels") or {}
     if not isinstance(labels, Mapping):
         raise InvalidSpec("labels", labels, "expected {name: value}")
+    secret_names = data.get("secrets") or []
+    if not isinstance(secret_names, list) or not all(
+        isinstance(n, str) and SECRET_NAME_RE.match(n) for n in secret_names
+    ):
+        raise InvalidSpec("secrets", secret_names, "expected a list of secret names")
     spec = FunctionSpec(
         name=name,
         image=image,
@@ -126,6 +135,7 @@ def _parse(data: Mapping[str, Any]) -> FunctionSpec:
         read_only=bool(data.get("read_only", True)),
         auth=bool(data.get("auth", False)),
         labels={str(k): str(v) for k, v in labels.items()},
+        secrets=tuple(dict.fromkeys(secret_names)),
     )
     if spec.memory < 4 << 20:
         raise InvalidSpec("memory", data.get("memory"), "the minimum is 4m")

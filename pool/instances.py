@@ -19,6 +19,7 @@ import functools
 import os
 import select
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,8 @@ def run_options(spec: FunctionSpec, network: Literal["none", "bridge"]) -> RunOp
 
 
 async def make_instance(
-    runtime: Runtime, spec: FunctionSpec, image: ImageConfig, layers: list[Path], image_ref: str
+    runtime: Runtime, spec: FunctionSpec, image: ImageConfig, layers: list[Path], image_ref: str,
+    secrets: Mapping[str, bytes] | None = None,
 ) -> Instance:
     """A ready instance: created, and for http started and answering on its port."""
     started = time.perf_counter()
@@ -94,7 +96,7 @@ async def make_instance(
         try:
             record = await runtime.create(
                 image, layers, run_options(spec, "none"), image=image_ref, stdio="pipes",
-                pipes=Stdio(stdin=in_r, stdout=out_w, stderr=err_w),
+                pipes=Stdio(stdin=in_r, stdout=out_w, stderr=err_w), secrets=secrets,
             )  # fmt: skip
         except BaseException:
             for fd in (in_w, out_r, err_r):
@@ -107,7 +109,8 @@ async def make_instance(
         inst.phases = {**record.phases, "total": time.perf_counter() - started}
         return inst
     record = await runtime.create(
-        image, layers, run_options(spec, "bridge"), image=image_ref, stdio="logs"
+        image, layers, run_options(spec, "bridge"), image=image_ref, stdio="logs",
+        secrets=secrets,
     )
     inst = Instance(spec, record)
     try:

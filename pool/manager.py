@@ -181,15 +181,23 @@ class PoolManager:
             self.metrics.queue.labels(name).set(length)
 
     async def sync_functions(self) -> None:
-        """Start, replace and stop workers to match the deployed functions."""
+        """Start, replace and stop workers to match the deployed functions (and the values
+        of the secrets they are given: a changed secret replaces the function's pool)."""
         raw = await self.redis.hgetall(contract.FUNCTIONS)
         specs = {s.name: s for s in (FunctionSpec.from_json(v) for v in raw.values())}
+        names = sorted({n for s in specs.values() for n in s.secrets})
+        values = await self.redis.hmget(contract.SECRETS, names) if names else []
+        known = dict(zip(names, values, strict=True))
+        given = {name: {n: known[n] for n in s.secrets} for name, s in specs.items()}
         for name in list(self.workers):
             worker = self.workers[name]
             new = specs.get(name)
-            if new is not None and new != worker.spec and _only_sizes_differ(worker.spec, new):
+            changed = new is None or new != worker.spec or given[name] != worker.given
+            if new is not None and changed and _only_sizes_differ(worker.spec, new) and (
+                given[name] == worker.given
+            ):
                 worker.resize(new)  # scaling keeps the warm instances
-            elif new is None or new != worker.spec:
+            elif changed:
                 # Shielded and tracked: a node stopping meanwhile cancels this loop, and
                 # the worker, no longer in self.workers, would leave its containers.
                 retiring = asyncio.ensure_future(self.workers.pop(name).stop())
@@ -200,7 +208,7 @@ class PoolManager:
                     self.metrics.forget(name)
         for name, spec in specs.items():
             if name not in self.workers:
-                worker = FunctionWorker(self, spec)
+                worker = FunctionWorker(self, spec, given[name])
                 self.workers[name] = worker
                 worker.start()
 

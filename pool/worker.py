@@ -34,34 +34,43 @@ STOPPING_PATIENCE = 5.0  # the same for a node that is stopping: its stop must n
 
 
 class FunctionWorker:
-    def __init__(self, manager: PoolManager, spec: FunctionSpec) -> None:
+    def __init__(
+        self, manager: PoolManager, spec: FunctionSpec, secrets: dict[str, bytes | None]
+    ) -> None:
         self.manager = manager
         self.spec = spec
-        self.image_error = ""
+        # Why this function cannot run here (its calls answer 502 with it): (error, message).
+        self.unusable: tuple[str, str] | None = None
+        self.layers = []
         try:
             image = manager.images.get(spec.image)
             self.image_config = image.run_config
             self.layers = manager.images.layer_dirs(image)
         except ImageError as exc:
-            self.image_error = str(exc)
-            self.layers = []
+            self.unusable = ("no_image", str(exc))
+        missing = [name for name, value in secrets.items() if value is None]
+        if missing and self.unusable is None:
+            self.unusable = ("no_secret", f"secret {', '.join(missing)} does not exist")
+        self.given = secrets  # as read from Redis: a change replaces this worker
+        self.secrets = {k: v for k, v in secrets.items() if v is not None}
         self.pool = WarmPool(spec, self._make, manager.destroy_instance, manager.create_slots)
         self.inflight: set[asyncio.Task[None]] = set()
         self._reader: asyncio.Task[None] | None = None
 
     async def _make(self) -> Instance:
         return await make_instance(
-            self.manager.runtime, self.spec, self.image_config, self.layers, self.spec.image
+            self.manager.runtime, self.spec, self.image_config, self.layers, self.spec.image,
+            self.secrets,
         )
 
     def resize(self, spec: FunctionSpec) -> None:
         self.spec = spec
         self.pool.spec = spec
-        if not self.image_error:
+        if self.unusable is None:
             self.pool.refill()
 
     def start(self) -> None:
-        if not self.image_error:
+        if self.unusable is None:
             self.pool.refill()
         self._reader = asyncio.create_task(self._consume(), name=f"consume-{self.spec.name}")
 
@@ -130,8 +139,8 @@ class FunctionWorker:
                 req.id, 504, "timeout", "the deadline passed before a node took the call",
                 part="queue",
             )  # fmt: skip
-        elif self.image_error:
-            result = CallResult.failure(req.id, 502, "no_image", self.image_error)
+        elif self.unusable is not None:
+            result = CallResult.failure(req.id, 502, *self.unusable)
         else:
             # attempts counts the runs a call had: more than one when a node died mid-run.
             try:

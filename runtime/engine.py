@@ -24,7 +24,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -54,6 +54,8 @@ from runtime.records import (
 from runtime.rootdir import RootDir
 from runtime.rootfs import changes, is_mounted, make_skeleton, mount_overlay, unmount
 from runtime.runc import Runc
+from runtime.secrets import TARGETS as SECRET_TARGETS
+from runtime.secrets import mount_secrets, unmount_secrets
 from runtime.spec import NAME_RE, ImageConfig, Port, RunOptions
 from runtime.users import resolve_user
 from runtime.volumes import VolumeStore, seed_new_volumes, volume_mounts
@@ -150,9 +152,16 @@ class Runtime:
         image: str = "",
         stdio: StdioMode = "logs",
         pipes: Stdio | None = None,
+        secrets: Mapping[str, bytes] | None = None,
     ) -> ContainerRecord:
-        """Create a container ready for ``start``. On any error nothing is left behind."""
-        record, sockets = await self._prepare(image_config, layers, opts, image, stdio)
+        """Create a container ready for ``start``. On any error nothing is left behind.
+
+        ``secrets`` (name -> value) become read-only files in the container (see
+        secrets.py); they are kept nowhere else.
+        """
+        record, sockets = await self._prepare(
+            image_config, layers, opts, image, stdio, secrets or {}
+        )
         try:
             record = await self._spawn(record, sockets, pipes)
             self.on_event("create", record)
@@ -181,7 +190,7 @@ class Runtime:
         """
         if opts.ports or opts.publish_all:
             raise InvalidOption("ports", opts.ports, "a container run to completion publishes none")
-        record, _ = await self._prepare(image_config, layers, opts, image, "pipes")
+        record, _ = await self._prepare(image_config, layers, opts, image, "pipes", {})
         try:
             p = pipes or Stdio()
             clock = time.perf_counter()
@@ -205,6 +214,7 @@ class Runtime:
         opts: RunOptions,
         image: str,
         stdio: StdioMode,
+        secret_values: Mapping[str, bytes],
     ) -> tuple[ContainerRecord, list[tuple[socket.socket, Port]]]:
         """Check the input, then lay out the bundle: record, rootfs, volumes, network, config."""
         cid = secrets.token_hex(32)
@@ -241,7 +251,7 @@ class Runtime:
             try:
                 self.paths(cid).root.mkdir(mode=0o700, parents=True)
                 self.store.save(record)
-                record = await self._lay_out(record, layers, sources, links)
+                record = await self._lay_out(record, layers, sources, links, secret_values)
             except BaseException:
                 await self.destroy(cid)
                 raise
@@ -257,11 +267,14 @@ class Runtime:
         layers: Sequence[Path],
         sources: list[ContainerRecord],
         links: list[tuple[ContainerRecord, str]],
+        secret_values: Mapping[str, bytes],
     ) -> ContainerRecord:
         cid, opts, paths = record.id, record.options, self.paths(record.id)
         clock = time.perf_counter()
         mounts, volumes, anonymous = volume_mounts(self.volumes, record, sources)
         extra_points = [m.destination for m in mounts] + list(opts.tmpfs)
+        if secret_values:
+            extra_points += SECRET_TARGETS
         lowers = [self._base_skeleton(layers), *layers]
         if extra_points:
             make_skeleton(paths.skeleton, extra_points, layers)
@@ -279,6 +292,8 @@ class Runtime:
                 image_root.read_text("/etc/group"),
             )
             await asyncio.to_thread(seed_new_volumes, image_root, volumes, self.volumes)
+        if secret_values:
+            mounts += mount_secrets(paths.secrets, secret_values, user.uid, user.gid)
 
         phases = {"rootfs": time.perf_counter() - clock}
         clock = time.perf_counter()
@@ -631,6 +646,8 @@ class Runtime:
             await asyncio.to_thread(self.network.detach, cid)
         if paths.rootfs.exists() or is_mounted(paths.rootfs):
             await asyncio.to_thread(unmount, paths.rootfs)
+        if paths.secrets.exists():
+            unmount_secrets(paths.secrets)
         self.cgroups.remove(cid)
         aside = self.store.set_aside(cid)
         if aside is not None:

@@ -119,6 +119,10 @@ class ContainerPaths:
         return self.root / "exit"
 
     @property
+    def secrets(self) -> Path:
+        return self.root / "secrets"
+
+    @property
     def pid_file(self) -> Path:
         return self.root / "init.pid"
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,3 +167,44 @@ def test_calls_events_top_and_info(host: Host) -> None:
     scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert 'scow_calls_total{code="200",function="obs"} 1.0' in scraped
     assert host.scow("fn", "rm", "obs").returncode == 0
+
+
+@pytest.mark.parametrize("auth", [False, True])
+def test_fn_invoke_sends_the_token_only_to_a_function_that_needs_it(auth: bool) -> None:
+    """Over TCP the CLI holds the API token: a function deployed without auth must not be
+    handed it. The API here is a recorder on a real socket, so that what the CLI sent is
+    seen as sent."""
+    seen: dict[str, str | None] = {}
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._answer(json.dumps({"name": "f", "auth": auth}).encode())
+
+        def do_POST(self) -> None:
+            seen["authorization"] = self.headers.get("Authorization")
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._answer(b"called")
+
+        def _answer(self, body: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        env = {**os.environ, "SCOW_HOST": f"tcp://127.0.0.1:{server.server_port}",
+               "SCOW_TOKEN": "the-api-token"}  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", "fn", "invoke", "f", "-d", "x"],
+                              env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+    assert done.returncode == 0 and done.stdout == "called", done.stderr
+    assert seen["authorization"] == ("Bearer the-api-token" if auth else None)

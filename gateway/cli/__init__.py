@@ -26,6 +26,7 @@ from gateway.cli.images import (
     tag,
 )
 from gateway.cli.output import EXIT_USAGE, api_command, client, fail, format_option
+from gateway.cli.secrets import secret
 from gateway.config import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, HostConfig
 from gateway.state import DEFAULT_BODY_LIMIT, DEFAULT_MAX_QUEUE
 
@@ -126,10 +127,15 @@ def up(
     "--max-queue", default=DEFAULT_MAX_QUEUE, show_default=True,
     help="Calls waiting or running per function before 429 (0: no cap)",
 )  # fmt: skip
+@click.option(
+    "--allowed-hosts", envvar="SCOW_ALLOWED_HOSTS", default="",
+    help="Host names (comma-separated, *.example.com allowed) the TCP API answers besides "
+    "IP addresses and localhost [env: SCOW_ALLOWED_HOSTS]",
+)  # fmt: skip
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 def gateway(
     redis_url: str, host: str, port: int, socket_path: Path | None, token_file: Path,
-    body_limit: int, max_queue: int, log_level: str,
+    body_limit: int, max_queue: int, allowed_hosts: str, log_level: str,
 ) -> None:  # fmt: skip
     """Run one gateway against a Redis (to scale out beside `scow up`)."""
     import os
@@ -141,7 +147,8 @@ def gateway(
     try:
         token = os.environ.get("SCOW_TOKEN") or load_or_create_token(token_file)
         settings = GatewaySettings(
-            redis_url=redis_url, token=token, body_limit=body_limit, max_queue=max_queue
+            redis_url=redis_url, token=token, body_limit=body_limit, max_queue=max_queue,
+            allowed_hosts=tuple(h for h in allowed_hosts.split(",") if h.strip()),
         )
         serve(settings, host, port, socket_path, getattr(logging, log_level.upper()))
     except OSError as exc:
@@ -222,6 +229,7 @@ def top(once: bool, interval: float) -> None:
 
 
 main.add_command(fn)
+main.add_command(secret)
 main.add_command(env)
 main.add_command(image)
 main.add_command(build)

@@ -61,13 +61,17 @@ def _spec_from_file(path: Path) -> dict[str, Any]:
 @click.option("--pool-max", type=int)
 @click.option("--auth/--no-auth", default=None, help="Calls need the API token")
 @click.option("-l", "--label", multiple=True, help="KEY=VALUE (repeatable)")
+@click.option("--secret", "secret_names", multiple=True,
+              help="A secret's name: a file in /var/openfaas/secrets and /run/secrets "
+              "(repeatable)")  # fmt: skip
 @format_option
 @api_command
 def deploy(name: str | None, spec_file: Path | None, image: str | None, protocol: str | None,
            port: int | None, command: str | None, env: tuple[str, ...], memory: str | None,
            cpu_shares: int | None, timeout: str | None, max_invocations: int | None,
            concurrency: int | None, pool_min: int | None, pool_max: int | None,
-           auth: bool | None, label: tuple[str, ...], fmt: str) -> None:  # fmt: skip
+           auth: bool | None, label: tuple[str, ...], secret_names: tuple[str, ...],
+           fmt: str) -> None:  # fmt: skip
     """Create or update a function, from a YAML spec (-f) or flags."""
     spec = _spec_from_file(spec_file) if spec_file else {}
     flags = {"name": name, "image": image, "protocol": protocol, "port": port,
@@ -79,6 +83,8 @@ def deploy(name: str | None, spec_file: Path | None, image: str | None, protocol
         spec["env"] = {**_as_map(spec.get("env")), **key_values(env, "env")}
     if label:
         spec["labels"] = {**(spec.get("labels") or {}), **key_values(label, "label")}
+    if secret_names:
+        spec["secrets"] = [*(spec.get("secrets") or []), *secret_names]
     if pool_min is not None or pool_max is not None:
         pool = dict(spec.get("pool") or {})
         pool.update({k: v for k, v in (("min", pool_min), ("max", pool_max)) if v is not None})
@@ -176,9 +182,17 @@ def invoke(name: str, data: str | None, method: str, path: str, header: tuple[st
     route = "async-function" if is_async else "function"
     url = f"/{route}/{name}/{path.lstrip('/')}" if path.strip("/") else f"/{route}/{name}"
     api = client()
+    # The API token goes on a function's route only when the function needs it (deployed
+    # with auth): a function must never be handed a token that would let it run the host.
+    needs_token = bool(api.endpoint.token) and bool(
+        api.json("GET", f"/system/function/{name}").get("auth")
+    )
+    request = api.http.build_request("POST" if is_async else method, url, content=body,
+                                     headers=headers, timeout=None)  # fmt: skip
+    if not needs_token:
+        request.headers.pop("authorization", None)
     try:
-        response = api.http.request("POST" if is_async else method, url, content=body,
-                                    headers=headers, timeout=None)  # fmt: skip
+        response = api.http.send(request)
     except httpx.TransportError as exc:
         fail(f"cannot reach {api.endpoint.describe()}: {exc}", EXIT_UNREACHABLE)
     if is_async and response.status_code == 202:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway.auth import load_or_create_token
-from tests.gateway.conftest import TOKEN, RunningGateway
+from gateway.state import GatewaySettings
+from tests.gateway.conftest import RunningGateway, serve
 
 
 def test_token_is_made_once_with_mode_0600(tmp_path: Path) -> None:
@@ -72,5 +75,37 @@ async def test_json_errors_everywhere(gateway: RunningGateway) -> None:
     assert set(wrong_method.json()) == {"error", "message"}
 
 
-def test_token_constant_is_what_the_fixture_uses() -> None:
-    assert httpx.Headers({"Authorization": f"Bearer {TOKEN}"})["authorization"].endswith(TOKEN)
+async def test_a_token_with_bytes_outside_ascii_is_a_401(gateway: RunningGateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        response = await client.get("/system/info", headers={"Authorization": b"Bearer t\xe9st"})
+    assert response.status_code == 401
+
+
+async def test_a_host_that_is_not_ours_is_refused_on_tcp_only(gateway: RunningGateway) -> None:
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends its own name."""
+    async with gateway.tcp() as client:
+        rebound = await client.get("/system/info", headers={"Host": "evil.example:8080"})
+        assert rebound.status_code == 400 and rebound.json()["error"] == "invalid_host"
+        ok = await client.get("/healthz", headers={"Host": "localhost:8080"})
+        assert ok.status_code == 200
+    async with gateway.unix() as local:
+        assert (await local.get("/healthz", headers={"Host": "evil.example"})).status_code == 200
+
+
+async def test_a_configured_name_is_allowed(settings: GatewaySettings, run_dir: Path) -> None:
+    named = replace(settings, allowed_hosts=("*.example.com",))
+    async with serve(named, run_dir) as gw, gw.tcp() as client:
+        response = await client.get("/healthz", headers={"Host": "fn.example.com"})
+        assert response.status_code == 200
+        assert (await client.get("/healthz", headers={"Host": "example.org"})).status_code == 400
+
+
+async def test_a_path_cannot_forge_a_log_line(
+    gateway: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="scow.gateway"):
+        async with gateway.tcp() as client:
+            await client.get("/nope%0A2026-01-01 INFO forged line")
+    lines = [r.getMessage() for r in caplog.records if "forged" in r.getMessage()]
+    assert lines and all("\n" not in line for line in lines)
+    assert "\\x0a" in lines[0]
