@@ -36,6 +36,7 @@ from gateway.http import (
     api_error,
     http_error,
     internal_error,
+    redis_refused,
     redis_unavailable,
 )
 from gateway.metrics import GatewayMetrics
@@ -94,6 +95,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             HTTPException: http_error,
             aioredis.ConnectionError: redis_unavailable,
             aioredis.TimeoutError: redis_unavailable,
+            aioredis.ResponseError: redis_refused,
             Exception: internal_error,
         },
     )

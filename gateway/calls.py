@@ -21,7 +21,6 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from starlette.requests import Request
@@ -31,12 +30,13 @@ from starlette.routing import Route
 from gateway.auth import authorized, carries_token
 from gateway.http import ApiError, query, read_body
 from gateway.state import Gateway
-from pool import contract
+from pool import contract, outbound
 from pool.contract import (
     CallRequest,
     Idempotency,
     IdempotencyConflict,
     QueueFull,
+    TooManyKeys,
     new_call_id,
 )
 from pool.functions import FunctionSpec
@@ -111,15 +111,22 @@ def _conflict(exc: IdempotencyConflict) -> ApiError:
 
 
 def _callback_url(request: Request) -> str:
+    """The X-Callback-Url, checked as far as the URL itself tells (the node checks where
+    its name leads when it connects)."""
     url = request.headers.get("x-callback-url", "")
-    if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
-        raise ApiError(400, "bad_request", f"invalid X-Callback-Url {url!r}: expected http(s)://")
+    if url:
+        gw: Gateway = request.app.state.gw
+        try:
+            outbound.check_url(url, gw.callback_allow)
+        except outbound.OutboundRefused as exc:
+            raise ApiError(400, "bad_request", f"invalid X-Callback-Url: {exc}") from None
     return url
 
 
-def _queue_full(gw: Gateway, exc: QueueFull) -> ApiError:
-    gw.metrics.rejected.labels(exc.function, "queue_full").inc()
-    return ApiError(429, "queue_full", str(exc), {"Retry-After": "1"})
+def _queue_full(gw: Gateway, exc: QueueFull | TooManyKeys) -> ApiError:
+    error = "queue_full" if isinstance(exc, QueueFull) else "too_many_idempotency_keys"
+    gw.metrics.rejected.labels(exc.function, error).inc()
+    return ApiError(429, error, str(exc), {"Retry-After": "1"})
 
 
 async def invoke(request: Request) -> Response:
@@ -131,7 +138,7 @@ async def invoke(request: Request) -> Response:
     try:
         result = await gw.pool.call(call, max_queue=gw.settings.max_queue,
                                     idempotency=_idempotency(key, call))  # fmt: skip
-    except QueueFull as exc:
+    except (QueueFull, TooManyKeys) as exc:
         raise _queue_full(gw, exc) from None
     except IdempotencyConflict as exc:
         raise _conflict(exc) from None
@@ -158,7 +165,7 @@ async def invoke_async(request: Request) -> Response:
     call = await _request(gw, request, spec, reply_to="")
     try:
         earlier = await gw.pool.submit(call, gw.settings.max_queue, _idempotency(key, call))
-    except QueueFull as exc:
+    except (QueueFull, TooManyKeys) as exc:
         raise _queue_full(gw, exc) from None
     except IdempotencyConflict as exc:
         raise _conflict(exc) from None
@@ -186,6 +193,10 @@ def record_json(call_id: str, record: dict[str, bytes]) -> dict[str, Any]:
             out[key] = text[key]
     if "cold" in text:
         out["cold"] = text["cold"] == "1"
+    if "body_size" in text:
+        out["body_size"] = int(text["body_size"])
+    if text.get("body_dropped"):
+        out["body_dropped"] = True  # over what a record keeps; the callback had it whole
     if "headers" in text:
         out["headers"] = dict(json.loads(text["headers"]))
     if "body" in record:

@@ -23,6 +23,7 @@ class HostConfig:
     bridge: str = "scow0"
     subnet: str = "10.213.0.0/16"
     node_metrics_port: int = 9180  # 0: any free port (`scow info` shows it)
+    redis_maxmemory: str = "1gb"  # the redis-server `scow up` starts (noeviction)
 
     @classmethod
     def from_env(cls, **overrides: object) -> HostConfig:

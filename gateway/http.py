@@ -13,6 +13,7 @@ import secrets
 import time
 from typing import Any
 
+import redis.asyncio as aioredis
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -53,6 +54,15 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 async def redis_unavailable(request: Request, exc: Exception) -> Response:
     return error_response(503, "redis_unavailable", f"cannot reach Redis: {exc}")
+
+
+async def redis_refused(request: Request, exc: Exception) -> Response:
+    """Redis at its maxmemory refuses writes (noeviction: it drops nothing to make room):
+    the client may try again later; anything else Redis refused is a bug here."""
+    if isinstance(exc, aioredis.OutOfMemoryError) or "maxmemory" in str(exc):
+        return error_response(503, "redis_full", f"Redis is full (its maxmemory): {exc}",
+                              {"Retry-After": "5"})  # fmt: skip
+    return await internal_error(request, exc)
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:

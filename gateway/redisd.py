@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+DEFAULT_MAXMEMORY = "1gb"  # as redis.conf writes sizes
+
 
 class RedisServerError(Exception):
     pass
@@ -25,11 +27,13 @@ class RedisServer:
         *,
         binary: str = "redis-server",
         persist: bool = True,
+        maxmemory: str = DEFAULT_MAXMEMORY,
     ) -> None:
         self.socket_path = socket_path
         self.data_dir = data_dir
         self.binary = binary
         self.persist = persist
+        self.maxmemory = maxmemory
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -40,7 +44,7 @@ class RedisServer:
         path = shutil.which(self.binary)
         if path is None:
             raise RedisServerError(f"redis-server binary {self.binary!r} not found on PATH")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)
         args = [
@@ -63,8 +67,16 @@ class RedisServer:
             "60 1" if self.persist else "",
             "--appendonly",
             "yes" if self.persist else "no",
+            # Full means full: writes fail (the gateway answers 503) and nothing queued is
+            # evicted to make room, as an eviction policy would do silently.
+            "--maxmemory",
+            self.maxmemory,
+            "--maxmemory-policy",
+            "noeviction",
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self.data_dir.chmod(0o700)  # queued calls, results and secrets: root's alone
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        umask=0o077)  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ import redis.asyncio as aioredis
 
 from gateway.http import ApiError
 from gateway.metrics import GatewayMetrics
-from pool import contract
+from pool import contract, outbound
 from pool.contract import CommandFailed, PoolClient
 
 DEFAULT_BODY_LIMIT = 6 << 20
@@ -31,6 +32,8 @@ class GatewaySettings:
     build_limit: int = BUILD_CONTEXT_LIMIT
     # Host names the TCP listener answers besides IP addresses and localhost.
     allowed_hosts: tuple[str, ...] = ()
+    # Where X-Callback-Url may point beyond the public internet (SCOW_CALLBACK_ALLOW).
+    callback_allow: str = ""
 
 
 @dataclass
@@ -39,6 +42,10 @@ class Gateway:
     redis: aioredis.Redis
     pool: PoolClient
     metrics: GatewayMetrics
+
+    @functools.cached_property
+    def callback_allow(self) -> outbound.Allow:
+        return outbound.Allow.parse(self.settings.callback_allow)
 
     async def nodes(self) -> dict[str, dict[str, Any]]:
         """Every registered node with its heartbeat age and whether it counts as live."""

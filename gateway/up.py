@@ -122,8 +122,9 @@ class Host:
 
     def run(self) -> int:
         cfg = self.config
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        for d in (cfg.state_dir, cfg.run_dir):  # root's alone: images, upperdirs, the token
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            d.chmod(0o700)
         claim_pid_file(cfg.pid_file)
         old_int = signal.signal(signal.SIGINT, self._on_signal)
         old_term = signal.signal(signal.SIGTERM, self._on_signal)
@@ -139,7 +140,8 @@ class Host:
         cfg = self.config
         redis_url = cfg.redis_url
         if redis_url is None:
-            self.redis = RedisServer(cfg.redis_socket, cfg.redis_dir)
+            self.redis = RedisServer(cfg.redis_socket, cfg.redis_dir,
+                                     maxmemory=cfg.redis_maxmemory)  # fmt: skip
             self.redis.start()
             redis_url = self.redis.url
             self.out(f"redis     {redis_url} (data in {cfg.redis_dir})")

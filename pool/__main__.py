@@ -13,6 +13,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from images.store import ImageStore
+from pool.instances import DEFAULT_RESPONSE_LIMIT
+from pool.leases import DEFAULT_MAX_ENVIRONMENTS
 from pool.manager import PoolManager
 from pool.metrics import DEFAULT_METRICS_PORT
 from runtime.engine import Runtime, RuntimeConfig
@@ -36,7 +38,10 @@ async def _main(args: argparse.Namespace) -> None:
     images = ImageStore(args.images or args.state_dir / "images")
     images.open()
     port = None if args.metrics_port < 0 else args.metrics_port
-    manager = PoolManager(redis, runtime, images, node_id=args.node_id, metrics_port=port)
+    manager = PoolManager(
+        redis, runtime, images, node_id=args.node_id, metrics_port=port,
+        response_limit=args.response_limit, max_environments=args.max_environments,
+    )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -61,6 +66,10 @@ def main() -> None:
         "--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
         help="Prometheus /metrics on 127.0.0.1 (0: any free port, -1: none)",
     )  # fmt: skip
+    parser.add_argument("--response-limit", type=int, default=DEFAULT_RESPONSE_LIMIT,
+                        help="Bytes of a function's reply; more is a 502")  # fmt: skip
+    parser.add_argument("--max-environments", type=int, default=DEFAULT_MAX_ENVIRONMENTS,
+                        help="Environments this node holds at once")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per call otherwise

@@ -203,6 +203,10 @@ async def containers_list(node: PoolManager, cmd: Command) -> Any:
 
 async def env_create(node: PoolManager, cmd: Command) -> Any:
     spec = parse_environment(cmd.args)
+    held = sum(1 for r in node.runtime.containers() if r.labels.get("scow.role") == leases.ROLE)
+    if held >= node.max_environments:
+        raise CommandError(429, "too_many_environments", f"this node holds {held} environments, "
+                           f"its limit: remove one, or let its lease run out")  # fmt: skip
     image = node.images.get(spec.image)
     lease_id = secrets.token_hex(8)
     record = await node.runtime.create(

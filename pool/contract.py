@@ -18,6 +18,7 @@ Version 1. Every key starts with ``scow:v1:``.
     events               stream container, image and function events (Docker's shape)
     calls:index:<fn>     list   the function's latest call ids, newest first
     idempotency:<fn>:<key> string "<call id> <request fingerprint>", for an hour
+    idempotency-count:<fn> string keys the function took this hour (capped)
     secrets              hash   name -> value: the one place a secret's value is kept
 
 A call's entry is deleted once it is answered, so a stream's length is the
@@ -63,6 +64,8 @@ EVENTS_MAXLEN = 10_000
 CALLS_INDEXED = 1000  # call ids kept per function for `scow fn calls`
 OUTPUT_WINDOW = 16  # chunks of a command's output that may wait for its reader
 RECORD_TTL = 3600
+RECORD_BODY_LIMIT = 1 << 20  # a result body a call record keeps (async, idempotent calls)
+MAX_IDEMPOTENCY_KEYS = 100_000  # per function and hour: each is a Redis key for an hour
 REPLY_MAXLEN = 10_000
 MAX_DELIVERIES = 3  # a call delivered this often has crashed nodes: dead-letter it
 HEARTBEAT_EVERY = 1.0
@@ -133,6 +136,11 @@ def calls_index_key(function: str) -> str:
 
 def idempotency_key(function: str, key: str) -> str:
     return f"{PREFIX}:idempotency:{function}:{key}"
+
+
+def idempotency_count_key(function: str) -> str:
+    """How many idempotency keys the function took this hour (their cap)."""
+    return f"{PREFIX}:idempotency-count:{function}"
 
 
 def logs_key(function: str) -> str:
@@ -280,8 +288,11 @@ class CommandRequest:
 # Queue a call unless its function already has ARGV[1] (> 0) calls waiting or running;
 # -1 when queued, else the queue's length. Atomic, so concurrent gateways respect the cap.
 # With an idempotency key (KEYS[4]) already set, nothing is queued and the key's value
-# (the earlier call's id and fingerprint) is returned; otherwise the key is set to ARGV[9].
-_SUBMIT = """
+# (the earlier call's id and fingerprint) is returned; otherwise the key is set to ARGV[9],
+# unless the function used ARGV[10] keys this hour (counted in KEYS[5]): then -2.
+# The shebang makes Redis judge "out of memory" before the script runs, not at each of
+# its writes: at maxmemory a submit is refused whole, never half-done.
+_SUBMIT = """#!lua
 if KEYS[4] then
   local earlier = redis.call('GET', KEYS[4])
   if earlier then return earlier end
@@ -291,7 +302,12 @@ if cap > 0 then
   local length = redis.call('XLEN', KEYS[2])
   if length >= cap then return length end
 end
-if KEYS[4] then redis.call('SET', KEYS[4], ARGV[9], 'EX', ARGV[2]) end
+if KEYS[4] then
+  local used = redis.call('INCR', KEYS[5])
+  if used == 1 then redis.call('EXPIRE', KEYS[5], ARGV[2]) end
+  if used > tonumber(ARGV[10]) then return -2 end
+  redis.call('SET', KEYS[4], ARGV[9], 'EX', ARGV[2])
+end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'function', ARGV[4], 'enqueued', ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'fn', ARGV[4], 'meta', ARGV[5], 'body', ARGV[6])
@@ -307,6 +323,15 @@ class QueueFull(Exception):
     def __init__(self, function: str, length: int) -> None:
         self.function, self.length = function, length
         super().__init__(f"function {function!r} has {length} calls queued, its limit")
+
+
+class TooManyKeys(Exception):
+    """A function took its hour's worth of idempotency keys: the call was not queued."""
+
+    def __init__(self, function: str, limit: int) -> None:
+        self.function, self.limit = function, limit
+        super().__init__(f"function {function!r} was sent {limit} Idempotency-Keys this hour, "
+                         "its limit")  # fmt: skip
 
 
 class IdempotencyConflict(Exception):
@@ -472,8 +497,9 @@ class PoolClient:
         argv = [max_queue, RECORD_TTL, f["id"], f["fn"], f["meta"], f["body"], request.enqueued,
                 CALLS_INDEXED]  # fmt: skip
         if idempotency is not None:
-            keys.append(idempotency_key(request.function, idempotency.key))
-            argv.append(f"{request.id} {idempotency.fingerprint}")
+            keys += [idempotency_key(request.function, idempotency.key),
+                     idempotency_count_key(request.function)]  # fmt: skip
+            argv += [f"{request.id} {idempotency.fingerprint}", MAX_IDEMPOTENCY_KEYS]
         answer = await self._submit(keys=keys, args=argv)
         if isinstance(answer, bytes):
             assert idempotency is not None
@@ -481,6 +507,8 @@ class PoolClient:
             if fingerprint != idempotency.fingerprint:
                 raise IdempotencyConflict(idempotency.key, earlier)
             return earlier
+        if int(answer) == -2:
+            raise TooManyKeys(request.function, MAX_IDEMPOTENCY_KEYS)
         if int(answer) >= 0:
             raise QueueFull(request.function, int(answer))
         return None
@@ -527,6 +555,10 @@ class PoolClient:
             if not record:
                 message = f"call {call_id} of this Idempotency-Key has no record left"
                 return CallResult.failure(call_id, 410, "gone", message)
+            if record.get("state") == b"done" and record.get("body_dropped"):
+                message = (f"call {call_id}'s result was {_s(record.get('body_size'))} bytes, "
+                           f"more than a record keeps ({RECORD_BODY_LIMIT})")  # fmt: skip
+                return CallResult.failure(call_id, 502, "result_not_kept", message)
             if record.get("state") == b"done":
                 return CallResult(
                     call_id, int(record["status"]),

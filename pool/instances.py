@@ -40,6 +40,9 @@ HOP_HEADERS = {
 }  # fmt: skip
 STDERR_TAIL = 2048
 READY_TIMEOUT = 30.0
+DEFAULT_RESPONSE_LIMIT = 6 << 20  # a function's reply body, as the gateway's request limit
+STDERR_KEPT = 256 << 10  # of a stdio call's stderr: the end, for its log and its error
+LOG_LINES_KEPT = 1000  # of one call's log lines, the last: what is published
 
 
 class InstanceError(Exception):
@@ -165,9 +168,11 @@ def _log_tail(runtime: Runtime, cid: str) -> str:
 
 
 async def invoke(
-    runtime: Runtime, http: httpx.AsyncClient, inst: Instance, req: CallRequest
+    runtime: Runtime, http: httpx.AsyncClient, inst: Instance, req: CallRequest,
+    limit: int = DEFAULT_RESPONSE_LIMIT,
 ) -> CallResult:
-    """Run ``req`` in ``inst`` before the request's deadline."""
+    """Run ``req`` in ``inst`` before the request's deadline; a reply over ``limit`` bytes
+    is a 502 that names the limit, and the function's output is not read past it."""
     remaining = req.deadline - time.time()
     if remaining <= 0:
         return CallResult.failure(
@@ -177,9 +182,9 @@ async def invoke(
     inst.call_logs = []
     try:
         if inst.spec.protocol == "stdio":
-            return await asyncio.wait_for(_stdio(runtime, inst, req), remaining)
-        result = await asyncio.wait_for(_http(runtime, http, inst, req), remaining)
-        inst.call_logs = _new_log_lines(runtime, inst)
+            return await asyncio.wait_for(_stdio(runtime, inst, req, limit), remaining)
+        result = await asyncio.wait_for(_http(runtime, http, inst, req, limit), remaining)
+        inst.call_logs = _new_log_lines(runtime, inst)[-LOG_LINES_KEPT:]
         return result
     except TimeoutError:
         with contextlib.suppress(Exception):
@@ -191,7 +196,16 @@ async def invoke(
         )  # fmt: skip
 
 
-async def _stdio(runtime: Runtime, inst: Instance, req: CallRequest) -> CallResult:
+def too_large(req: CallRequest, limit: int) -> CallResult:
+    return CallResult.failure(
+        req.id, 502, "response_too_large",
+        f"the function's reply passed the response limit of {limit} bytes",
+    )  # fmt: skip
+
+
+async def _stdio(
+    runtime: Runtime, inst: Instance, req: CallRequest, limit: int
+) -> CallResult:
     await runtime.start(inst.id)
     # Both outputs are read by one thread of the node's own pool for calls (a read
     # returns as soon as the data is there, whatever the event loop is doing); the
@@ -199,10 +213,18 @@ async def _stdio(runtime: Runtime, inst: Instance, req: CallRequest) -> CallResu
     # closes them at their end, which comes by the container's exit at the latest.
     out_fd, err_fd = inst.stdout, inst.stderr
     inst.stdout = inst.stderr = -1
-    reading = asyncio.get_running_loop().run_in_executor(_readers(), _read_both, out_fd, err_fd)
+    reading = asyncio.get_running_loop().run_in_executor(
+        _readers(), _read_both, out_fd, err_fd, limit
+    )
     await _feed(inst, req.body)
-    out, err = await reading
-    inst.call_logs = [("stderr", line) for line in err.decode(errors="replace").splitlines()]
+    out, err, over = await reading
+    lines = err.decode(errors="replace").splitlines()[-LOG_LINES_KEPT:]
+    inst.call_logs = [("stderr", line) for line in lines]
+    if over:  # its stdout is closed: it dies of EPIPE, or of this
+        with contextlib.suppress(Exception):
+            await runtime.kill(inst.id, "KILL")
+        await runtime.wait(inst.id)
+        return too_large(req, limit)
     status = await runtime.wait(inst.id)
     if status.code == 0 and not status.oom_killed:
         return CallResult(req.id, 200, (("content-type", "application/octet-stream"),), out)
@@ -219,25 +241,37 @@ def _readers() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(STDIO_CALLS_AT_ONCE, thread_name_prefix="scow-stdio")
 
 
-def _read_both(out_fd: int, err_fd: int) -> tuple[bytes, bytes]:
-    """stdout and stderr, each to its end (in a thread); closes both."""
-    chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
+def _read_both(out_fd: int, err_fd: int, limit: int) -> tuple[bytes, bytes, bool]:
+    """stdout (up to ``limit`` bytes) and the end of stderr, each to its end (in a
+    thread); closes both. True when stdout passed ``limit``: both are closed at once
+    then, and what is left unread is the function's to lose."""
+    out: list[bytes] = []
+    err = bytearray()
+    size = 0
     poller = select.poll()
-    for fd in chunks:
+    for fd in (out_fd, err_fd):
         poller.register(fd, select.POLLIN)
-    left = set(chunks)
+    left = {out_fd, err_fd}
     try:
         while left:
             for fd, _ in poller.poll():
-                if data := os.read(fd, 65536):
-                    chunks[fd].append(data)
-                else:
+                data = os.read(fd, 65536)
+                if not data:
                     poller.unregister(fd)
                     left.discard(fd)
+                elif fd == out_fd:
+                    size += len(data)
+                    if size > limit:
+                        return b"", bytes(err[-STDERR_KEPT:]), True
+                    out.append(data)
+                else:
+                    err += data
+                    if len(err) > 2 * STDERR_KEPT:
+                        del err[:-STDERR_KEPT]
     finally:
-        for fd in chunks:
-            os.close(fd)
-    return b"".join(chunks[out_fd]), b"".join(chunks[err_fd])
+        os.close(out_fd)
+        os.close(err_fd)
+    return b"".join(out), bytes(err[-STDERR_KEPT:]), False
 
 
 async def _feed(inst: Instance, data: bytes) -> None:
@@ -281,16 +315,25 @@ def _crash(req: CallRequest, status: ExitStatus, stderr: str) -> CallResult:
 
 
 async def _http(
-    runtime: Runtime, http: httpx.AsyncClient, inst: Instance, req: CallRequest
+    runtime: Runtime, http: httpx.AsyncClient, inst: Instance, req: CallRequest, limit: int
 ) -> CallResult:
     url = f"http://{inst.record.ip}:{inst.spec.port}{req.path}"
     headers = [(k, v) for k, v in req.headers if k.lower() not in HOP_HEADERS]
     headers.append(("x-call-id", req.id))  # the runtime hands it to the handler
     try:
-        response = await http.request(
+        async with http.stream(
             req.method, url, params=req.query or None, headers=headers, content=req.body,
             timeout=None,
-        )  # fmt: skip
+        ) as response:  # fmt: skip
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                return too_large(req, limit)
+            chunks, size = [], 0
+            async for chunk in response.aiter_raw():
+                size += len(chunk)
+                if size > limit:
+                    return too_large(req, limit)
+                chunks.append(chunk)
     except httpx.HTTPError as exc:
         record = runtime.get(inst.id)
         if record.status == "exited":
@@ -300,4 +343,4 @@ async def _http(
             req.id, 502, "bad_response", f"the function's reply was not HTTP: {exc}"
         )
     kept = tuple((k, v) for k, v in response.headers.multi_items() if k.lower() not in HOP_HEADERS)
-    return CallResult(req.id, response.status_code, kept, response.content)
+    return CallResult(req.id, response.status_code, kept, b"".join(chunks))

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 # this old: its create either failed half-way or its lease was deleted.
 UNLEASED_GRACE = 120.0
 ROLE = "environment"
+DEFAULT_MAX_ENVIRONMENTS = 64  # on one node at once: each is a container that runs for hours
 
 
 class NotReady(Exception):

@@ -29,15 +29,15 @@ import httpx
 import redis.asyncio as aioredis
 
 from images.store import ImageStore
-from pool import contract
+from pool import contract, outbound
 from pool.command import Command, CommandError
 from pool.commands import run_command
 from pool.containers import Supervisor
 from pool.contract import CallRequest, CallResult
 from pool.events import EventSink
 from pool.functions import FunctionSpec
-from pool.instances import Instance
-from pool.leases import reap_expired
+from pool.instances import DEFAULT_RESPONSE_LIMIT, Instance
+from pool.leases import DEFAULT_MAX_ENVIRONMENTS, reap_expired
 from pool.metrics import NodeMetrics
 from pool.worker import FunctionWorker
 from runtime.engine import Runtime
@@ -57,6 +57,9 @@ class PoolManager:
         create_slots: int | None = None,
         sync_every: float = 0.5,
         metrics_port: int | None = None,
+        response_limit: int = DEFAULT_RESPONSE_LIMIT,
+        max_environments: int = DEFAULT_MAX_ENVIRONMENTS,
+        callback_allow: str | None = None,
     ) -> None:
         self.redis = redis
         self.runtime = runtime
@@ -64,6 +67,12 @@ class PoolManager:
         self.node_id = node_id or f"{socket.gethostname()}-{secrets.token_hex(4)}"
         self.create_slots = asyncio.Semaphore(create_slots or max(2, (os.cpu_count() or 1) * 2))
         self.sync_every = sync_every
+        self.response_limit = response_limit  # a function's reply, in bytes
+        self.max_environments = max_environments  # on this node at once
+        # Where X-Callback-Url may point beyond the public internet (SCOW_CALLBACK_ALLOW).
+        self.callback_allow = outbound.Allow.parse(
+            os.environ.get("SCOW_CALLBACK_ALLOW", "") if callback_allow is None else callback_allow
+        )
         self.workers: dict[str, FunctionWorker] = {}
         # Entries this process is running: pending entries under our name that are not
         # here were left by an earlier process with the same node id.
@@ -387,8 +396,12 @@ class PoolManager:
             "logs_tail": "\n".join(text for _, text in logs[-20:])[-2048:],
         }  # fmt: skip
         if not req.reply_to or req.keep_result:  # async or idempotent: the record keeps it
-            record["body"] = result.body
             record["headers"] = json.dumps(list(result.headers))
+            record["body_size"] = len(result.body)
+            if len(result.body) <= contract.RECORD_BODY_LIMIT:
+                record["body"] = result.body
+            else:  # the callback still gets it whole
+                record["body_dropped"] = 1
         key = contract.record_key(req.id)
         # All or nothing (MULTI/EXEC): a reply that failed is sent again whole, and a
         # retry must not add the call's log lines or its invocation twice.
@@ -417,7 +430,9 @@ class PoolManager:
     async def _post_callback(self, req: CallRequest, result: CallResult) -> None:
         """POST an async call's result to its X-Callback-Url, as OpenFaaS does.
 
-        Two tries; the outcome goes into the call record.
+        Where it may go is checked at the moment of connecting (pool/outbound.py): the
+        gateway checked the URL, this checks where its name leads now. Two tries; the
+        outcome goes into the call record.
         """
         headers = [
             *result.headers,
@@ -427,13 +442,16 @@ class PoolManager:
         outcome = ""
         for attempt in range(2):
             try:
-                response = await self.http.post(
-                    req.callback, content=result.body, headers=headers, timeout=10.0
-                )
-                outcome = str(response.status_code)
-                if response.status_code < 500:
+                target = outbound.check_url(req.callback, self.callback_allow)
+                address = await outbound.resolve(target, self.callback_allow)
+                status = await outbound.post(target, address, result.body, headers)
+                outcome = str(status)
+                if status < 500:
                     break
-            except httpx.HTTPError as exc:
+            except outbound.OutboundRefused as exc:
+                outcome = f"refused: {exc.reason}"
+                break
+            except (OSError, TimeoutError) as exc:
                 outcome = f"error: {exc!r}"
             if attempt == 0:
                 await asyncio.sleep(1.0)

@@ -203,7 +203,8 @@ class FunctionWorker:
         reusable = False
         try:
             used, throttled = runtime.cgroups.cpu_usage(inst.id)
-            result = await invoke(runtime, self.manager.http, inst, req)
+            result = await invoke(runtime, self.manager.http, inst, req,
+                                  self.manager.response_limit)  # fmt: skip
             # The cgroup stays until the instance goes, so it can still be read.
             used_after, throttled_after = runtime.cgroups.cpu_usage(inst.id)
             logs.extend(inst.call_logs)

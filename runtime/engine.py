@@ -60,6 +60,8 @@ from runtime.spec import NAME_RE, ImageConfig, Port, RunOptions
 from runtime.users import resolve_user
 from runtime.volumes import VolumeStore, seed_new_volumes, volume_mounts
 
+DEFAULT_LOG_SIZE_MAX = 16 << 20
+
 
 @dataclass(frozen=True)
 class RuntimeConfig:
@@ -72,6 +74,9 @@ class RuntimeConfig:
     bridge: str = DEFAULT_BRIDGE
     subnet: IPv4Network = DEFAULT_SUBNET
     init_binary: str | None = shutil.which("tini-static") or shutil.which("tini")
+    # A container's log is cut back to nothing past this size (conmon's --log-size-max):
+    # a container writing without end never fills the disk. 0: no limit.
+    log_size_max: int = DEFAULT_LOG_SIZE_MAX
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,8 @@ class Runtime:
     @property
     def conmon(self) -> Conmon:
         if self._conmon is None:
-            self._conmon = Conmon(self.config.runc, self.runc.root, self.config.conmon)
+            self._conmon = Conmon(self.config.runc, self.runc.root, self.config.conmon,
+                                  log_size_max=self.config.log_size_max)  # fmt: skip
         return self._conmon
 
     def paths(self, cid: str) -> ContainerPaths:

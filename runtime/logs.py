@@ -7,10 +7,13 @@ The file is appended while the container runs and stays after it exits.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+READ_MAX = 32 << 20  # what one read of a log takes, at most (the rest comes next time)
 
 
 @dataclass(frozen=True)
@@ -76,11 +79,17 @@ def read(
 
 
 def read_from(path: Path, offset: int) -> tuple[list[LogLine], int]:
-    """Lines appended after byte ``offset`` (whole lines only), and the offset after them."""
+    """Lines appended after byte ``offset`` (whole lines only), and the offset after them.
+
+    A log shorter than ``offset`` was cut back at its size limit: it is read from its
+    start again.
+    """
     try:
         with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size < offset:
+                offset = 0
             f.seek(offset)
-            data = f.read()
+            data = f.read(READ_MAX)
     except FileNotFoundError:
         return [], offset
     end = data.rfind(b"\n") + 1  # a line still being written waits for the next read

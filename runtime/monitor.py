@@ -113,7 +113,9 @@ def _reap(pid: int) -> int | None:
 
 
 class Conmon:
-    def __init__(self, runc_binary: str, runc_root: Path, binary: str = "conmon") -> None:
+    def __init__(
+        self, runc_binary: str, runc_root: Path, binary: str = "conmon", *, log_size_max: int = 0
+    ) -> None:
         found = shutil.which(binary)
         if found is None:
             raise ContainerError(f"container monitor {binary!r} not found on PATH")
@@ -121,6 +123,7 @@ class Conmon:
         if runc is None:
             raise ContainerError(f"OCI runtime {runc_binary!r} not found on PATH")
         self.binary, self.runc, self.runc_root = found, runc, runc_root
+        self.log_size_max = log_size_max
 
     async def create(
         self,
@@ -145,6 +148,7 @@ class Conmon:
                 "--exit-dir", str(exit_dir), "--socket-dir-path", str(socket_dir),
                 "--runtime-arg", "--root", "--runtime-arg", str(self.runc_root),
                 "--log-level", "error",
+                *(("--log-size-max", str(self.log_size_max)) if self.log_size_max else ()),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE, pass_fds=(sync_w,),
                 env={**os.environ, "_OCI_SYNCPIPE": str(sync_w)},

@@ -92,9 +92,13 @@ def info(fmt: str) -> None:
     "--node-metrics-port", default=9180, show_default=True,
     help="The node's Prometheus /metrics on 127.0.0.1 (0: any free port)",
 )  # fmt: skip
+@click.option(
+    "--redis-maxmemory", default="1gb", show_default=True,
+    help="The memory of the Redis started here; when full, calls get 503, nothing is evicted",
+)  # fmt: skip
 def up(
     state_dir: Path | None, run_dir: Path | None, host: str, port: int, redis_url: str | None,
-    bridge: str, subnet: str, node_metrics_port: int,
+    bridge: str, subnet: str, node_metrics_port: int, redis_maxmemory: str,
 ) -> None:  # fmt: skip
     """Run the whole host in the foreground: Redis, a node, the gateway. One that dies is
     started again; Ctrl-C stops them all."""
@@ -104,6 +108,7 @@ def up(
     config = HostConfig.from_env(
         state_dir=state_dir, run_dir=run_dir, http_host=host, http_port=port, redis_url=redis_url,
         bridge=bridge, subnet=subnet, node_metrics_port=node_metrics_port,
+        redis_maxmemory=redis_maxmemory,
     )  # fmt: skip
     try:
         code = Host(config, out=click.echo).run()
@@ -132,10 +137,15 @@ def up(
     help="Host names (comma-separated, *.example.com allowed) the TCP API answers besides "
     "IP addresses and localhost [env: SCOW_ALLOWED_HOSTS]",
 )  # fmt: skip
+@click.option(
+    "--callback-allow", envvar="SCOW_CALLBACK_ALLOW", default="",
+    help="Addresses, networks or names X-Callback-Url may reach besides public ones "
+    "(loopback and link-local are refused by default) [env: SCOW_CALLBACK_ALLOW]",
+)  # fmt: skip
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 def gateway(
     redis_url: str, host: str, port: int, socket_path: Path | None, token_file: Path,
-    body_limit: int, max_queue: int, allowed_hosts: str, log_level: str,
+    body_limit: int, max_queue: int, allowed_hosts: str, callback_allow: str, log_level: str,
 ) -> None:  # fmt: skip
     """Run one gateway against a Redis (to scale out beside `scow up`)."""
     import os
@@ -149,6 +159,7 @@ def gateway(
         settings = GatewaySettings(
             redis_url=redis_url, token=token, body_limit=body_limit, max_queue=max_queue,
             allowed_hosts=tuple(h for h in allowed_hosts.split(",") if h.strip()),
+            callback_allow=callback_allow,
         )
         serve(settings, host, port, socket_path, getattr(logging, log_level.upper()))
     except OSError as exc:

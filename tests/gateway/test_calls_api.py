@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ from starlette.routing import Route
 from gateway.serve import bind_tcp
 from gateway.state import GatewaySettings
 from images.store import ImageStore
-from pool import contract
+from pool import contract, outbound
 from pool.contract import PoolClient
 from pool.functions import parse_spec
 from pool.manager import PoolManager
@@ -113,7 +114,10 @@ async def test_full_queue_is_429_with_retry_after(
         assert await redis_client.xlen(contract.calls_key("wc")) == 2
 
 
-async def test_async_call_record_and_callback(api: httpx.AsyncClient, echo: str) -> None:
+async def test_async_call_record_and_callback(
+    api: httpx.AsyncClient, echo: str, settings: GatewaySettings, run_dir: Path,
+    manager: PoolManager,
+) -> None:  # fmt: skip
     received: asyncio.Queue[tuple[dict[str, str], bytes]] = asyncio.Queue()
 
     async def callback(request: Request) -> Response:
@@ -122,10 +126,17 @@ async def test_async_call_record_and_callback(api: httpx.AsyncClient, echo: str)
 
     port = free_port()
     app = Starlette(routes=[Route("/done", callback, methods=["POST"])])
-    async with run_server(app, [bind_tcp("127.0.0.1", port)]):
-        response = await api.post(
-            "/async-function/echo", content=b"later",
-            headers={"X-Callback-Url": f"http://127.0.0.1:{port}/done"},
+    url = f"http://127.0.0.1:{port}/done"
+    refused = await api.post("/async-function/echo", headers={"X-Callback-Url": url})
+    assert refused.status_code == 400 and "loopback" in refused.json()["message"]
+    # The operator may allow it (SCOW_CALLBACK_ALLOW), on the gateway and on the node.
+    manager.callback_allow = outbound.Allow.parse("127.0.0.1")
+    allowing = replace(settings, callback_allow="127.0.0.1")
+    async with run_server(app, [bind_tcp("127.0.0.1", port)]), serve(
+        allowing, run_dir / "allowing"
+    ) as allowed, allowed.tcp() as allowed_api:
+        response = await allowed_api.post(
+            "/async-function/echo", content=b"later", headers={"X-Callback-Url": url},
         )  # fmt: skip
         assert response.status_code == 202
         call_id = response.headers["x-call-id"]

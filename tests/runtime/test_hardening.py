@@ -4,14 +4,22 @@ its namespaces, trace other processes, see the host's open files."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import os
+import secrets
+import stat
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 from gateway.redisd import RedisServer
 from images.store import ImageStore
 from runtime.engine import Runtime
+from runtime.spec import RunOptions
 from tests.processes import GatewayProcess
-from tests.runtime.helpers import run
+from tests.runtime.helpers import BUSYBOX, run
+from tests.utils import wait_until
 
 
 async def test_rootfs_proc_and_namespaces_are_locked_down(
@@ -126,3 +134,49 @@ async def test_a_function_container_reaches_neither_the_api_nor_redis(
     assert codes["control"] == "0", r.out
     assert codes["api"] != "0" and codes["api-loopback"] != "0", r.out
     assert codes["redis-socket"] != "0", r.out
+
+
+@pytest.fixture
+def host_user() -> Iterator[str]:
+    """An unprivileged user of the host's own, removed afterwards."""
+    name = f"scowprobe{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", name],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=True, capture_output=True)
+
+
+async def test_a_host_user_cannot_read_the_state_or_run_a_containers_setuid_file(
+    runtime: Runtime, busybox_layer: Path, host_user: str
+) -> None:
+    """A root container plants a setuid-root copy of busybox in its upperdir: no host user
+    can run it, or read anything under the state dir."""
+    rec = await runtime.create(BUSYBOX, [busybox_layer], RunOptions(
+        command=("sh", "-c", "cp /bin/busybox /suid && chmod 4755 /suid && sleep 30")))  # fmt: skip
+    try:
+        await runtime.start(rec.id)
+        paths = runtime.paths(rec.id)
+        planted_file = paths.upper / "suid"
+        wait_until(lambda: planted_file.exists() and os.stat(planted_file).st_mode & 0o4000,
+                   10, "the setuid file")  # fmt: skip
+
+        def as_user(*argv: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["runuser", "-u", host_user, "--", *argv],
+                                  capture_output=True, text=True, timeout=30)  # fmt: skip
+
+        for path in (runtime.config.state_dir, runtime.config.run_dir, paths.upper):
+            listed = as_user("ls", str(path))
+            assert listed.returncode != 0 and "Permission denied" in listed.stderr, listed
+        for planted in (paths.upper / "suid", paths.rootfs / "suid"):
+            ran = as_user(str(planted), "id", "-u")
+            assert ran.returncode != 0 and "0" not in ran.stdout.split(), ran
+        mounted = Path("/proc/self/mountinfo").read_text()
+        line = next(ln for ln in mounted.splitlines() if f" {paths.rootfs} " in ln)
+        assert "nosuid" in line.split()[5] and "nodev" in line.split()[5], line
+        for path in (runtime.config.state_dir, runtime.config.run_dir, paths.root):
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o700, path
+        assert stat.S_IMODE(os.stat(paths.bundle / "config.json").st_mode) == 0o600
+    finally:
+        await runtime.remove(rec.id, force=True)
