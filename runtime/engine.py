@@ -131,6 +131,9 @@ class Runtime:
         if not (path / "etc" / "hostname").exists():
             tmp = path.with_name(f"{key}.{secrets.token_hex(4)}")
             make_skeleton(tmp, [], layers)
+            # What it was made for: the reaper removes it once those layers are gone.
+            _write(tmp.with_name(tmp.name + ".layers"), "\n".join(map(str, layers)), 0o600)
+            os.replace(tmp.with_name(tmp.name + ".layers"), path.with_name(key + ".layers"))
             try:
                 tmp.rename(path)
             except OSError:
@@ -655,6 +658,7 @@ class Runtime:
         if paths.secrets.exists():
             unmount_secrets(paths.secrets)
         self.cgroups.remove(cid)
+        _remove_entry(self.config.run_dir / "conmon" / cid)  # conmon's link to the bundle
         aside = self.store.set_aside(cid)
         if aside is not None:
             await asyncio.to_thread(shutil.rmtree, aside)
@@ -664,6 +668,23 @@ class Runtime:
             for name in record.anonymous_volumes:
                 with contextlib.suppress(NotFound):
                     self.volumes.remove(name, in_use_by=self.volume_users(name))
+
+    def _remove_unused_skeletons(self) -> None:
+        """Skeletons of images whose layers are gone (removed images), and strays."""
+        root = self.config.state_dir / "skeletons"
+        if not root.is_dir():
+            return
+        for entry in root.iterdir():
+            if entry.suffix == ".layers":
+                continue
+            listed = entry.with_name(entry.name + ".layers")
+            try:
+                layers = listed.read_text().splitlines()
+            except FileNotFoundError:
+                layers = []
+            if not layers or not all(Path(p).is_dir() for p in layers):
+                shutil.rmtree(entry, ignore_errors=True)
+                listed.unlink(missing_ok=True)
 
     def volume_users(self, name: str) -> list[str]:
         return [r.name for r in self.store.all() if any(v == name for v, _ in r.volumes)]
@@ -694,6 +715,12 @@ class Runtime:
                     link.unlink()
         for aside in self.store.set_aside_dirs():
             await asyncio.to_thread(shutil.rmtree, aside, True)
+        conmon_dir = self.config.run_dir / "conmon"
+        if conmon_dir.is_dir():  # links conmon left for containers gone (before this fix too)
+            for entry in conmon_dir.iterdir():
+                if entry.name not in kept:
+                    _remove_entry(entry)
+        await asyncio.to_thread(self._remove_unused_skeletons)
         self.cgroups.remove_parent_if_empty()
         return reaped
 
@@ -711,6 +738,17 @@ def _write(path: Path, text: str, mode: int) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.chmod(path, mode)
+
+
+def _remove_entry(path: Path) -> None:
+    """A link, file or directory at ``path``, gone; already gone is fine."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _pids_from_files(paths: ContainerPaths) -> tuple[int, ...]:

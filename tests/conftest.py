@@ -132,6 +132,8 @@ async def runtime(scow_dirs: tuple[Path, Path], test_bridge: str) -> AsyncIterat
         for record in rt.store.all():
             await rt.destroy(record.id, remove_volumes=True)
         await rt.reap()
+    left = leakcheck.scow_leftovers(state, run)
+    assert not left, f"the runtime left these behind: {left}"
 
 
 # -- images built once per session, a pool manager and a client ------------------

@@ -17,6 +17,7 @@ pid with ``allow_pid``; tests that create runc roots register them with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -218,3 +219,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     else:
         print(text)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# Below a state dir and a run dir, what holds one entry per container, exec, build or
+# archive in progress: empty once everything was removed.
+PER_CONTAINER = ("run/runc", "run/conmon", "state/containers", "state/names", "state/tmp",
+                 "state/images/tmp", "state/skeletons-tmp")  # fmt: skip
+
+
+def scow_leftovers(state: Path, run: Path) -> list[str]:
+    """What scow left under ``state`` and ``run`` that only a container in use may hold."""
+    bases = {"state": state, "run": run}
+    left = []
+    for rel in PER_CONTAINER:
+        top, _, sub = rel.partition("/")
+        path = bases[top] / sub
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            left += [str(path / name) for name in os.listdir(path)]
+    return sorted(left)

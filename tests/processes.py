@@ -15,6 +15,7 @@ import psutil
 
 from images.store import ImageStore
 from runtime.engine import Runtime, RuntimeConfig
+from tests import leakcheck
 from tests.conftest import REPO, TEST_BRIDGE, TEST_SUBNET
 from tests.utils import free_port, wait_until
 
@@ -94,6 +95,8 @@ class Node(Daemon):
         for record in rt.store.all():
             await rt.destroy(record.id)
         await rt.reap()
+        left = leakcheck.scow_leftovers(self.base / "state", self.base / "run")
+        assert not left, f"{self.base}: left behind: {left}"
 
 
 

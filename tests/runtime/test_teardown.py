@@ -16,7 +16,8 @@ from runtime.errors import Conflict, InvalidOption, NotFound
 from runtime.network import netns_name, veth_name
 from runtime.spec import Port, RunOptions, Volume
 from runtime.units import parse_size
-from tests.runtime.helpers import BUSYBOX
+from tests import leakcheck
+from tests.runtime.helpers import BUSYBOX, run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -154,3 +155,18 @@ async def test_logs_and_exit_survive_a_restart_of_the_owner(
     assert [ln.text for ln in runtime.logs(cid)] == [f"line{i}" for i in range(1, 6)]
     await runtime.remove(cid)
     assert leftovers(runtime) == CLEAN
+
+
+async def test_a_removed_container_leaves_nothing_under_the_run_and_state_dirs(
+    runtime: Runtime, busybox_layer: Path
+) -> None:
+    """conmon's link to the bundle went on living in <run>/conmon, one per container ever
+    made, not even removed by a restart: now it goes with its container, and the reaper
+    takes those an older scow left."""
+    await run(runtime, busybox_layer, "true")
+    state, run_dir = runtime.config.state_dir, runtime.config.run_dir
+    assert leakcheck.scow_leftovers(state, run_dir) == []
+    stray = run_dir / "conmon" / ("f" * 64)
+    stray.symlink_to(state / "containers" / ("f" * 64) / "bundle")
+    await runtime.reap()
+    assert not os.path.lexists(stray)
