@@ -148,7 +148,7 @@ _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 
 
 def printable(text: str) -> str:
-    """``text`` with control characters escaped: what a client sent (a path with %0A in
+    r"""``text`` with control characters escaped: what a client sent (a path with %0A in
     it) cannot forge a log line.
 
     >>> printable("/a\nfake 200")
