@@ -187,7 +187,7 @@ async def test_huge_headers_are_431_and_the_gateway_keeps_serving(
     port = int(gateway.url.rsplit(":", 1)[1])
 
     async def raw(head_bytes: int) -> bytes:
-        request = (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * head_bytes
+        request = (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * head_bytes
                    + b"\r\nConnection: close\r\n\r\n")  # fmt: skip
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:

@@ -93,9 +93,9 @@ def test_decompression_bomb_is_capped(tmp_path: Path) -> None:
 
 
 async def test_deleted_file_is_hidden_in_a_container_and_kept_below(
-    store: ImageStore, busybox: Image, runtime: Runtime
+    store: ImageStore, busybox: Image, runtime: Runtime, tmp_path: Path
 ) -> None:
-    upper = Path(store.tmp / "upper")
+    upper = tmp_path / "upper"
     unpack(make_tar(("dir", "etc", b""), ("file", "etc/.wh.group", b"")), upper)
     diff_id = store.add_layer_dir(upper)
     config = dict(busybox.config)
