@@ -332,8 +332,8 @@ async def test_docker_cp_against_a_container_that_swaps_a_directory_for_a_symlin
     """The container flips /d between its own directory and a symlink to the host's canary
     path while we copy out of it and into it: we see its file or nothing, never the host's,
     and the host's canary is never written."""
-    script = (f"mkdir -p /real; echo container > /real/secret; "
-              f"while true; do ln -sfn /real /d; ln -sfn {canary.root} /d; done")  # fmt: skip
+    script = (f"mkdir -p /real; echo container > /real/secret; while true; do "
+              f"ln -sfn /real /d; usleep 2000; ln -sfn {canary.root} /d; usleep 2000; done")
     cid = await running(api, script)
     seen: set[str] = set()
     try:
