@@ -40,8 +40,9 @@ from gateway.http import (
     redis_unavailable,
 )
 from gateway.metrics import GatewayMetrics
-from gateway.state import Gateway, GatewaySettings
-from pool.contract import PoolClient
+from gateway.state import Gateway
+from pool.contract.client import PoolClient
+from pool.contract.config import HostConfig
 
 _VERSION_PREFIX = re.compile(r"^/v1\.\d+(?=/)")
 
@@ -58,18 +59,22 @@ class StripVersion:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: GatewaySettings) -> Starlette:
+def create_app(config: HostConfig, token: str) -> Starlette:
+    """The API of ``config`` (its Redis, limits and names), with ``token`` for TCP."""
+    assert config.redis_url, "a gateway needs a Redis (REDIS_URL)"
+    redis_url = config.redis_url
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Blocking: a burst of calls waits for a connection instead of failing.
         connections = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=256, timeout=10, socket_timeout=10,
+            redis_url, max_connections=256, timeout=10, socket_timeout=10,
             socket_connect_timeout=2,
         )  # fmt: skip
         redis = aioredis.Redis(connection_pool=connections)
         pool = PoolClient(redis)
         await pool.start()
-        app.state.gw = Gateway(settings, redis, pool, GatewayMetrics())
+        app.state.gw = Gateway(config, token, pool, GatewayMetrics())
         try:
             yield
         finally:
@@ -82,9 +87,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
               *volumes.routes, *events.routes]  # fmt: skip
     middleware = [
         Middleware(RequestLog),
-        Middleware(HostCheck, allowed=settings.allowed_hosts),
+        Middleware(HostCheck, allowed=[h for h in config.allowed_hosts.split(",") if h.strip()]),
         Middleware(StripVersion),
-        Middleware(TokenAuth, token=settings.token),
+        Middleware(TokenAuth, token=token),
     ]
     return Starlette(
         routes=routes,

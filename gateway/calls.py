@@ -13,14 +13,12 @@ The key is per function; reusing it for a different request is a 422.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import math
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 import redis.asyncio as aioredis
 from starlette.requests import Request
@@ -30,16 +28,12 @@ from starlette.routing import Route
 from gateway.auth import authorized, carries_token
 from gateway.http import ApiError, query, read_body
 from gateway.state import Gateway
-from pool import contract, outbound
-from pool.contract import (
-    CallRequest,
-    Idempotency,
-    IdempotencyConflict,
-    QueueFull,
-    TooManyKeys,
-    new_call_id,
-)
-from pool.functions import FunctionSpec
+from pool.contract import keys, outbound
+from pool.contract.client import Idempotency
+from pool.contract.errors import IdempotencyConflict, QueueFull, TooManyKeys
+from pool.contract.keys import new_call_id
+from pool.contract.messages import CallRequest
+from pool.contract.specs import FunctionSpec
 
 # Not passed to the function: they describe this hop, or belong to the gateway.
 _DROPPED = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te",
@@ -65,7 +59,7 @@ async def _function(gw: Gateway, request: Request) -> FunctionSpec:
         raise ApiError(503, "redis_unavailable", f"cannot reach Redis: {exc}") from None
     if spec is None:
         raise ApiError(404, "not_found", f"no function {name!r}")
-    if spec.auth and not authorized(request.scope, gw.settings.token):
+    if spec.auth and not authorized(request.scope, gw.token):
         raise ApiError(401, "unauthorized", f"function {name!r} needs Authorization: Bearer")
     return spec
 
@@ -73,8 +67,8 @@ async def _function(gw: Gateway, request: Request) -> FunctionSpec:
 async def _request(
     gw: Gateway, request: Request, spec: FunctionSpec, reply_to: str, keep_result: bool = False
 ) -> CallRequest:
-    body = await read_body(request, gw.settings.body_limit)
-    token = gw.settings.token
+    body = await read_body(request, gw.config.body_limit)
+    token = gw.token
     headers = tuple((k, v) for k, v in request.headers.items() if forwarded(spec, k, v, token))
     now = time.time()
     return CallRequest(
@@ -136,7 +130,7 @@ async def invoke(request: Request) -> Response:
     call = await _request(gw, request, spec, gw.pool.reply_stream, keep_result=key is not None)
     started = time.perf_counter()
     try:
-        result = await gw.pool.call(call, max_queue=gw.settings.max_queue,
+        result = await gw.pool.call(call, max_queue=gw.config.max_queue,
                                     idempotency=_idempotency(key, call))  # fmt: skip
     except (QueueFull, TooManyKeys) as exc:
         raise _queue_full(gw, exc) from None
@@ -164,7 +158,7 @@ async def invoke_async(request: Request) -> Response:
     key = _idempotency_key(request)
     call = await _request(gw, request, spec, reply_to="")
     try:
-        earlier = await gw.pool.submit(call, gw.settings.max_queue, _idempotency(key, call))
+        earlier = await gw.pool.submit(call, gw.config.max_queue, _idempotency(key, call))
     except (QueueFull, TooManyKeys) as exc:
         raise _queue_full(gw, exc) from None
     except IdempotencyConflict as exc:
@@ -176,64 +170,25 @@ async def invoke_async(request: Request) -> Response:
     return JSONResponse({"call_id": call_id}, 202, headers=headers)
 
 
-def record_json(call_id: str, record: dict[str, bytes]) -> dict[str, Any]:
-    """A call record for people and scripts: numbers as numbers, the body as text or base64."""
-    text = {k: v.decode(errors="replace") for k, v in record.items() if k not in ("body",)}
-    out: dict[str, Any] = {"id": call_id, "function": text.get("function", ""),
-                           "state": text.get("state", "")}  # fmt: skip
-    if "status" in text:
-        out["status"] = int(text["status"])
-    out["attempts"] = int(text.get("attempts", "0"))  # runs started: >1 after a node died
-    for key in ("enqueued", "finished", "queue_seconds", "run_seconds", "cpu_seconds",
-                "throttled_seconds", "start_seconds", "wait_seconds"):  # fmt: skip
-        if key in text:
-            out[key] = float(text[key])
-    for key in ("error", "message", "node", "container", "callback", "logs_tail"):
-        if text.get(key):
-            out[key] = text[key]
-    if "cold" in text:
-        out["cold"] = text["cold"] == "1"
-    if "body_size" in text:
-        out["body_size"] = int(text["body_size"])
-    if text.get("body_dropped"):
-        out["body_dropped"] = True  # over what a record keeps; the callback had it whole
-    if "headers" in text:
-        out["headers"] = dict(json.loads(text["headers"]))
-    if "body" in record:
-        try:
-            out["body"] = record["body"].decode()
-        except UnicodeDecodeError:
-            out["body_base64"] = base64.b64encode(record["body"]).decode()
-    return out
-
-
 async def list_calls(request: Request) -> JSONResponse:
     """``?function=NAME&limit=N``: the function's latest calls, newest first."""
     gw: Gateway = request.app.state.gw
     name = query(request, "function", "names the function")
     limit_text = request.query_params.get("limit", "20")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= contract.CALLS_INDEXED:
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= keys.CALLS_INDEXED:
         raise ApiError(400, "bad_request",
-                       f"invalid limit {limit_text!r}: 1 to {contract.CALLS_INDEXED}")  # fmt: skip
-    ids = [i.decode() for i in await gw.redis.lrange(contract.calls_index_key(name), 0,
-                                                      int(limit_text) - 1)]  # fmt: skip
-    async with gw.redis.pipeline(transaction=False) as pipe:
-        for call_id in ids:
-            pipe.hgetall(contract.record_key(call_id))
-        records = await pipe.execute()
-    return JSONResponse([
-        record_json(call_id, {k.decode(): v for k, v in raw.items()})
-        for call_id, raw in zip(ids, records, strict=True) if raw  # expired ones are gone
-    ])  # fmt: skip
+                       f"invalid limit {limit_text!r}: 1 to {keys.CALLS_INDEXED}")  # fmt: skip
+    records = await gw.pool.recent_calls(name, int(limit_text))
+    return JSONResponse([r.to_json() for r in records])
 
 
 async def get_call(request: Request) -> JSONResponse:
     gw: Gateway = request.app.state.gw
     call_id = request.path_params["id"]
-    raw = await gw.redis.hgetall(contract.record_key(call_id))
-    if not raw:
+    record = await gw.pool.record(call_id)
+    if record is None:
         raise ApiError(404, "not_found", f"no call {call_id!r} (records are kept for an hour)")
-    return JSONResponse(record_json(call_id, {k.decode(): v for k, v in raw.items()}))
+    return JSONResponse(record.to_json())
 
 
 def _since(value: str | None) -> str:
@@ -279,15 +234,12 @@ async def logs(request: Request) -> Response:
     if tail_text and not tail_text.isdigit():
         raise ApiError(400, "bad_request", f"invalid tail {tail_text!r}: expected a number")
     follow = q.get("follow", "") in ("1", "true", "yes")
-    key = contract.logs_key(name)
     start = _since(q.get("since"))
     if tail_text == "0":
         entries = []
-    elif tail_text:  # no more lines than a function keeps, whatever the number asked
-        count = min(int(tail_text), contract.LOGS_MAXLEN)
-        entries = list(reversed(await gw.redis.xrevrange(key, "+", start, count=count)))
-    else:
-        entries = await gw.redis.xrange(key, start, "+")
+    else:  # no more lines than a function keeps, whatever the number asked
+        count = min(int(tail_text), keys.LOGS_MAXLEN) if tail_text else None
+        entries = await gw.pool.log_entries(name, start, count)
     if not follow:
         return Response(b"".join(_line(name, i, f) for i, f in entries),
                         media_type="application/x-ndjson")  # fmt: skip
@@ -296,13 +248,9 @@ async def logs(request: Request) -> Response:
     async def stream() -> AsyncIterator[bytes]:
         for entry_id, fields in entries:
             yield _line(name, entry_id, fields)
-        cursor = last
-        while True:  # until the client goes away (starlette then cancels this)
-            batches = await gw.redis.xread({key: cursor}, block=1000, count=500)
-            for _, new in batches or []:
-                for entry_id, fields in new:
-                    cursor = entry_id
-                    yield _line(name, entry_id, fields)
+        async for batch in gw.pool.follow_logs(name, last):  # until the client goes away
+            for entry_id, fields in batch:
+                yield _line(name, entry_id, fields)
             await asyncio.sleep(0)
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")

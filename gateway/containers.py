@@ -40,7 +40,6 @@ from gateway.http import (
     read_optional_json,
 )
 from gateway.state import Gateway
-from pool import contract
 
 FOLLOW_TIMEOUT = 7 * 86400.0  # a followed stream ends with its container, not before
 COMMAND_TIMEOUT = 120.0
@@ -76,11 +75,9 @@ def _since(value: str, what: str) -> float:
 async def node_of(gw: Gateway, ref: str) -> str:
     """The node that has container ``ref`` (id, name or id prefix); "" (any node) when
     that is not known or the node is not live."""
-    entries = await gw.redis.hgetall(contract.CONTAINERS)
     found = ""
     prefixed = []
-    for raw_id, raw in entries.items():
-        cid, info = raw_id.decode(), json.loads(raw)
+    for cid, info in (await gw.pool.container_nodes()).items():
         if ref in (cid, info["name"]):
             found = str(info["node"])
             break
@@ -359,10 +356,9 @@ async def exec_create(request: Request) -> JSONResponse:
 
 
 async def _exec_state(gw: Gateway, exec_id: str) -> dict[str, Any]:
-    raw = await gw.redis.get(contract.exec_key(exec_id))
-    if raw is None:
+    state = await gw.pool.exec_state(exec_id)
+    if state is None:
         raise ApiError(404, "not_found", f"no such exec instance: {exec_id}")
-    state: dict[str, Any] = json.loads(raw)
     return state
 
 
@@ -412,7 +408,7 @@ async def archive_get(request: Request) -> Response:
 
 async def archive_put(request: Request) -> Response:
     path = query(request, "path", "names the directory in the container")
-    archive = await read_body(request, _gw(request).settings.build_limit)
+    archive = await read_body(request, _gw(request).config.build_limit)
     await _command(request, "archive.put", {"path": path}, blob=archive)
     return Response(status_code=200)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -13,9 +12,8 @@ from starlette.routing import Route
 
 from gateway.http import ApiError, json_object, read_json
 from gateway.state import Gateway
-from pool import contract
-from pool.environments import parse_environment, parse_ttl
-from pool.functions import InvalidSpec
+from pool.contract.errors import InvalidSpec
+from pool.contract.specs import parse_environment, parse_ttl
 
 
 def lease_view(lease: dict[str, Any]) -> dict[str, Any]:
@@ -33,10 +31,9 @@ def _iso(epoch: float) -> str:
 
 
 async def _lease(gw: Gateway, env_id: str) -> dict[str, Any]:
-    raw = await gw.redis.hget(contract.ENVIRONMENTS, env_id)
-    if raw is None:
+    lease = await gw.pool.lease(env_id)
+    if lease is None:
         raise ApiError(404, "not_found", f"no environment {env_id!r}")
-    lease: dict[str, Any] = json.loads(raw)
     return lease
 
 
@@ -54,9 +51,7 @@ async def create(request: Request) -> JSONResponse:
 
 async def list_environments(request: Request) -> JSONResponse:
     gw: Gateway = request.app.state.gw
-    raw = await gw.redis.hgetall(contract.ENVIRONMENTS)
-    leases = sorted((json.loads(v) for v in raw.values()), key=lambda lease: lease["created"])
-    return JSONResponse([lease_view(lease) for lease in leases])
+    return JSONResponse([lease_view(lease) for lease in await gw.pool.leases()])
 
 
 async def get_environment(request: Request) -> JSONResponse:
@@ -77,13 +72,7 @@ async def extend(request: Request) -> JSONResponse:
         raise ApiError(400, "invalid_spec", str(exc)) from None
     lease = await _lease(gw, env_id)
     lease["expires_at"] = time.time() + ttl
-    # Only while it still exists: a lease the reaper just removed stays removed.
-    written = await gw.redis.eval(
-        "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then "
-        "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return -1",
-        1, contract.ENVIRONMENTS, env_id, json.dumps(lease),
-    )  # fmt: skip
-    if written == -1:
+    if not await gw.pool.renew(env_id, lease):  # the reaper removed it meanwhile
         raise ApiError(404, "not_found", f"no environment {env_id!r}")
     return JSONResponse(lease_view(lease))
 

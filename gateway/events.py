@@ -18,7 +18,6 @@ from starlette.routing import Route
 
 from gateway.http import ApiError, docker_filters
 from gateway.state import Gateway
-from pool import contract
 
 _FILTERS = {"type", "event", "container", "image", "label", "function"}
 
@@ -87,20 +86,21 @@ async def events(request: Request) -> StreamingResponse:
         cursor: bytes | str = "$"
         batches = []
         if start is not None:
-            batches.append(await gw.redis.xrange(contract.EVENTS, start, "+"))
-        while True:
-            for entries in batches:
-                if entries:
-                    cursor = entries[-1][0]
-                lines, over = wanted(entries)
-                for line in lines:
-                    yield line
-                if over:
-                    return
-            if until is not None and time.time() >= until:
+            batches.append(await gw.pool.events_since(start))
+        for entries in batches:
+            if entries:
+                cursor = entries[-1][0]
+            lines, over = wanted(entries)
+            for line in lines:
+                yield line
+            if over:
                 return
-            found = await gw.redis.xread({contract.EVENTS: cursor}, block=500, count=200)
-            batches = [entries for _, entries in found or []]
+        async for entries in gw.pool.follow_events(cursor):
+            lines, over = wanted(entries)
+            for line in lines:
+                yield line
+            if over or (until is not None and time.time() >= until):
+                return
 
     return StreamingResponse(body(), media_type="application/json")
 

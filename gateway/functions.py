@@ -11,8 +11,9 @@ from starlette.routing import Route
 
 from gateway.http import ApiError, json_object, read_json
 from gateway.state import Gateway
-from pool import contract
-from pool.functions import FunctionSpec, InvalidSpec, parse_spec
+from pool.contract import messages
+from pool.contract.errors import InvalidSpec
+from pool.contract.specs import FunctionSpec, parse_spec
 
 
 def spec_json(spec: FunctionSpec) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def spec_json(spec: FunctionSpec) -> dict[str, Any]:
 async def function_status(gw: Gateway, specs: list[FunctionSpec]) -> list[dict[str, Any]]:
     """Specs with OpenFaaS's status fields: replicas, availableReplicas, invocationCount."""
     nodes = [n for n in (await gw.nodes()).values() if n["live"]]
-    counts = await gw.redis.hmget(contract.INVOCATIONS, [s.name for s in specs]) if specs else []
+    counts = await gw.pool.invocations([s.name for s in specs])
     out = []
     for spec, count in zip(specs, counts, strict=True):
         pools = [n.get("functions", {}).get(spec.name, {}) for n in nodes]
@@ -40,7 +41,7 @@ async def function_status(gw: Gateway, specs: list[FunctionSpec]) -> list[dict[s
             **spec_json(spec),
             "replicas": spec.pool_min,
             "availableReplicas": sum(p.get("ready", 0) + p.get("busy", 0) for p in pools),
-            "invocationCount": int(count or 0),
+            "invocationCount": count,
             "queueLength": await gw.pool.queue_length(spec.name),
         })  # fmt: skip
     return out
@@ -108,7 +109,7 @@ async def deploy(request: Request) -> JSONResponse:
                        "create it first (scow secret create)")  # fmt: skip
     await gw.pool.deploy(spec)
     action = "create" if existing is None else "update"
-    await contract.publish_events(gw.redis, [contract.event("function", action, spec.name, {
+    await gw.pool.publish([messages.event("function", action, spec.name, {
         "image": spec.image, "name": spec.name})])  # fmt: skip
     status = 201 if existing is None else 200
     return JSONResponse((await function_status(gw, [spec]))[0], status)
@@ -124,7 +125,7 @@ async def delete_function(request: Request) -> JSONResponse:
         raise ApiError(400, "bad_request", 'name the function: {"functionName": NAME} or ?name=')
     if not await gw.pool.remove(name):
         raise ApiError(404, "not_found", f"no function {name!r}")
-    await contract.publish_events(gw.redis, [contract.event("function", "delete", name,
+    await gw.pool.publish([messages.event("function", "delete", name,
                                                             {"name": name})])  # fmt: skip
     return JSONResponse({"name": name, "deleted": True})
 

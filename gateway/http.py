@@ -38,6 +38,23 @@ def error_response(
     return JSONResponse({"error": error, "message": message}, status, headers=headers)
 
 
+# What each way a node command fails (pool.contract.messages.FAILURES) answers.
+_COMMAND_STATUS = {
+    "invalid": 400, "unsafe_archive": 400, "not_found": 404, "conflict": 409,
+    "too_many": 429, "not_implemented": 501, "not_ready": 502, "not_ready_in_time": 504,
+    "timeout": 504, "cancelled": 499, "unknown_command": 404, "internal": 500,
+}  # fmt: skip
+
+
+def command_status(error: str) -> int:
+    """The HTTP status of a node command that failed with ``error``.
+
+    >>> command_status("not_found"), command_status("something new")
+    (404, 500)
+    """
+    return _COMMAND_STATUS.get(error, 500)
+
+
 async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc.status, exc.error, exc.message, exc.headers)

@@ -22,7 +22,6 @@ from starlette.routing import Route
 
 from gateway.http import ApiError, query, read_body
 from gateway.state import Gateway
-from pool import contract
 
 BUILD_TIMEOUT = 3600.0
 
@@ -198,7 +197,7 @@ async def build(request: Request) -> Response:
                        "or none (RUN steps share the host's network, or have none)")  # fmt: skip
     if q.get("remote"):
         raise ApiError(501, "not_implemented", "building from a remote context is not supported")
-    context = await read_body(request, gw.settings.build_limit)
+    context = await read_body(request, gw.config.build_limit)
     if not context:
         raise ApiError(400, "bad_request", "the build context (a tar) is the request body")
     if not any(n["live"] for n in (await gw.nodes()).values()):
@@ -232,7 +231,7 @@ async def save(request: Request) -> Response:
 async def load(request: Request) -> Response:
     """``docker load``: a docker-archive or OCI archive as the body."""
     gw: Gateway = request.app.state.gw
-    archive = await read_body(request, gw.settings.build_limit)
+    archive = await read_body(request, gw.config.build_limit)
     if not archive:
         raise ApiError(400, "bad_request", "the archive (a tar) is the request body")
     lines = await gw.command("image.load", blob=archive, timeout=BUILD_TIMEOUT)
@@ -248,7 +247,7 @@ async def create(request: Request) -> Response:
     if q.get("fromSrc") == "-":
         repo, tag_ = q.get("repo", ""), q.get("tag", "")
         ref = f"{repo}:{tag_}" if repo and tag_ else repo
-        rootfs = await read_body(request, gw.settings.build_limit)
+        rootfs = await read_body(request, gw.config.build_limit)
         if not rootfs:
             raise ApiError(400, "bad_request", "the root filesystem (a tar) is the request body")
         image = await gw.command("image.import", {"tag": ref, "message": q.get("message", "")},
@@ -289,8 +288,7 @@ async def commit_container(request: Request) -> JSONResponse:
 
 async def _owner(gw: Gateway, container: str) -> str:
     """The node running an environment's container; "" (any node) for other containers."""
-    for raw in (await gw.redis.hgetall(contract.ENVIRONMENTS)).values():
-        lease = json.loads(raw)
+    for lease in await gw.pool.leases():
         if container in (lease["id"], lease["container"]) or (
             len(container) >= 12 and lease["container"].startswith(container)
         ):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from pool.contract import CallResult
-from pool.metrics import BUCKETS, call_metrics
+from pool.contract.messages import CallResult
+from pool.contract.metrics import BUCKETS, call_metrics
 
 
 class GatewayMetrics:

@@ -19,9 +19,9 @@ from starlette.routing import Route
 
 from gateway.http import ApiError, json_object, read_json
 from gateway.state import Gateway
-from pool import contract
-from pool.contract import QueueFull
-from pool.functions import SECRET_NAME_RE
+from pool.contract import keys
+from pool.contract.errors import QueueFull
+from pool.contract.specs import SECRET_NAME_RE
 
 
 def _name(body: dict[str, Any]) -> str:
@@ -43,8 +43,8 @@ def _value(body: dict[str, Any]) -> bytes:
     else:
         raise ApiError(400, "bad_request", 'give the secret as {"value": text} or '
                        '{"rawValue": base64}')  # fmt: skip
-    if len(value) > contract.MAX_SECRET_BYTES:
-        raise ApiError(413, "too_large", f"a secret holds at most {contract.MAX_SECRET_BYTES} "
+    if len(value) > keys.MAX_SECRET_BYTES:
+        raise ApiError(413, "too_large", f"a secret holds at most {keys.MAX_SECRET_BYTES} "
                        f"bytes, not {len(value)}")  # fmt: skip
     return value
 
@@ -56,13 +56,13 @@ async def list_secrets(request: Request) -> JSONResponse:
 
 async def put_secret(request: Request) -> Response:
     gw: Gateway = request.app.state.gw
-    body = json_object(await read_json(request, contract.MAX_SECRET_BYTES * 2))
+    body = json_object(await read_json(request, keys.MAX_SECRET_BYTES * 2))
     name, value = _name(body), _value(body)
     create = request.method == "POST"
     try:
         done = await gw.pool.set_secret(name, value, create=create)
     except QueueFull:
-        raise ApiError(429, "too_many", f"this host keeps at most {contract.MAX_SECRETS} "
+        raise ApiError(429, "too_many", f"this host keeps at most {keys.MAX_SECRETS} "
                        "secrets") from None  # fmt: skip
     if not done and create:
         raise ApiError(409, "exists", f"secret {name!r} exists: update it with PUT")

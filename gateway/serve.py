@@ -14,7 +14,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.hijack import HijackingProtocol
 from gateway.http import RequestIdFilter, printable
-from gateway.state import GatewaySettings
+from pool.contract.config import HostConfig
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:
@@ -82,20 +82,18 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
-def serve(
-    settings: GatewaySettings, host: str, port: int, socket_path: Path | None,
-    log_level: int = logging.INFO,
-) -> None:  # fmt: skip
-    configure_logging(log_level)
-    sockets = [bind_tcp(host, port)]
+def serve(config: HostConfig, token: str, socket_path: Path | None) -> None:
+    """The gateway of ``config`` on its TCP address and ``socket_path``, until a signal."""
+    configure_logging(getattr(logging, config.log_level.upper()))
+    sockets = [bind_tcp(config.http_host, config.http_port)]
     if socket_path is not None:
         sockets.append(bind_unix(socket_path))
-    config = uvicorn.Config(
-        create_app(settings), http=HijackingProtocol, log_level="warning", lifespan="on",
+    server_config = uvicorn.Config(
+        create_app(config, token), http=HijackingProtocol, log_level="warning", lifespan="on",
         access_log=False,
         log_config=None, server_header=False, date_header=False,  # a function sends its own
     )  # fmt: skip
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(server.serve(sockets=sockets))

@@ -1,62 +1,36 @@
-"""What the gateway's handlers share: its settings, Redis, the pool client, metrics."""
+"""What the gateway's handlers share: the host's configuration, the API token, the pool
+client (the gateway's only way to Redis) and the metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
-import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from gateway.http import ApiError
+from gateway.http import ApiError, command_status
 from gateway.metrics import GatewayMetrics
-from pool import contract, outbound
-from pool.contract import CommandFailed, PoolClient
-
-DEFAULT_BODY_LIMIT = 6 << 20
-DEFAULT_MAX_QUEUE = 1024
-BUILD_CONTEXT_LIMIT = 256 << 20
-
-
-@dataclass(frozen=True)
-class GatewaySettings:
-    redis_url: str
-    token: str
-    body_limit: int = DEFAULT_BODY_LIMIT  # a call's request body
-    max_queue: int = DEFAULT_MAX_QUEUE  # calls waiting or running per function; 0: no cap
-    build_limit: int = BUILD_CONTEXT_LIMIT
-    # Host names the TCP listener answers besides IP addresses and localhost.
-    allowed_hosts: tuple[str, ...] = ()
-    # Where X-Callback-Url may point beyond the public internet (SCOW_CALLBACK_ALLOW).
-    callback_allow: str = ""
+from pool.contract import outbound
+from pool.contract.client import PoolClient
+from pool.contract.config import HostConfig
+from pool.contract.errors import CommandFailed
 
 
 @dataclass
 class Gateway:
-    settings: GatewaySettings
-    redis: aioredis.Redis
+    config: HostConfig
+    token: str
     pool: PoolClient
     metrics: GatewayMetrics
 
     @functools.cached_property
     def callback_allow(self) -> outbound.Allow:
-        return outbound.Allow.parse(self.settings.callback_allow)
+        return outbound.Allow.parse(self.config.callback_allow)
 
     async def nodes(self) -> dict[str, dict[str, Any]]:
-        """Every registered node with its heartbeat age and whether it counts as live."""
-        now = time.time()
-        out = {}
-        for node, raw in (await self.redis.hgetall(contract.NODES)).items():
-            info = json.loads(raw)
-            age = now - float(info.get("heartbeat", 0))
-            out[node.decode()] = {**info, "heartbeat_age": age,
-                                  "live": age < contract.HEARTBEAT_STALE}  # fmt: skip
-        return out
+        return await self.pool.nodes()
 
     async def output(self, name: str, args: dict[str, Any], **kw: Any) -> AsyncIterator[bytes]:
         """A node command's bulk output (an archive), chunk by chunk as the client reads it.
@@ -93,4 +67,4 @@ class Gateway:
         try:
             return await self.pool.command(name, args, **kw)
         except CommandFailed as exc:
-            raise ApiError(exc.status, exc.error, exc.message) from None
+            raise ApiError(command_status(exc.error), exc.error, exc.message) from None

@@ -15,13 +15,12 @@ from gateway import __version__
 from gateway.http import error_response
 from gateway.openapi import openapi
 from gateway.state import Gateway
-from pool import contract
 
 
 async def healthz(request: Request) -> Response:
     gw: Gateway = request.app.state.gw
     try:
-        await gw.redis.ping()
+        await gw.pool.ping()
     except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
         return error_response(503, "redis_unavailable", f"cannot reach Redis: {exc}")
     return JSONResponse({"status": "ok"})
@@ -36,10 +35,7 @@ async def info(request: Request) -> JSONResponse:
     gw: Gateway = request.app.state.gw
     nodes = await gw.nodes()
     functions = await gw.pool.functions()
-    async with gw.redis.pipeline(transaction=False) as pipe:
-        for spec in functions:
-            pipe.xlen(contract.calls_key(spec.name))
-        lengths = await pipe.execute()
+    lengths = await gw.pool.queue_lengths([spec.name for spec in functions])
     return JSONResponse({
         "provider": {"provider": "scow", "orchestration": "scow",
                      "version": {"release": __version__}},
@@ -47,7 +43,7 @@ async def info(request: Request) -> JSONResponse:
         "arch": platform.machine(),
         "functions": len(functions),
         "queues": {spec.name: n for spec, n in zip(functions, lengths, strict=True)},
-        "limits": {"body_bytes": gw.settings.body_limit, "queue": gw.settings.max_queue},
+        "limits": {"body_bytes": gw.config.body_limit, "queue": gw.config.max_queue},
         "nodes": [
             {"id": node, "host": n.get("host", ""), "pid": n.get("pid", 0),
              "live": n["live"], "heartbeat_age": round(n["heartbeat_age"], 3),

@@ -26,8 +26,8 @@ from types import FrameType
 import httpx
 
 from gateway.auth import load_or_create_token
-from gateway.config import HostConfig
 from gateway.redisd import RedisServer, RedisServerError
+from pool.contract.config import HostConfig
 
 
 class HostError(Exception):

@@ -42,12 +42,12 @@ from images.dockerfile import (
 from images.dockerfile import parse as parse_dockerfile
 from images.errors import ImageError, ImageNotFound
 from images.store import Image, ImageStore
+from pool.contract.units import parse_duration
 from runtime.engine import Runtime, Stdio
 from runtime.errors import ContainerError
 from runtime.rootdir import RootDir, UnsafePath
 from runtime.spec import ImageConfig, NetworkMode, RunOptions
 from runtime.tarfs import UnsafeArchive
-from runtime.units import parse_duration
 
 Progress = Callable[[str], None]
 DEFAULT_SHELL = ["/bin/sh", "-c"]

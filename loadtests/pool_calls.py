@@ -30,8 +30,10 @@ from images.base import bootstrap
 from images.builder import Builder, BuildOptions
 from images.store import ImageStore
 from loadtests.bench import MS, REPO, pct, verdict
-from pool.contract import CallRequest, PoolClient, new_call_id
-from pool.functions import parse_spec
+from pool.contract.client import PoolClient
+from pool.contract.keys import new_call_id
+from pool.contract.messages import CallRequest
+from pool.contract.specs import parse_spec
 from pool.manager import PoolManager
 from runtime.engine import Runtime, RuntimeConfig
 from runtime.oci import make_config

@@ -13,12 +13,9 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from images.store import ImageStore
-from pool.instances import DEFAULT_RESPONSE_LIMIT
-from pool.leases import DEFAULT_MAX_ENVIRONMENTS
+from pool.contract.config import DEFAULTS
 from pool.manager import PoolManager
-from pool.metrics import DEFAULT_METRICS_PORT
 from runtime.engine import Runtime, RuntimeConfig
-from runtime.network import DEFAULT_BRIDGE, DEFAULT_SUBNET
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -55,20 +52,20 @@ async def _main(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m pool", description=__doc__)
     parser.add_argument("--redis-url", required=True)
-    parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/scow"))
-    parser.add_argument("--run-dir", type=Path, default=Path("/run/scow"))
+    parser.add_argument("--state-dir", type=Path, default=DEFAULTS.state_dir)
+    parser.add_argument("--run-dir", type=Path, default=DEFAULTS.run_dir)
     parser.add_argument("--node-id", default=None, help="default: host name and a random suffix")
     parser.add_argument("--images", type=Path, default=None, help="default: STATE_DIR/images")
     parser.add_argument("--cgroup-parent", default="scow")
-    parser.add_argument("--bridge", default=DEFAULT_BRIDGE)
-    parser.add_argument("--subnet", default=str(DEFAULT_SUBNET))
+    parser.add_argument("--bridge", default=DEFAULTS.bridge)
+    parser.add_argument("--subnet", default=DEFAULTS.subnet)
     parser.add_argument(
-        "--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
+        "--metrics-port", type=int, default=DEFAULTS.node_metrics_port,
         help="Prometheus /metrics on 127.0.0.1 (0: any free port, -1: none)",
     )  # fmt: skip
-    parser.add_argument("--response-limit", type=int, default=DEFAULT_RESPONSE_LIMIT,
+    parser.add_argument("--response-limit", type=int, default=DEFAULTS.response_limit,
                         help="Bytes of a function's reply; more is a 502")  # fmt: skip
-    parser.add_argument("--max-environments", type=int, default=DEFAULT_MAX_ENVIRONMENTS,
+    parser.add_argument("--max-environments", type=int, default=DEFAULTS.max_environments,
                         help="Environments this node holds at once")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

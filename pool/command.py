@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pool.contract.messages import Failure
+
 if TYPE_CHECKING:
     from pool.manager import PoolManager
 
@@ -15,7 +17,7 @@ async def _never() -> bool:
 
 
 async def _nowhere(chunk: bytes) -> None:
-    raise CommandError(400, "bad_request", "this command's output has nowhere to go")
+    raise CommandError("invalid", "this command's output has nowhere to go")
 
 
 @dataclass(frozen=True)
@@ -40,20 +42,23 @@ Handler = Callable[["PoolManager", Command], Awaitable[Any]]
 
 
 class CommandError(Exception):
-    def __init__(self, status: int, error: str, message: str) -> None:
-        self.status, self.error, self.message = status, error, message
+    """A command that failed, and how (one of pool.contract.messages.FAILURES): the
+    gateway answers each way with its HTTP status."""
+
+    def __init__(self, error: Failure, message: str) -> None:
+        self.error, self.message = error, message
         super().__init__(message)
 
 
 def required(args: dict[str, Any], key: str) -> str:
     value = args.get(key)
     if not isinstance(value, str) or not value:
-        raise CommandError(400, "bad_request", f"argument {key!r} is required")
+        raise CommandError("invalid", f"argument {key!r} is required")
     return value
 
 
 def strings(args: dict[str, Any], key: str) -> dict[str, str]:
     value = args.get(key) or {}
     if not isinstance(value, dict):
-        raise CommandError(400, "bad_request", f"argument {key!r} must be an object")
+        raise CommandError("invalid", f"argument {key!r} must be an object")
     return {str(k): str(v) for k, v in value.items()}

@@ -26,10 +26,12 @@ from images.builder import Builder, BuildError, BuildOptions
 from images.commit import commit
 from images.errors import ImageError, ImageInUse, ImageNotFound, InvalidReference
 from images.store import Image
-from pool import containers, contract, copies, execs, leases, volumes
+from pool import containers, copies, execs, volumes
+from pool import environments as leases
 from pool.command import OUTPUT_CHUNK, Command, CommandError, Handler, required, strings
-from pool.contract import event
-from pool.environments import parse_environment
+from pool.contract import keys
+from pool.contract.messages import Failure, event
+from pool.contract.specs import parse_environment
 from runtime.errors import Conflict, ContainerError, InvalidOption, NotFound
 from runtime.rootdir import RootDir
 from runtime.tarfs import Limits, UnsafeArchive, extract_tar
@@ -101,7 +103,7 @@ async def image_build(node: PoolManager, cmd: Command) -> Any:
         reference.normalize(args["tag"])
     network = args.get("network") or "host"
     if network not in ("host", "none", "default", "bridge"):
-        raise CommandError(400, "bad_request", f"invalid build network {network!r}: host or none")
+        raise CommandError("invalid", f"invalid build network {network!r}: host or none")
     tmp = node.runtime.config.state_dir / "tmp"
     tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
     context = Path(tempfile.mkdtemp(prefix="build-", dir=tmp))
@@ -138,10 +140,10 @@ async def image_save(node: PoolManager, cmd: Command) -> Any:
     """A docker-archive (or OCI archive) of ``refs``, sent in chunks."""
     refs = cmd.args.get("refs")
     if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
-        raise CommandError(400, "bad_request", "argument 'refs' must list images")
+        raise CommandError("invalid", "argument 'refs' must list images")
     fmt = cmd.args.get("format", "docker")
     if fmt not in ("docker", "oci"):
-        raise CommandError(400, "bad_request", f"invalid format {fmt!r}: docker or oci")
+        raise CommandError("invalid", f"invalid format {fmt!r}: docker or oci")
     for ref in refs:
         node.images.get(ref)  # a missing one fails before any byte is sent
     spool = _spool(node)
@@ -205,7 +207,7 @@ async def env_create(node: PoolManager, cmd: Command) -> Any:
     spec = parse_environment(cmd.args)
     held = sum(1 for r in node.runtime.containers() if r.labels.get("scow.role") == leases.ROLE)
     if held >= node.max_environments:
-        raise CommandError(429, "too_many_environments", f"this node holds {held} environments, "
+        raise CommandError("too_many", f"this node holds {held} environments, "
                            f"its limit: remove one, or let its lease run out")  # fmt: skip
     image = node.images.get(spec.image)
     lease_id = secrets.token_hex(8)
@@ -217,7 +219,7 @@ async def env_create(node: PoolManager, cmd: Command) -> Any:
         record = await node.runtime.start(record.id)
         await leases.wait_ready(node.runtime, record, spec.wait)
         lease = leases.lease_json(record, spec, node.node_id)
-        await node.redis.hset(contract.ENVIRONMENTS, lease_id, json.dumps(lease))
+        await node.redis.hset(keys.ENVIRONMENTS, lease_id, json.dumps(lease))
     except BaseException:
         await node.runtime.remove(record.id, force=True, volumes=True)
         raise
@@ -229,7 +231,7 @@ async def env_remove(node: PoolManager, cmd: Command) -> Any:
     found = [r for r in node.runtime.containers() if r.labels.get("scow.environment") == lease_id]
     for record in found:
         await node.runtime.remove(record.id, force=True, volumes=True)
-    await node.redis.hdel(contract.ENVIRONMENTS, lease_id)
+    await node.redis.hdel(keys.ENVIRONMENTS, lease_id)
     return {"id": lease_id, "removed": len(found)}
 
 
@@ -259,19 +261,19 @@ async def run_command(node: PoolManager, name: str, cmd: Command) -> Any:
     """The command's result, or CommandError with the status a caller should see."""
     handler = COMMANDS.get(name)
     if handler is None:
-        raise CommandError(404, "unknown_command", f"no node command {name!r}")
+        raise CommandError("unknown_command", f"no node command {name!r}")
     try:
         return await handler(node, cmd)
     except (ImageNotFound, NotFound, UnknownBase) as exc:
-        raise CommandError(404, "not_found", str(exc)) from None
+        raise CommandError("not_found", str(exc)) from None
     except (ImageInUse, Conflict) as exc:
-        raise CommandError(409, "conflict", str(exc)) from None
+        raise CommandError("conflict", str(exc)) from None
     except leases.NotReady as exc:
-        status = 504 if exc.timed_out else 502
-        raise CommandError(status, "not_ready", f"the environment is not ready: {exc}") from None
+        kind: Failure = "not_ready_in_time" if exc.timed_out else "not_ready"
+        raise CommandError(kind, f"the environment is not ready: {exc}") from None
     except InvalidOption as exc:
-        raise CommandError(400, "invalid", str(exc)) from None
+        raise CommandError("invalid", str(exc)) from None
     except UnsafeArchive as exc:
-        raise CommandError(400, "unsafe_archive", str(exc)) from None
+        raise CommandError("unsafe_archive", str(exc)) from None
     except (InvalidReference, BootstrapError, BuildError, ImageError, ContainerError) as exc:
-        raise CommandError(400, "bad_request", str(exc)) from None
+        raise CommandError("invalid", str(exc)) from None

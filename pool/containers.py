@@ -24,8 +24,9 @@ from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pool import contract, docker
+from pool import docker
 from pool.command import Command, CommandError, Handler, required
+from pool.contract import keys
 from runtime.errors import Conflict, NotFound
 from runtime.monitor import ExitStatus
 from runtime.records import ContainerRecord
@@ -60,10 +61,10 @@ class Supervisor:
 
     async def track(self, record: ContainerRecord) -> None:
         value = json.dumps({"node": self.node.node_id, "name": record.name})
-        await self.node.redis.hset(contract.CONTAINERS, record.id, value)
+        await self.node.redis.hset(keys.CONTAINERS, record.id, value)
 
     async def untrack(self, cid: str) -> None:
-        await self.node.redis.hdel(contract.CONTAINERS, cid)
+        await self.node.redis.hdel(keys.CONTAINERS, cid)
 
     def watch(self, record: ContainerRecord) -> None:
         """Remove a ``--rm`` container when it exits."""
@@ -123,7 +124,7 @@ async def until_cancelled(cmd: Command, work: Awaitable[T]) -> T:
             if done:
                 return task.result()
             if await cmd.cancelled():
-                raise CommandError(499, "cancelled", "the caller went away or the node stopped")
+                raise CommandError("cancelled", "the caller went away or the node stopped")
     finally:
         if not task.done():
             task.cancel()
@@ -141,11 +142,11 @@ def _flag(cmd: Command, key: str, default: bool = False) -> bool:
 async def create(node: PoolManager, cmd: Command) -> Any:
     body = cmd.args.get("body")
     if not isinstance(body, dict):
-        raise CommandError(400, "bad_request", "the create body must be a JSON object")
+        raise CommandError("invalid", "the create body must be a JSON object")
     try:
         req = docker.create_request(body, str(cmd.args.get("name") or ""))
     except docker.Unsupported as exc:
-        raise CommandError(501, "not_implemented", str(exc)) from None
+        raise CommandError("not_implemented", str(exc)) from None
     image = node.images.get(req.image)
     config = docker.image_exposed(image.run_config, docker.exposed(body))
     record = await node.runtime.create(
@@ -195,9 +196,9 @@ def _signal_name(value: str) -> str:
         try:
             return signal.Signals(int(name)).name.removeprefix("SIG")
         except ValueError:
-            raise CommandError(400, "bad_request", f"invalid signal {value!r}") from None
+            raise CommandError("invalid", f"invalid signal {value!r}") from None
     if f"SIG{name}" not in signal.Signals.__members__:
-        raise CommandError(400, "bad_request", f"invalid signal {value!r}")
+        raise CommandError("invalid", f"invalid signal {value!r}")
     return name
 
 
@@ -241,7 +242,7 @@ async def inspect(node: PoolManager, cmd: Command) -> Any:
 async def list_containers(node: PoolManager, cmd: Command) -> Any:
     filters = cmd.args.get("filters") or {}
     if not isinstance(filters, dict):
-        raise CommandError(400, "bad_request", "filters must map a filter to its values")
+        raise CommandError("invalid", "filters must map a filter to its values")
     everything = _flag(cmd, "all") or bool(filters.get("status"))
     records = sorted(node.runtime.containers(), key=lambda r: r.created, reverse=True)
     return [
@@ -256,7 +257,7 @@ async def wait(node: PoolManager, cmd: Command) -> Any:
     record = _record(node, cmd)
     condition = cmd.args.get("condition") or "not-running"
     if condition not in ("not-running", "next-exit", "removed"):
-        raise CommandError(400, "bad_request", f"invalid condition {condition!r}")
+        raise CommandError("invalid", f"invalid condition {condition!r}")
     runtime = node.runtime
     if condition == "not-running" and record.status in ("created", "exited"):
         status = ExitStatus(record.exit_code or 0, record.oom_killed)
@@ -327,7 +328,7 @@ async def logs(node: PoolManager, cmd: Command) -> Any:
              and (not until or ln.time.timestamp() <= until)]  # fmt: skip
     if tail != "all":
         if not tail.isdigit():
-            raise CommandError(400, "bad_request", f"invalid tail {tail!r}: a number or all")
+            raise CommandError("invalid", f"invalid tail {tail!r}: a number or all")
         lines = lines[-int(tail) :] if int(tail) else []
     data = docker.log_frames(lines, stdout=stdout, stderr=stderr, timestamps=timestamps)
     if data:
@@ -350,7 +351,7 @@ async def attach(node: PoolManager, cmd: Command) -> Any:
     """The container's output from now (all of it with ``logs``) until it exits."""
     record = _record(node, cmd)
     if record.stdio != "logs":
-        raise CommandError(409, "conflict", f"container {record.name} has no attachable output")
+        raise CommandError("conflict", f"container {record.name} has no attachable output")
     offset = (
         0
         if record.status == "created" or _flag(cmd, "logs")
@@ -392,7 +393,7 @@ def _process_row(pid: int) -> list[str]:
 async def top(node: PoolManager, cmd: Command) -> Any:
     record = _record(node, cmd)
     if record.status not in ("running", "paused"):
-        raise CommandError(409, "conflict", f"container {record.name} is not running")
+        raise CommandError("conflict", f"container {record.name} is not running")
     rows = [row for pid in node.runtime.cgroups.pids(record.id) if (row := _process_row(pid))]
     return {"Titles": ["UID", "PID", "PPID", "TIME", "CMD"], "Processes": rows}
 

@@ -64,7 +64,7 @@ async def get(node: PoolManager, cmd: Command) -> Any:
 async def put(node: PoolManager, cmd: Command) -> Any:
     path = required(cmd.args, "path")
     if not cmd.blob:
-        raise CommandError(400, "bad_request", "the archive (a tar) is the request body")
+        raise CommandError("invalid", "the archive (a tar) is the request body")
     with node.runtime.files(required(cmd.args, "id")) as fs:
         written = await asyncio.to_thread(extract_into, fs, path, io.BytesIO(cmd.blob))
     return {"written": len(written)}

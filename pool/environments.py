@@ -1,159 +1,154 @@
-"""Throwaway environments: what a client asks for, checked once at the edge.
+"""Environments on a node: create, wait until ready, and reap when the lease runs out.
 
-An environment is a container for a test to use (a database, say), with its
-ports published on 127.0.0.1, ready when its wait says so, on a lease with a
-TTL. The node side (create, wait, reap) is in ``pool.leases``.
+``create`` makes the container (writable rootfs, on the bridge, its ports
+published on 127.0.0.1), waits until it is ready (a port accepts connections,
+a log line matches, an HTTP path answers, or a command exits 0), writes its
+lease into Redis, and answers with where to reach it. A lease is extended by
+rewriting its expiry (the gateway does that directly). Each node's reaper
+removes its own environments whose lease ran out or vanished, whether or not
+a client is left to ask; the containers outlive restarts of their node.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+import time
+from typing import TYPE_CHECKING, Any
 
-from pool.functions import InvalidSpec, parse_env
-from runtime.errors import InvalidOption
-from runtime.units import parse_duration, parse_size
+import httpx
 
-DEFAULT_TTL = 600.0
-MAX_TTL = 7 * 24 * 3600.0
-DEFAULT_WAIT_TIMEOUT = 60.0
-MAX_WAIT_TIMEOUT = 600.0
+from pool.contract import keys
+from pool.contract.specs import EnvironmentSpec, Wait
+from runtime.errors import NotFound
+from runtime.records import ContainerRecord
+from runtime.spec import Port, RunOptions
 
-WaitKind = Literal["none", "port", "log", "http", "cmd"]
-_ENV_FIELDS = {"image", "cmd", "env", "ports", "ttl", "wait", "memory", "cpu_shares"}
-_WAIT_FIELDS = {"port", "log", "http", "cmd", "timeout"}
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
+    from runtime.engine import Runtime
 
-@dataclass(frozen=True)
-class Wait:
-    kind: WaitKind = "none"
-    port: int = 0
-    pattern: str = ""  # log: a regular expression; http: the path
-    command: tuple[str, ...] = ()
-    timeout: float = DEFAULT_WAIT_TIMEOUT
+# A container labelled as an environment but without a lease is removed once it is
+# this old: its create either failed half-way or its lease was deleted.
+UNLEASED_GRACE = 120.0
+ROLE = "environment"
+DEFAULT_MAX_ENVIRONMENTS = 64  # on one node at once: each is a container that runs for hours
 
 
-@dataclass(frozen=True)
-class EnvironmentSpec:
-    image: str
-    command: tuple[str, ...] | None = None
-    env: tuple[str, ...] = ()
-    ports: tuple[int, ...] = ()
-    ttl: float = DEFAULT_TTL
-    wait: Wait = Wait()
-    memory: int = 512 << 20
-    cpu_shares: int = 1024
+class NotReady(Exception):
+    """The environment did not become ready: why, and whether it was a timeout."""
+
+    def __init__(self, message: str, timed_out: bool) -> None:
+        self.timed_out = timed_out
+        super().__init__(message)
 
 
-def parse_environment(data: Mapping[str, Any]) -> EnvironmentSpec:
-    """Check a create request once, naming the field and the value at fault."""
-    if not isinstance(data, Mapping):
-        raise InvalidSpec("body", data, "expected a JSON object")
-    unknown = sorted(set(data) - _ENV_FIELDS)
-    if unknown:
-        raise InvalidSpec(
-            unknown[0], data[unknown[0]], f"unknown field (known: {', '.join(sorted(_ENV_FIELDS))})"
-        )
-    image = data.get("image")
-    if not isinstance(image, str) or not image:
-        raise InvalidSpec("image", image, "an image in the store is required")
-    raw_ports = data.get("ports") or []
-    if not isinstance(raw_ports, list):
-        raise InvalidSpec("ports", raw_ports, "expected a list of port numbers")
-    try:
-        ports = tuple(_port(p, "ports") for p in raw_ports)
-        spec = EnvironmentSpec(
-            image=image,
-            command=_command(data.get("cmd"), "cmd"),
-            env=parse_env(data.get("env")),
-            ports=ports,
-            ttl=parse_ttl(data.get("ttl", DEFAULT_TTL)),
-            wait=_wait(data.get("wait"), ports),
-            memory=parse_size(data.get("memory", "512m"), "memory"),
-            cpu_shares=_cpu_shares(data.get("cpu_shares", 1024)),
-        )
-    except InvalidSpec:
-        raise
-    except InvalidOption as exc:
-        raise InvalidSpec(exc.option, exc.value, exc.reason) from None
-    if spec.memory < 4 << 20:
-        raise InvalidSpec("memory", data.get("memory"), "the minimum is 4m")
-    return spec
+def run_options(spec: EnvironmentSpec, lease_id: str) -> RunOptions:
+    return RunOptions(
+        command=spec.command, env=spec.env, network="bridge", read_only=False,
+        ports=tuple(Port(container_port=p) for p in spec.ports), memory=spec.memory,
+        cpu_shares=spec.cpu_shares, init=True,
+        labels={"scow.role": ROLE, "scow.environment": lease_id},
+    )  # fmt: skip
 
 
-def parse_ttl(value: Any) -> float:
-    try:
-        ttl = parse_duration(value, "ttl")
-    except InvalidOption as exc:
-        raise InvalidSpec(exc.option, exc.value, exc.reason) from None
-    if not 1 <= ttl <= MAX_TTL:
-        raise InvalidSpec("ttl", value, f"expected from 1s to {MAX_TTL / 3600:g}h")
-    return ttl
+def lease_json(record: ContainerRecord, spec: EnvironmentSpec, node: str) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "id": record.labels["scow.environment"], "container": record.id, "node": node,
+        "image": spec.image, "ip": record.ip,
+        "ports": {str(p.container_port): p.host_port for p in record.ports},
+        "created": now, "expires_at": now + spec.ttl,
+    }  # fmt: skip
 
 
-def _port(value: Any, field: str) -> int:
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise InvalidSpec(field, value, "expected a port number from 1 to 65535")
-    return value
+async def wait_ready(runtime: Runtime, record: ContainerRecord, wait: Wait) -> None:
+    """Until ``wait`` holds for the container; NotReady when it exits or time runs out."""
+    if wait.kind == "none":
+        return
+    deadline = time.monotonic() + wait.timeout
+    delay = 0.01
+    async with httpx.AsyncClient(timeout=1.0) as http:
+        while True:
+            if await _ready_once(runtime, record, wait, http):
+                return
+            current = runtime.get(record.id)
+            if current.status == "exited":
+                tail = "\n".join(ln.text for ln in runtime.logs(record.id, tail=20))
+                raise NotReady(
+                    f"the container exited with code {current.exit_code} before it was ready"
+                    + (f":\n{tail}" if tail else ""),
+                    timed_out=False,
+                )
+            if time.monotonic() > deadline:
+                raise NotReady(f"not ready within {wait.timeout:g}s ({_describe(wait)})", True)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
-def _cpu_shares(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 262144:
-        raise InvalidSpec("cpu_shares", value, "expected a whole number from 2 to 262144")
-    return value
-
-
-def _command(value: Any, field: str) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return ("sh", "-c", value)
-    if isinstance(value, list) and value and all(isinstance(c, str) for c in value):
-        return tuple(value)
-    raise InvalidSpec(field, value, "expected a non-empty list of strings or a shell string")
-
-
-def _wait(value: Any, ports: tuple[int, ...]) -> Wait:
-    if value is None:  # a port to publish is what a test will use: wait for it
-        return Wait("port", port=ports[0]) if ports else Wait()
-    if not isinstance(value, Mapping):
-        raise InvalidSpec("wait", value, "expected {port: N} | {log: REGEX} | {http: PATH} | {cmd}")
-    unknown = sorted(set(value) - _WAIT_FIELDS)
-    if unknown:
-        raise InvalidSpec(f"wait.{unknown[0]}", value[unknown[0]], "unknown field")
-    timeout = parse_duration(value.get("timeout", DEFAULT_WAIT_TIMEOUT), "wait.timeout")
-    if not 0 < timeout <= MAX_WAIT_TIMEOUT:
-        raise InvalidSpec(
-            "wait.timeout", value.get("timeout"), f"expected up to {MAX_WAIT_TIMEOUT:g}s"
-        )
-    kinds = [k for k in ("log", "http", "cmd") if k in value]
-    if len(kinds) > 1:
-        raise InvalidSpec("wait", value, "give one of log, http or cmd")
-    port = _port(value["port"], "wait.port") if "port" in value else (ports[0] if ports else 0)
-    if not kinds:
-        if not port:
-            raise InvalidSpec("wait", value, "a port to wait for is needed")
-        return Wait("port", port=port, timeout=timeout)
-    kind = kinds[0]
-    if kind == "log":
+async def _ready_once(
+    runtime: Runtime, record: ContainerRecord, wait: Wait, http: httpx.AsyncClient
+) -> bool:
+    if wait.kind == "port":
         try:
-            re.compile(value["log"])
-        except (re.error, TypeError) as exc:
-            raise InvalidSpec(
-                "wait.log", value["log"], f"not a regular expression: {exc}"
-            ) from None
-        return Wait("log", pattern=value["log"], timeout=timeout)
-    if kind == "http":
-        path = value["http"]
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise InvalidSpec("wait.http", path, "expected a path starting with /")
-        if not port:
-            raise InvalidSpec("wait.port", None, "waiting for http needs a port")
-        return Wait("http", port=port, pattern=path, timeout=timeout)
-    command = _command(value["cmd"], "wait.cmd")
-    assert command is not None
-    return Wait("cmd", command=command, timeout=timeout)
+            _, writer = await asyncio.wait_for(asyncio.open_connection(record.ip, wait.port), 1)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+    if wait.kind == "log":
+        lines = await asyncio.to_thread(runtime.logs, record.id)
+        return any(re.search(wait.pattern, ln.text) for ln in lines)
+    if wait.kind == "http":
+        try:
+            response = await http.get(f"http://{record.ip}:{wait.port}{wait.pattern}")
+        except httpx.HTTPError:
+            return False
+        return response.status_code < 400
+    try:
+        code, _, _ = await asyncio.wait_for(runtime.exec(record.id, wait.command), 10)
+    except TimeoutError:
+        return False
+    return code == 0
+
+
+def _describe(wait: Wait) -> str:
+    if wait.kind == "port":
+        return f"waiting for port {wait.port}"
+    if wait.kind == "log":
+        return f"waiting for a log line matching {wait.pattern!r}"
+    if wait.kind == "http":
+        return f"waiting for GET {wait.pattern} on port {wait.port}"
+    return f"waiting for {' '.join(wait.command)!r} to exit 0"
+
+
+async def leases(redis: aioredis.Redis) -> dict[str, dict[str, Any]]:
+    raw = await redis.hgetall(keys.ENVIRONMENTS)
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+async def reap_expired(runtime: Runtime, redis: aioredis.Redis, node: str) -> list[str]:
+    """Remove this node's environments whose lease ran out or is gone; their ids."""
+    now = time.time()
+    held = await leases(redis)
+    mine = [r for r in runtime.containers() if r.labels.get("scow.role") == ROLE]
+    removed = []
+    for record in mine:
+        lease_id = record.labels.get("scow.environment", "")
+        lease = held.get(lease_id)
+        expired = lease["expires_at"] <= now if lease else now - record.created > UNLEASED_GRACE
+        if expired:
+            with contextlib.suppress(NotFound):
+                await runtime.remove(record.id, force=True, volumes=True)
+            await redis.hdel(keys.ENVIRONMENTS, lease_id)
+            removed.append(lease_id)
+    present = {r.labels.get("scow.environment") for r in mine}
+    for lease_id, lease in held.items():  # leases of containers this node no longer has
+        if lease.get("node") == node and lease_id not in present:
+            await redis.hdel(keys.ENVIRONMENTS, lease_id)
+    return removed

@@ -13,8 +13,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from pool import contract
-from pool.contract import event
+from pool.contract import client
+from pool.contract.messages import event
 from runtime.records import ContainerRecord
 
 log = logging.getLogger("scow.pool")
@@ -58,7 +58,7 @@ class EventSink:
         if not batch:
             return
         try:
-            await contract.publish_events(self.redis, batch)
+            await client.publish_events(self.redis, batch)
         except (aioredis.RedisError, OSError) as exc:  # events are best effort: calls go on
             if not self._dropped:
                 log.warning("dropping events while Redis is away: %s", exc)

@@ -17,8 +17,9 @@ import json
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from pool import contract, docker
+from pool import docker
 from pool.command import Command, CommandError, Handler, required
+from pool.contract import keys
 from runtime.errors import Conflict
 
 if TYPE_CHECKING:
@@ -27,19 +28,19 @@ if TYPE_CHECKING:
 
 def _config(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise CommandError(400, "bad_request", "the exec body must be a JSON object")
+        raise CommandError("invalid", "the exec body must be a JSON object")
     if body.get("Tty"):
-        raise CommandError(501, "not_implemented", "exec with a TTY (-t) is not supported")
+        raise CommandError("not_implemented", "exec with a TTY (-t) is not supported")
     if body.get("Privileged"):
-        raise CommandError(501, "not_implemented", "privileged exec is not offered")
+        raise CommandError("not_implemented", "privileged exec is not offered")
     argv = body.get("Cmd")
     if isinstance(argv, str):
         argv = [argv]
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-        raise CommandError(400, "bad_request", f"Cmd must be a non-empty list, not {argv!r}")
+        raise CommandError("invalid", f"Cmd must be a non-empty list, not {argv!r}")
     env = body.get("Env") or []
     if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
-        raise CommandError(400, "bad_request", "Env must be a list of KEY=VALUE strings")
+        raise CommandError("invalid", "Env must be a list of KEY=VALUE strings")
     return {
         "Cmd": argv, "Env": env, "User": str(body.get("User") or ""),
         "WorkingDir": str(body.get("WorkingDir") or ""),
@@ -50,7 +51,7 @@ def _config(body: Any) -> dict[str, Any]:
 
 
 async def _save(node: PoolManager, state: dict[str, Any], ttl: int | None = None) -> None:
-    await node.redis.set(contract.exec_key(state["ID"]), json.dumps(state), ex=ttl)
+    await node.redis.set(keys.exec_key(state["ID"]), json.dumps(state), ex=ttl)
 
 
 async def create(node: PoolManager, cmd: Command) -> Any:
@@ -68,7 +69,7 @@ async def create(node: PoolManager, cmd: Command) -> Any:
                           "user": config["User"]},
         "node": node.node_id, "config": config, "started": False,
     }  # fmt: skip
-    await _save(node, state, contract.EXEC_TTL * 24)  # unstarted execs expire too
+    await _save(node, state, keys.EXEC_TTL * 24)  # unstarted execs expire too
     return {"Id": exec_id}
 
 
@@ -103,12 +104,12 @@ async def _run(node: PoolManager, state: dict[str, Any], cmd: Command, attached:
 
 async def start(node: PoolManager, cmd: Command) -> Any:
     exec_id = required(cmd.args, "id")
-    raw = await node.redis.get(contract.exec_key(exec_id))
+    raw = await node.redis.get(keys.exec_key(exec_id))
     if raw is None:
-        raise CommandError(404, "not_found", f"no such exec instance: {exec_id}")
+        raise CommandError("not_found", f"no such exec instance: {exec_id}")
     state = json.loads(raw)
     if state["started"]:
-        raise CommandError(409, "conflict", f"exec {exec_id[:12]} has already been started")
+        raise CommandError("conflict", f"exec {exec_id[:12]} has already been started")
     state.update(started=True, Running=True)
     await _save(node, state)
     detach = bool(cmd.args.get("detach"))
@@ -121,7 +122,7 @@ async def start(node: PoolManager, cmd: Command) -> Any:
     finally:
         if not detach:
             state.update(Running=False, ExitCode=code)
-            await _save(node, state, contract.EXEC_TTL)
+            await _save(node, state, keys.EXEC_TTL)
     return {"ExitCode": code}
 
 
@@ -131,7 +132,7 @@ async def _finish(node: PoolManager, state: dict[str, Any], cmd: Command) -> Non
         code = await _run(node, state, cmd, attached=False)
     finally:
         state.update(Running=False, ExitCode=code)
-        await _save(node, state, contract.EXEC_TTL)
+        await _save(node, state, keys.EXEC_TTL)
 
 
 COMMANDS: dict[str, Handler] = {

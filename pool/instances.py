@@ -27,8 +27,8 @@ from typing import Literal
 
 import httpx
 
-from pool.contract import CallRequest, CallResult
-from pool.functions import FunctionSpec
+from pool.contract.messages import CallRequest, CallResult
+from pool.contract.specs import FunctionSpec
 from runtime.engine import Runtime, Stdio
 from runtime.monitor import ExitStatus
 from runtime.records import ContainerRecord

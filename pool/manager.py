@@ -29,15 +29,16 @@ import httpx
 import redis.asyncio as aioredis
 
 from images.store import ImageStore
-from pool import contract, outbound
 from pool.command import Command, CommandError
 from pool.commands import run_command
 from pool.containers import Supervisor
-from pool.contract import CallRequest, CallResult
+from pool.contract import keys, messages, outbound
+from pool.contract.messages import CallRequest, CallResult
+from pool.contract.outage import Outage, cancellation_requested
+from pool.contract.specs import FunctionSpec
+from pool.environments import DEFAULT_MAX_ENVIRONMENTS, reap_expired
 from pool.events import EventSink
-from pool.functions import FunctionSpec
 from pool.instances import DEFAULT_RESPONSE_LIMIT, Instance
-from pool.leases import DEFAULT_MAX_ENVIRONMENTS, reap_expired
 from pool.metrics import NodeMetrics
 from pool.worker import FunctionWorker
 from runtime.engine import Runtime
@@ -117,11 +118,11 @@ class PoolManager:
                 await self.runtime.destroy(record.id)
         await self.containers.reconcile()
         await self._heartbeat_once()
-        for key in (contract.COMMANDS, contract.node_commands_key(self.node_id)):
+        for key in (keys.COMMANDS, keys.node_commands_key(self.node_id)):
             with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: it exists
-                await self.redis.xgroup_create(key, contract.GROUP, id="0", mkstream=True)
+                await self.redis.xgroup_create(key, keys.GROUP, id="0", mkstream=True)
         await self.sync_functions()
-        loops = [(self._heartbeat_once, contract.HEARTBEAT_EVERY), (self.sync_functions,
+        loops = [(self._heartbeat_once, keys.HEARTBEAT_EVERY), (self.sync_functions,
                  self.sync_every), (self.take_over_once, 1.0), (self._shrink, 1.0),
                  (self._reap_environments, 1.0)]  # fmt: skip
         for step, every in loops:
@@ -153,7 +154,7 @@ class PoolManager:
         # Kept while Docker containers (which outlive their node) are in it.
         self.runtime.cgroups.remove_parent_if_empty()
         with contextlib.suppress(aioredis.RedisError):
-            await self.redis.hdel(contract.NODES, self.node_id)
+            await self.redis.hdel(keys.NODES, self.node_id)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
@@ -181,9 +182,9 @@ class PoolManager:
         }  # fmt: skip
         clock = time.perf_counter()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(contract.NODES, self.node_id, json.dumps(info))
+            pipe.hset(keys.NODES, self.node_id, json.dumps(info))
             for name in pools:
-                pipe.xlen(contract.calls_key(name))
+                pipe.xlen(keys.calls_key(name))
             _, *lengths = await pipe.execute()
         self.metrics.redis_rtt.set(time.perf_counter() - clock)
         for name, length in zip(pools, lengths, strict=True):
@@ -192,10 +193,10 @@ class PoolManager:
     async def sync_functions(self) -> None:
         """Start, replace and stop workers to match the deployed functions (and the values
         of the secrets they are given: a changed secret replaces the function's pool)."""
-        raw = await self.redis.hgetall(contract.FUNCTIONS)
+        raw = await self.redis.hgetall(keys.FUNCTIONS)
         specs = {s.name: s for s in (FunctionSpec.from_json(v) for v in raw.values())}
         names = sorted({n for s in specs.values() for n in s.secrets})
-        values = await self.redis.hmget(contract.SECRETS, names) if names else []
+        values = await self.redis.hmget(keys.SECRETS, names) if names else []
         known = dict(zip(names, values, strict=True))
         given = {name: {n: known[n] for n in s.secrets} for name, s in specs.items()}
         for name in list(self.workers):
@@ -227,9 +228,9 @@ class PoolManager:
 
     async def _read_commands(self) -> None:
         """Take node commands (shared and our own) and run each in its own task."""
-        keys = {contract.COMMANDS: ">", contract.node_commands_key(self.node_id): ">"}
+        streams = {keys.COMMANDS: ">", keys.node_commands_key(self.node_id): ">"}
         batches = await self.redis.xreadgroup(
-            contract.GROUP, self.node_id, keys, count=16, block=1000
+            keys.GROUP, self.node_id, streams, count=16, block=1000
         )
         for key, entries in batches or []:
             for entry_id, fields in entries:
@@ -238,9 +239,9 @@ class PoolManager:
                 task.add_done_callback(self._commands.discard)
 
     async def _command(self, key: bytes, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        req = contract.CommandRequest.from_fields(fields)
+        req = messages.CommandRequest.from_fields(fields)
         if time.time() > req.deadline:
-            result = CallResult.failure(req.id, 504, "timeout", f"{req.name}: the deadline passed")
+            result = CallResult.failure(req.id, 0, "timeout", f"{req.name}: the deadline passed")
         else:
             lines: asyncio.Queue[str | None] = asyncio.Queue()
             loop = asyncio.get_running_loop()
@@ -260,7 +261,7 @@ class PoolManager:
             async def cancelled() -> bool:
                 if self.stopping.is_set():
                     return True
-                return bool(await self.redis.exists(contract.cancel_key(req.id)))
+                return bool(await self.redis.exists(keys.cancel_key(req.id)))
 
             cmd = Command(req.args, req.blob, progress, send, cancelled)
             try:
@@ -268,18 +269,18 @@ class PoolManager:
                 body = json.dumps(value).encode()
                 result = CallResult(req.id, 200, (("content-type", "application/json"),), body)
             except CommandError as exc:
-                result = CallResult.failure(req.id, exc.status, exc.error, exc.message)
+                result = CallResult.failure(req.id, 0, exc.error, exc.message)
             except Exception as exc:  # a bug: answer it rather than leave the caller waiting
                 log.exception("node command %s failed", req.name)
-                result = CallResult.failure(req.id, 500, "internal", f"{req.name}: {exc!r}")
+                result = CallResult.failure(req.id, 0, "internal", f"{req.name}: {exc!r}")
             finally:
                 lines.put_nowait(None)
                 await pump
             if streamed:  # its reader stops at this, rather than waiting for more
                 with contextlib.suppress(aioredis.RedisError):
                     await self._progress_entry(req.id, {"end": b"1"})
-        await self.redis.xadd(req.reply_to, result.to_fields(), maxlen=contract.REPLY_MAXLEN)
-        await self.redis.xack(key, contract.GROUP, entry_id)
+        await self.redis.xadd(req.reply_to, result.to_fields(), maxlen=keys.REPLY_MAXLEN)
+        await self.redis.xack(key, keys.GROUP, entry_id)
         await self.redis.xdel(key, entry_id)
 
     async def _pump_progress(self, command_id: str, lines: asyncio.Queue[str | None]) -> None:
@@ -291,10 +292,10 @@ class PoolManager:
     async def _send_output(self, command_id: str, chunk: bytes, deadline: float) -> None:
         """Append a chunk of output, waiting while the reader is behind (it deletes what
         it took), so that an archive never sits in Redis whole."""
-        key = contract.progress_key(command_id)
-        while await self.redis.xlen(key) >= contract.OUTPUT_WINDOW:
+        key = keys.progress_key(command_id)
+        while await self.redis.xlen(key) >= keys.OUTPUT_WINDOW:
             if time.time() > deadline:
-                raise CommandError(504, "timeout", "nobody read the output before the deadline")
+                raise CommandError("timeout", "nobody read the output before the deadline")
             await asyncio.sleep(0.01)
         await self._progress_entry(command_id, {"data": chunk})
 
@@ -303,7 +304,7 @@ class PoolManager:
     ) -> None:
         """One entry on a command's progress stream, which goes an hour after its last
         (the asker may be gone)."""
-        key = contract.progress_key(command_id)
+        key = keys.progress_key(command_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(key, entry, maxlen=maxlen)
             pipe.expire(key, 3600)
@@ -314,10 +315,10 @@ class PoolManager:
 
     async def live_nodes(self) -> set[str]:
         now = time.time()
-        nodes = await self.redis.hgetall(contract.NODES)
+        nodes = await self.redis.hgetall(keys.NODES)
         live = set()
         for node, info in nodes.items():
-            if now - json.loads(info)["heartbeat"] < contract.HEARTBEAT_STALE:
+            if now - json.loads(info)["heartbeat"] < keys.HEARTBEAT_STALE:
                 live.add(node.decode())
         return live
 
@@ -336,12 +337,12 @@ class PoolManager:
             self._watching_since = now
         # Just after a start, or after Redis was away, every heartbeat may look stale:
         # other nodes are taken for dead only once each had time to send one since.
-        judging = now - self._watching_since >= contract.HEARTBEAT_STALE
+        judging = now - self._watching_since >= keys.HEARTBEAT_STALE
         claimed = 0
         for name, worker in list(self.workers.items()):
-            key = contract.calls_key(name)
+            key = keys.calls_key(name)
             try:
-                pending = await self.redis.xpending_range(key, contract.GROUP, "-", "+", 100)
+                pending = await self.redis.xpending_range(key, keys.GROUP, "-", "+", 100)
             except aioredis.ResponseError:
                 continue
             for entry in pending:
@@ -351,31 +352,31 @@ class PoolManager:
                 if consumer != self.node_id and (consumer in live or not judging):
                     continue  # a live node's (ours, not handled, are an earlier life's)
                 got = await self.redis.xclaim(
-                    key, contract.GROUP, self.node_id, min_idle_time=500,
+                    key, keys.GROUP, self.node_id, min_idle_time=500,
                     message_ids=[entry["message_id"]],
                 )  # fmt: skip
                 for entry_id, fields in got:
                     if fields is None:
                         continue  # deleted meanwhile
                     claimed += 1
-                    if entry["times_delivered"] + 1 > contract.MAX_DELIVERIES:
+                    if entry["times_delivered"] + 1 > keys.MAX_DELIVERIES:
                         await self._dead_letter(key, entry_id, fields)
                     else:
                         worker.run(entry_id, fields)
             if not judging:
                 continue
-            for consumer in await self.redis.xinfo_consumers(key, contract.GROUP):
+            for consumer in await self.redis.xinfo_consumers(key, keys.GROUP):
                 cname = consumer["name"].decode()
                 if cname not in live and cname != self.node_id and not consumer["pending"]:
-                    await self.redis.xgroup_delconsumer(key, contract.GROUP, cname)
+                    await self.redis.xgroup_delconsumer(key, keys.GROUP, cname)
         return claimed
 
     async def _dead_letter(self, key: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         req = CallRequest.from_fields(fields)
-        await self.redis.xadd(contract.DEAD, {**fields, b"stream": key.encode()}, maxlen=10_000)
+        await self.redis.xadd(keys.DEAD, {**fields, b"stream": key.encode()}, maxlen=10_000)
         result = CallResult.failure(
             req.id, 502, "dead_letter",
-            f"the call was delivered {contract.MAX_DELIVERIES} times and its node died each time",
+            f"the call was delivered {keys.MAX_DELIVERIES} times and its node died each time",
             node=self.node_id,
         )  # fmt: skip
         await self.reply(req, result, ack=(key, entry_id))
@@ -398,28 +399,28 @@ class PoolManager:
         if not req.reply_to or req.keep_result:  # async or idempotent: the record keeps it
             record["headers"] = json.dumps(list(result.headers))
             record["body_size"] = len(result.body)
-            if len(result.body) <= contract.RECORD_BODY_LIMIT:
+            if len(result.body) <= keys.RECORD_BODY_LIMIT:
                 record["body"] = result.body
             else:  # the callback still gets it whole
                 record["body_dropped"] = 1
-        key = contract.record_key(req.id)
+        key = keys.record_key(req.id)
         # All or nothing (MULTI/EXEC): a reply that failed is sent again whole, and a
         # retry must not add the call's log lines or its invocation twice.
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=record)
-            pipe.expire(key, contract.RECORD_TTL)
+            pipe.expire(key, keys.RECORD_TTL)
             if req.reply_to:
-                pipe.xadd(req.reply_to, result.to_fields(), maxlen=contract.REPLY_MAXLEN)
+                pipe.xadd(req.reply_to, result.to_fields(), maxlen=keys.REPLY_MAXLEN)
                 # A gateway killed without closing leaves its stream: it goes in an hour.
-                pipe.expire(req.reply_to, contract.RECORD_TTL)
-            pipe.hincrby(contract.INVOCATIONS, req.function, 1)
+                pipe.expire(req.reply_to, keys.RECORD_TTL)
+            pipe.hincrby(keys.INVOCATIONS, req.function, 1)
             for stream, text in logs:
                 line = {"call": req.id, "container": result.container, "stream": stream,
                         "text": text}  # fmt: skip
-                pipe.xadd(contract.logs_key(req.function), line,
-                          maxlen=contract.LOGS_MAXLEN, approximate=True)  # fmt: skip
+                pipe.xadd(keys.logs_key(req.function), line,
+                          maxlen=keys.LOGS_MAXLEN, approximate=True)  # fmt: skip
             if ack is not None:
-                pipe.xack(ack[0], contract.GROUP, ack[1])
+                pipe.xack(ack[0], keys.GROUP, ack[1])
                 pipe.xdel(ack[0], ack[1])
             await pipe.execute()
         if req.callback:
@@ -456,7 +457,7 @@ class PoolManager:
             if attempt == 0:
                 await asyncio.sleep(1.0)
         with contextlib.suppress(aioredis.RedisError):
-            await self.redis.hset(contract.record_key(req.id), "callback", outcome)
+            await self.redis.hset(keys.record_key(req.id), "callback", outcome)
 
 
 def _only_sizes_differ(old: FunctionSpec, new: FunctionSpec) -> bool:
@@ -468,11 +469,11 @@ async def _forever(step: Callable[[], Awaitable[object]], every: float) -> None:
 
     A cancellation is checked after every step too: redis-py can absorb one.
     """
-    outage = contract.Outage(log, getattr(step, "__name__", str(step)))
+    outage = Outage(log, getattr(step, "__name__", str(step)))
     while True:
         try:
             await step()
-            outage.over()
+            outage.succeeded()
         except asyncio.CancelledError:
             raise
         except (aioredis.RedisError, OSError) as exc:
@@ -480,6 +481,6 @@ async def _forever(step: Callable[[], Awaitable[object]], every: float) -> None:
         except Exception:  # a bug: said loudly, and the loop goes on (a dead heartbeat
             # loop would have this node's calls taken over while it runs them)
             outage.bug()
-        if contract.cancellation_requested():
+        if cancellation_requested():
             raise asyncio.CancelledError
-        await asyncio.sleep(max(every, contract.RETRY_EVERY) if outage.on else every)
+        await asyncio.sleep(max(every, keys.RETRY_EVERY) if outage.ongoing else every)

@@ -16,30 +16,14 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from pool.contract import CallResult
+from pool.contract.messages import CallResult
+from pool.contract.metrics import BUCKETS, call_metrics
 
-if TYPE_CHECKING:  # the gateway imports this module too: no runtime behind it
+if TYPE_CHECKING:
     from pool.instances import Instance
 
-# 1 ms to 10 s: a warm call takes a few milliseconds, a cold python start a second.
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PHASES = ("netns", "rootfs", "create", "start", "ready", "total")
 RECENT = 500  # latencies kept per function for percentiles
-DEFAULT_METRICS_PORT = 9180
-
-
-def call_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
-    """``scow_calls_total{function,code}`` and ``scow_call_seconds{function,part}``: the
-    gateway and every node export both, each from where it stands."""
-    calls = Counter(
-        "scow_calls", "Calls answered, by function and status code.",
-        ["function", "code"], registry=registry,
-    )  # fmt: skip
-    seconds = Histogram(
-        "scow_call_seconds", "Call latency by part: queue (waiting for a node), run, total.",
-        ["function", "part"], buckets=BUCKETS, registry=registry,
-    )  # fmt: skip
-    return calls, seconds
 
 
 class NodeMetrics:

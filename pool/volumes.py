@@ -23,7 +23,7 @@ def _json(info: VolumeInfo) -> dict[str, Any]:
 async def create(node: PoolManager, cmd: Command) -> Any:
     driver = cmd.args.get("driver") or "local"
     if driver != "local":
-        raise CommandError(501, "not_implemented", f"volume driver {driver!r} is not supported")
+        raise CommandError("not_implemented", f"volume driver {driver!r} is not supported")
     name = str(cmd.args.get("name") or "")
     return _json(node.runtime.volumes.create(name, labels=strings(cmd.args, "labels")))
 

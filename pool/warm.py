@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from pool.functions import FunctionSpec
+from pool.contract.specs import FunctionSpec
 from pool.instances import Instance, InstanceError
 
 log = logging.getLogger("scow.pool")

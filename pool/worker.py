@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 
 from images.errors import ImageError
-from pool import contract
-from pool.contract import CallRequest, CallResult
-from pool.functions import FunctionSpec
+from pool.contract import keys
+from pool.contract.messages import CallRequest, CallResult
+from pool.contract.outage import Outage, cancellation_requested
+from pool.contract.specs import FunctionSpec
 from pool.instances import Instance, InstanceError, invoke, make_instance
 from pool.warm import WarmPool
 
@@ -75,8 +76,8 @@ class FunctionWorker:
         self._reader = asyncio.create_task(self._consume(), name=f"consume-{self.spec.name}")
 
     async def _consume(self) -> None:
-        outage = contract.Outage(log, f"function {self.spec.name}: reading calls")
-        while not contract.cancellation_requested():
+        outage = Outage(log, f"function {self.spec.name}: reading calls")
+        while not cancellation_requested():
             await self.pool.wait_until_can_serve()
             try:
                 batches = await self._read_calls()
@@ -85,24 +86,24 @@ class FunctionWorker:
                 # ConnectionError): this loop must outlive it, or the function is served
                 # by no one while every other loop of the node has recovered.
                 outage.failed(exc)
-                await asyncio.sleep(contract.RETRY_EVERY)
+                await asyncio.sleep(keys.RETRY_EVERY)
                 continue
             except Exception:  # a bug: said loudly, and the function still served
                 outage.bug()
                 await asyncio.sleep(1.0)
                 continue
-            outage.over()
+            outage.succeeded()
             for _, entries in batches:
                 for entry_id, fields in entries:
                     self.run(entry_id, fields)
 
     async def _read_calls(self) -> list[Any]:
         """The next call for this node (a second's wait at most), as XREADGROUP gives it."""
-        key = contract.calls_key(self.spec.name)
+        key = keys.calls_key(self.spec.name)
         redis = self.manager.redis
         try:
             batches = await redis.xreadgroup(
-                contract.GROUP, self.manager.node_id, {key: ">"}, count=1, block=1000
+                keys.GROUP, self.manager.node_id, {key: ">"}, count=1, block=1000
             )  # fmt: skip
         except aioredis.ResponseError as exc:
             # UNBLOCKED: the function was deleted (its stream with it) while we read;
@@ -110,9 +111,9 @@ class FunctionWorker:
             # for a function that exists: a stream for a deleted one would linger.
             if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                 raise
-            if await redis.hexists(contract.FUNCTIONS, self.spec.name):
+            if await redis.hexists(keys.FUNCTIONS, self.spec.name):
                 with contextlib.suppress(aioredis.ResponseError):
-                    await redis.xgroup_create(key, contract.GROUP, id="0", mkstream=True)
+                    await redis.xgroup_create(key, keys.GROUP, id="0", mkstream=True)
             else:
                 await asyncio.sleep(0.2)  # the sync loop stops this worker
             return []
@@ -145,7 +146,7 @@ class FunctionWorker:
             # attempts counts the runs a call had: more than one when a node died mid-run.
             try:
                 async with self.manager.redis.pipeline(transaction=False) as pipe:
-                    key = contract.record_key(req.id)
+                    key = keys.record_key(req.id)
                     pipe.hset(key, mapping={"state": "running", "node": self.manager.node_id})
                     pipe.hincrby(key, "attempts", 1)
                     await pipe.execute()
@@ -158,7 +159,7 @@ class FunctionWorker:
             result, node=self.manager.node_id, queue_seconds=queue_seconds,
             run_seconds=time.time() - picked,
         )  # fmt: skip
-        ack = (contract.calls_key(self.spec.name), entry_id)
+        ack = (keys.calls_key(self.spec.name), entry_id)
         self.manager.metrics.answered(self.spec.name, result)
         await self._reply(req, result, ack, logs)
 
@@ -179,11 +180,11 @@ class FunctionWorker:
             except (aioredis.RedisError, OSError) as exc:
                 if self.manager.stopping.is_set():
                     give_up = min(give_up, time.monotonic() + STOPPING_PATIENCE)
-                if time.monotonic() >= give_up or contract.cancellation_requested():
+                if time.monotonic() >= give_up or cancellation_requested():
                     log.warning("call %s: result dropped, Redis is away (%r); it runs again "
                                 "when taken over", req.id, exc)  # fmt: skip
                     return
-                await asyncio.sleep(contract.RETRY_EVERY)
+                await asyncio.sleep(keys.RETRY_EVERY)
 
     async def _run(self, req: CallRequest, logs: list[tuple[str, str]]) -> CallResult:
         clock = time.perf_counter()

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from pool.contract.units import parse_size
 from runtime.errors import InvalidOption
-from runtime.units import parse_size
 
 # none: loopback only; bridge: scow's bridge; host: the host's own network (build steps,
 # as ``docker build`` runs RUN; never for functions).

@@ -23,7 +23,7 @@ from images.base import bootstrap
 from images.builder import Builder, BuildOptions
 from images.busybox import make_busybox_rootfs
 from images.store import ImageStore
-from pool.contract import PoolClient
+from pool.contract.client import PoolClient
 from pool.manager import PoolManager
 from runtime.engine import Runtime, RuntimeConfig
 from runtime.network import BridgeNetwork

@@ -21,9 +21,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.redisd import RedisServer
-from pool import contract
-from pool.contract import CallRequest, PoolClient, new_call_id
-from pool.functions import parse_spec
+from pool.contract import keys
+from pool.contract.client import PoolClient
+from pool.contract.keys import new_call_id
+from pool.contract.messages import CallRequest
+from pool.contract.specs import parse_spec
 from tests.processes import GatewayProcess, Node, open_fds, rss_mib
 
 pytestmark = pytest.mark.slow
@@ -110,7 +112,7 @@ async def registered(redis: aioredis.Redis, node: Node, timeout: float = 30) -> 
     """Until this process of ``node`` has started (reaped, then sent its first heartbeat)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        raw = await redis.hget(contract.NODES, node.node_id)
+        raw = await redis.hget(keys.NODES, node.node_id)
         if raw and json.loads(raw)["pid"] == node.pid:
             return
         await asyncio.sleep(0.05)
@@ -130,7 +132,7 @@ async def attempts(redis: aioredis.Redis, call_ids: list[str]) -> Counter[int]:
     """How many calls ran 0, 1, 2... times (the record's runs-started counter)."""
     async with redis.pipeline(transaction=False) as pipe:
         for call_id in call_ids:
-            pipe.hget(contract.record_key(call_id), "attempts")
+            pipe.hget(keys.record_key(call_id), "attempts")
         return Counter(int(v or 0) for v in await pipe.execute())
 
 
@@ -234,7 +236,7 @@ async def test_gateway_killed_mid_load_and_retries_with_idempotency_keys(
     figures("calls that ran exactly once", runs[1])
     assert runs == Counter({1: count}), runs
     # Each key queued exactly one call: the function's index holds one id per key.
-    indexed = await redis_client.lrange(contract.calls_index_key("slow"), 0, -1)
+    indexed = await redis_client.lrange(keys.calls_index_key("slow"), 0, -1)
     assert sorted(i.decode() for i in indexed if i.decode() in set(ids)) == sorted(ids)
     assert len(indexed) == count + 1  # and the warm-up call
 
@@ -285,7 +287,7 @@ async def test_redis_stopped_under_load_503_then_recovers(
         # The probes' record states tell which side stalled, should one: "queued", the
         # node took nothing; "done", the replies were lost on their way back.
         redis = aioredis.Redis.from_url(server.url)
-        states = [await redis.hget(contract.record_key(p.call_id), "state") for p in probes]
+        states = [await redis.hget(keys.record_key(p.call_id), "state") for p in probes]
         await redis.aclose()
         assert recovered is not None, (
             f"no 200 within 30 s of Redis returning: {failures(probes)}, record states "
@@ -332,7 +334,7 @@ async def test_a_result_made_while_redis_is_away_is_sent_once_it_is_back(
         req = CallRequest(new_call_id(), "held", deadline=now + 20, body=b"kept",
                           enqueued=now, reply_to=client.reply_stream)  # fmt: skip
         answer = asyncio.create_task(client.call(req, grace=2.0))
-        while await redis.hget(contract.record_key(req.id), "state") != b"running":
+        while await redis.hget(keys.record_key(req.id), "state") != b"running":
             assert not answer.done(), answer.result()
             await asyncio.sleep(0.02)
         server.stop()  # while the function runs: its result is made with Redis away
@@ -343,7 +345,7 @@ async def test_a_result_made_while_redis_is_away_is_sent_once_it_is_back(
         figures("seconds from Redis back to the held result", round(time.monotonic() - down - 3, 2))
         assert (result.status, result.body) == (200, b"kept"), result
         # Sent when Redis came back, not run again by a take-over of the unanswered call.
-        assert await redis.hget(contract.record_key(req.id), "attempts") == b"1"
+        assert await redis.hget(keys.record_key(req.id), "attempts") == b"1"
         assert "never retrieved" not in node.log_tail(100_000), node.log_tail()
         assert node.stop() == 0
     finally:
@@ -368,7 +370,7 @@ async def test_sigterm_finishes_calls_in_flight_and_claims_no_more(
     await deploy(gateway, spec)
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
         in_flight = asyncio.gather(*(call(http, "drain", f"{i}".encode()) for i in range(4)))
-        while (await redis_client.xpending(contract.calls_key("drain"), contract.GROUP))[
+        while (await redis_client.xpending(keys.calls_key("drain"), keys.GROUP))[
             "pending"
         ] < 4:
             await asyncio.sleep(0.02)
@@ -387,9 +389,9 @@ async def test_sigterm_finishes_calls_in_flight_and_claims_no_more(
         rt = node.runtime()
         assert rt.store.all() == [] and rt.cgroups.ids() == set(), "containers left"
         # The later calls wait in the queue, claimed by no one...
-        info = await redis_client.xpending(contract.calls_key("drain"), contract.GROUP)
+        info = await redis_client.xpending(keys.calls_key("drain"), keys.GROUP)
         assert info["pending"] == 0
-        assert await redis_client.xlen(contract.calls_key("drain")) == 3
+        assert await redis_client.xlen(keys.calls_key("drain")) == 3
         # ...until a node takes them.
         node.start()
         served = await asyncio.gather(*later)
@@ -440,7 +442,7 @@ async def settled(redis: aioredis.Redis, node: Node) -> None:
     none being made or torn down)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        pools = json.loads(await redis.hget(contract.NODES, node.node_id) or "{}")
+        pools = json.loads(await redis.hget(keys.NODES, node.node_id) or "{}")
         sizes = pools.get("functions", {})
         if all(sizes.get(f, {}).get("ready") == 4 and not sizes[f]["busy"]
                and not sizes[f]["creating"] and not sizes[f]["draining"]

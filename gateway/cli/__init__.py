@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from pathlib import Path
@@ -27,8 +26,7 @@ from gateway.cli.images import (
 )
 from gateway.cli.output import EXIT_USAGE, api_command, client, fail, format_option
 from gateway.cli.secrets import secret
-from gateway.config import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, HostConfig
-from gateway.state import DEFAULT_BODY_LIMIT, DEFAULT_MAX_QUEUE
+from pool.contract.config import DEFAULTS, LOG_LEVELS, HostConfig
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,19 +79,22 @@ def info(fmt: str) -> None:
 
 
 @main.command()
-@click.option("--state-dir", type=click.Path(path_type=Path), help="[default: /var/lib/scow]")
-@click.option("--run-dir", type=click.Path(path_type=Path), help="[default: /run/scow]")
-@click.option("--host", default=DEFAULT_HTTP_HOST, show_default=True, help="TCP address of the API")
-@click.option("--port", default=DEFAULT_HTTP_PORT, show_default=True, type=int)
+@click.option("--state-dir", type=click.Path(path_type=Path),
+              help=f"[default: {DEFAULTS.state_dir}]")  # fmt: skip
+@click.option("--run-dir", type=click.Path(path_type=Path), help=f"[default: {DEFAULTS.run_dir}]")
+@click.option("--host", default=DEFAULTS.http_host, show_default=True,
+              help="TCP address of the API")  # fmt: skip
+@click.option("--port", default=DEFAULTS.http_port, show_default=True, type=int)
 @click.option("--redis-url", help="Use this Redis instead of starting one [env: REDIS_URL]")
-@click.option("--bridge", default="scow0", show_default=True, help="The containers' bridge")
-@click.option("--subnet", default="10.213.0.0/16", show_default=True, help="Its addresses")
+@click.option("--bridge", default=DEFAULTS.bridge, show_default=True,
+              help="The containers' bridge")  # fmt: skip
+@click.option("--subnet", default=DEFAULTS.subnet, show_default=True, help="Its addresses")
 @click.option(
-    "--node-metrics-port", default=9180, show_default=True,
+    "--node-metrics-port", default=DEFAULTS.node_metrics_port, show_default=True,
     help="The node's Prometheus /metrics on 127.0.0.1 (0: any free port)",
 )  # fmt: skip
 @click.option(
-    "--redis-maxmemory", default="1gb", show_default=True,
+    "--redis-maxmemory", default=DEFAULTS.redis_maxmemory, show_default=True,
     help="The memory of the Redis started here; when full, calls get 503, nothing is evicted",
 )  # fmt: skip
 def up(
@@ -120,29 +121,30 @@ def up(
 
 @main.command()
 @click.option("--redis-url", required=True, envvar="REDIS_URL")
-@click.option("--host", default=DEFAULT_HTTP_HOST, show_default=True)
-@click.option("--port", default=DEFAULT_HTTP_PORT, show_default=True, type=int)
+@click.option("--host", default=DEFAULTS.http_host, show_default=True)
+@click.option("--port", default=DEFAULTS.http_port, show_default=True, type=int)
 @click.option("--socket", "socket_path", type=click.Path(path_type=Path), help="Unix socket path")
 @click.option(
-    "--token-file", type=click.Path(path_type=Path), default="/var/lib/scow/token",
+    "--token-file", type=click.Path(path_type=Path), default=DEFAULTS.token_file,
     show_default=True, help="Made on first start; SCOW_TOKEN overrides it",
 )  # fmt: skip
-@click.option("--body-limit", default=DEFAULT_BODY_LIMIT, show_default=True, help="Bytes")
+@click.option("--body-limit", default=DEFAULTS.body_limit, show_default=True, help="Bytes")
 @click.option(
-    "--max-queue", default=DEFAULT_MAX_QUEUE, show_default=True,
+    "--max-queue", default=DEFAULTS.max_queue, show_default=True,
     help="Calls waiting or running per function before 429 (0: no cap)",
 )  # fmt: skip
 @click.option(
-    "--allowed-hosts", envvar="SCOW_ALLOWED_HOSTS", default="",
+    "--allowed-hosts", envvar="SCOW_ALLOWED_HOSTS", default=DEFAULTS.allowed_hosts,
     help="Host names (comma-separated, *.example.com allowed) the TCP API answers besides "
     "IP addresses and localhost [env: SCOW_ALLOWED_HOSTS]",
 )  # fmt: skip
 @click.option(
-    "--callback-allow", envvar="SCOW_CALLBACK_ALLOW", default="",
+    "--callback-allow", envvar="SCOW_CALLBACK_ALLOW", default=DEFAULTS.callback_allow,
     help="Addresses, networks or names X-Callback-Url may reach besides public ones "
     "(loopback and link-local are refused by default) [env: SCOW_CALLBACK_ALLOW]",
 )  # fmt: skip
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default=DEFAULTS.log_level,
+              show_default=True)  # fmt: skip
 def gateway(
     redis_url: str, host: str, port: int, socket_path: Path | None, token_file: Path,
     body_limit: int, max_queue: int, allowed_hosts: str, callback_allow: str, log_level: str,
@@ -152,16 +154,15 @@ def gateway(
 
     from gateway.auth import load_or_create_token
     from gateway.serve import serve
-    from gateway.state import GatewaySettings
 
     try:
         token = os.environ.get("SCOW_TOKEN") or load_or_create_token(token_file)
-        settings = GatewaySettings(
-            redis_url=redis_url, token=token, body_limit=body_limit, max_queue=max_queue,
-            allowed_hosts=tuple(h for h in allowed_hosts.split(",") if h.strip()),
-            callback_allow=callback_allow,
-        )
-        serve(settings, host, port, socket_path, getattr(logging, log_level.upper()))
+        config = HostConfig.from_env(
+            redis_url=redis_url, http_host=host, http_port=port, body_limit=body_limit,
+            max_queue=max_queue, allowed_hosts=allowed_hosts, callback_allow=callback_allow,
+            log_level=log_level,
+        )  # fmt: skip
+        serve(config, token, socket_path)
     except OSError as exc:
         click.echo(f"scow gateway: {exc}", err=True)
         sys.exit(1)

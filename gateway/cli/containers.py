@@ -83,7 +83,7 @@ def _write_frames(chunks: Iterator[bytes]) -> None:
 
 
 def _stream(api: ApiClient, method: str, path: str, **kw: Any) -> Iterator[bytes]:
-    with api.http.stream(method, path, timeout=None, **kw) as response:
+    with api.stream(method, path, timeout=None, **kw) as response:
         if response.status_code >= 400:
             response.read()
             raise error_of(response)
@@ -203,10 +203,10 @@ def run(detach: bool, image: str, command: tuple[str, ...], **o: Any) -> None:
     # As the docker CLI does: attached and waiting (both responses begun) before the start,
     # so that neither the output nor the exit code of a quick --rm container is missed.
     with (
-        api.http.stream("POST", f"/containers/{cid}/attach", params=params,
-                        timeout=None) as attached,
-        api.http.stream("POST", f"/containers/{cid}/wait", params={"condition": condition},
-                        timeout=None) as waited,
+        api.stream("POST", f"/containers/{cid}/attach", params=params,
+                   timeout=None) as attached,
+        api.stream("POST", f"/containers/{cid}/wait", params={"condition": condition},
+                   timeout=None) as waited,
     ):  # fmt: skip
         for response in (attached, waited):
             if response.status_code >= 400:

@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
-import yaml
 
 from gateway.cli.output import (
     EXIT_FAILED,
@@ -32,6 +30,8 @@ def fn() -> None:
 
 
 def _spec_from_file(path: Path) -> dict[str, Any]:
+    import yaml  # only here: the CLI starts without it
+
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -187,14 +187,12 @@ def invoke(name: str, data: str | None, method: str, path: str, header: tuple[st
     needs_token = bool(api.endpoint.token) and bool(
         api.json("GET", f"/system/function/{name}").get("auth")
     )
-    request = api.http.build_request("POST" if is_async else method, url, content=body,
-                                     headers=headers, timeout=None)  # fmt: skip
-    if not needs_token:
-        request.headers.pop("authorization", None)
     try:
-        response = api.http.send(request)
-    except httpx.TransportError as exc:
-        fail(f"cannot reach {api.endpoint.describe()}: {exc}", EXIT_UNREACHABLE)
+        response = api.open("POST" if is_async else method, url, content=body, headers=headers,
+                            timeout=None, token=needs_token)  # fmt: skip
+        response.read()
+    except ApiClientError as exc:
+        fail(exc.message, EXIT_UNREACHABLE if exc.status == 0 else EXIT_FAILED)
     if is_async and response.status_code == 202:
         click.echo(response.headers["x-call-id"])
         return

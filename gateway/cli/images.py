@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
-import httpx
 
 from gateway.cli.output import (
     EXIT_FAILED,
@@ -25,7 +24,7 @@ from gateway.cli.output import (
     human_size,
     key_values,
 )
-from gateway.client import error_of
+from gateway.client import ApiClientError, error_of
 
 
 def _short(image_id: str) -> str:
@@ -213,7 +212,7 @@ def save(refs: tuple[str, ...], output: Path | None) -> None:
     params = {"names": list(refs)}
     target = output.with_name(f".{output.name}.part") if output else None
     try:
-        with client().http.stream("GET", "/images/get", params=params, timeout=None) as response:
+        with client().stream("GET", "/images/get", params=params, timeout=None) as response:
             if response.status_code >= 400:
                 response.read()
                 raise error_of(response)
@@ -224,9 +223,11 @@ def save(refs: tuple[str, ...], output: Path | None) -> None:
             finally:
                 if target:
                     sink.close()
-    except httpx.HTTPError as exc:
+    except ApiClientError as exc:
         if target:
             target.unlink(missing_ok=True)
+        if exc.status:  # refused before it began (no such image)
+            raise
         fail(f"the archive was cut short: {exc}")
     if output and target:
         target.replace(output)  # a complete archive or none

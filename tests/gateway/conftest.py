@@ -21,7 +21,7 @@ from starlette.types import ASGIApp
 from gateway.app import create_app
 from gateway.hijack import HijackingProtocol
 from gateway.serve import bind_tcp, bind_unix
-from gateway.state import GatewaySettings
+from pool.contract.config import HostConfig
 from tests.utils import free_port
 
 TOKEN = "test-token-0123456789"
@@ -31,7 +31,7 @@ TOKEN = "test-token-0123456789"
 class RunningGateway:
     url: str
     socket: Path
-    settings: GatewaySettings
+    settings: HostConfig
 
     def tcp(self, token: str | None = TOKEN, **kw: object) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -64,24 +64,24 @@ async def run_server(app: ASGIApp, sockets: list[socket.socket]) -> AsyncIterato
 
 
 @contextlib.asynccontextmanager
-async def serve(settings: GatewaySettings, run_dir: Path) -> AsyncIterator[RunningGateway]:
+async def serve(settings: HostConfig, run_dir: Path) -> AsyncIterator[RunningGateway]:
     port = free_port()
     socket_path = run_dir / "api.sock"
     sockets = [bind_tcp("127.0.0.1", port), bind_unix(socket_path)]
     try:
-        async with run_server(create_app(settings), sockets):
+        async with run_server(create_app(settings, TOKEN), sockets):
             yield RunningGateway(f"http://127.0.0.1:{port}", socket_path, settings)
     finally:
         socket_path.unlink(missing_ok=True)
 
 
 @pytest.fixture
-def settings(redis_url: str) -> GatewaySettings:
-    return GatewaySettings(redis_url=redis_url, token=TOKEN)
+def settings(redis_url: str) -> HostConfig:
+    return HostConfig(redis_url=redis_url)
 
 
 @pytest.fixture
-async def gateway(settings: GatewaySettings, run_dir: Path) -> AsyncIterator[RunningGateway]:
+async def gateway(settings: HostConfig, run_dir: Path) -> AsyncIterator[RunningGateway]:
     """A gateway with no node behind it (routes that need none, or tests that add one)."""
     async with serve(settings, run_dir) as gw:
         yield gw
@@ -94,5 +94,5 @@ async def api(gateway: RunningGateway) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def with_limits(settings: GatewaySettings, **limits: int) -> GatewaySettings:
+def with_limits(settings: HostConfig, **limits: int) -> HostConfig:
     return replace(settings, **limits)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gateway.auth import load_or_create_token
-from gateway.state import GatewaySettings
+from pool.contract.config import HostConfig
 from tests.gateway.conftest import RunningGateway, serve
 
 
@@ -92,8 +92,8 @@ async def test_a_host_that_is_not_ours_is_refused_on_tcp_only(gateway: RunningGa
         assert (await local.get("/healthz", headers={"Host": "evil.example"})).status_code == 200
 
 
-async def test_a_configured_name_is_allowed(settings: GatewaySettings, run_dir: Path) -> None:
-    named = replace(settings, allowed_hosts=("*.example.com",))
+async def test_a_configured_name_is_allowed(settings: HostConfig, run_dir: Path) -> None:
+    named = replace(settings, allowed_hosts="*.example.com")
     async with serve(named, run_dir) as gw, gw.tcp() as client:
         response = await client.get("/healthz", headers={"Host": "fn.example.com"})
         assert response.status_code == 200

@@ -16,11 +16,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.serve import bind_tcp
-from gateway.state import GatewaySettings
 from images.store import ImageStore
-from pool import contract, outbound
-from pool.contract import PoolClient
-from pool.functions import parse_spec
+from pool.contract import keys, outbound
+from pool.contract.client import PoolClient
+from pool.contract.config import HostConfig
+from pool.contract.specs import parse_spec
 from pool.manager import PoolManager
 from tests.gateway.conftest import RunningGateway, run_server, serve, with_limits
 from tests.gateway.test_functions_api import eventually
@@ -92,14 +92,14 @@ async def test_body_over_the_limit_is_413_and_nothing_is_queued(
 
     chunked = await api.post("/function/wc", content=chunks())  # no Content-Length
     assert chunked.status_code == 413
-    assert await redis_client.xlen(contract.calls_key("wc")) == 0
+    assert await redis_client.xlen(keys.calls_key("wc")) == 0
     assert set(await redis_client.keys("scow:v1:call:*")) == keys_before
     ok = await api.post("/function/wc", content=b"x" * (6 << 20))  # at the limit: fine
     assert ok.status_code == 200 and ok.content.split()[2] == str(6 << 20).encode()
 
 
 async def test_full_queue_is_429_with_retry_after(
-    settings: GatewaySettings, run_dir: Path, redis_client: aioredis.Redis
+    settings: HostConfig, run_dir: Path, redis_client: aioredis.Redis
 ) -> None:
     # No node: calls stay queued, so the third one finds the queue at its cap of 2.
     async with serve(with_limits(settings, max_queue=2), run_dir) as gw, gw.tcp() as api:
@@ -111,11 +111,11 @@ async def test_full_queue_is_429_with_retry_after(
         assert refused.json()["error"] == "queue_full"
         sync_refused = await api.post("/function/wc", content=b"x")
         assert sync_refused.status_code == 429
-        assert await redis_client.xlen(contract.calls_key("wc")) == 2
+        assert await redis_client.xlen(keys.calls_key("wc")) == 2
 
 
 async def test_async_call_record_and_callback(
-    api: httpx.AsyncClient, echo: str, settings: GatewaySettings, run_dir: Path,
+    api: httpx.AsyncClient, echo: str, settings: HostConfig, run_dir: Path,
     manager: PoolManager,
 ) -> None:  # fmt: skip
     received: asyncio.Queue[tuple[dict[str, str], bytes]] = asyncio.Queue()

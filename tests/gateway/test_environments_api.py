@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from images.store import ImageStore
-from pool import contract
-from pool.leases import UNLEASED_GRACE
+from pool.contract import keys
+from pool.environments import UNLEASED_GRACE
 from pool.manager import PoolManager
 from runtime.engine import Runtime
 from tests.gateway.test_functions_api import eventually
@@ -130,7 +130,7 @@ async def test_the_node_removes_a_lease_nobody_holds(
     env = (await api.post("/system/environments", json={"image": "busybox", "cmd": "sleep 600",
                                                          "ttl": "1h"})).json()  # fmt: skip
     # Its lease vanishes (a flushed Redis, say): the container goes once it is old enough.
-    await redis_client.hdel(contract.ENVIRONMENTS, env["id"])
+    await redis_client.hdel(keys.ENVIRONMENTS, env["id"])
     assert len(node.runtime.containers()) == 1
     record = node.runtime.containers()[0]
     node.runtime.store.save(record.evolve(created=time.time() - UNLEASED_GRACE - 1))

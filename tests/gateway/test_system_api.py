@@ -7,7 +7,7 @@ import redis.asyncio as aioredis
 from starlette.routing import Route
 
 from gateway import __version__, calls, environments, functions, system
-from gateway.state import GatewaySettings
+from pool.contract.config import HostConfig
 from pool.manager import PoolManager
 from tests.gateway.conftest import serve
 
@@ -26,8 +26,8 @@ async def test_info_lists_the_node_and_its_pools(
     assert (await api.get("/system/version")).json() == {"version": __version__}
 
 
-async def test_healthz_is_503_while_redis_is_away(settings: GatewaySettings, run_dir) -> None:  # type: ignore[no-untyped-def]
-    away = GatewaySettings(redis_url="unix:///nonexistent/redis.sock", token=settings.token)
+async def test_healthz_is_503_while_redis_is_away(settings: HostConfig, run_dir) -> None:  # type: ignore[no-untyped-def]
+    away = HostConfig(redis_url="unix:///nonexistent/redis.sock")
     async with serve(away, run_dir) as gw, gw.tcp() as api:
         health = await api.get("/healthz")
         assert health.status_code == 503 and health.json()["error"] == "redis_unavailable"

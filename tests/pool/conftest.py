@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pool.functions import FunctionSpec, parse_spec
+from pool.contract.specs import FunctionSpec, parse_spec
 
 
 def spec(**fields: object) -> FunctionSpec:

@@ -9,8 +9,10 @@ import time
 import pytest
 
 from images.store import ImageStore
-from pool.contract import CallRequest, CallResult, PoolClient, new_call_id
-from pool.functions import FunctionSpec
+from pool.contract.client import PoolClient
+from pool.contract.keys import new_call_id
+from pool.contract.messages import CallRequest, CallResult
+from pool.contract.specs import FunctionSpec
 from pool.manager import PoolManager
 from runtime.engine import Runtime
 from tests.pool.conftest import spec
@@ -161,7 +163,7 @@ async def test_unknown_image_answers_502(client: PoolClient, manager: PoolManage
 async def test_call_that_keeps_killing_nodes_goes_to_dead_letters(
     client: PoolClient, manager: PoolManager
 ) -> None:
-    from pool.contract import DEAD, GROUP, calls_key
+    from pool.contract.keys import DEAD, GROUP, calls_key
 
     key = calls_key("deadly")
     await client.redis.xgroup_create(key, GROUP, id="0", mkstream=True)

@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from pool.contract import GROUP, CallResult, PoolClient, calls_key
+from pool.contract.client import PoolClient
+from pool.contract.keys import GROUP, calls_key
+from pool.contract.messages import CallResult
 from tests.pool.conftest import spec
 from tests.pool.test_calls import request
 from tests.processes import Node

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pool.functions import FunctionSpec, InvalidSpec, parse_spec
+from pool.contract.specs import FunctionSpec, InvalidSpec, parse_spec
 
 
 def test_defaults_follow_the_design() -> None:

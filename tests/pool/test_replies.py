@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from pool.contract import GROUP, CallRequest, CallResult, PoolClient, calls_key
+from pool.contract.client import PoolClient
+from pool.contract.keys import GROUP, calls_key
+from pool.contract.messages import CallRequest, CallResult
 from tests.pool.test_calls import request
 
 
@@ -94,17 +96,17 @@ async def test_a_reply_that_comes_before_the_reader_reads_is_not_missed(
 def test_an_outage_is_said_once_and_its_end_once(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from pool.contract import Outage
+    from pool.contract.outage import Outage
 
     logger = logging.getLogger("scow.test-outage")
     outage = Outage(logger, "reading replies")
     with caplog.at_level(logging.WARNING, logger.name):
-        outage.over()  # nothing failed: nothing to say
+        outage.succeeded()  # nothing failed: nothing to say
         for _ in range(3):
             outage.failed(OSError("gone"))
-        assert outage.on
-        outage.over()
-        outage.over()
+        assert outage.ongoing
+        outage.succeeded()
+        outage.succeeded()
     assert [r.getMessage() for r in caplog.records] == [
         "reading replies: OSError('gone') (retrying)",
         "reading replies: working again",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pool.contract.units import parse_duration, parse_size
 from runtime import logs
 from runtime.cgroups import Cgroups
 from runtime.errors import InvalidOption
@@ -26,7 +27,6 @@ from runtime.spec import (
     options_to_json,
     parse_tmpfs,
 )
-from runtime.units import parse_duration, parse_size
 from runtime.users import User, resolve_user
 
 

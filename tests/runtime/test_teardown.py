@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from pool.contract.units import parse_size
 from runtime.engine import Runtime
 from runtime.errors import Conflict, InvalidOption, NotFound
 from runtime.network import netns_name, veth_name
 from runtime.spec import Port, RunOptions, Volume
-from runtime.units import parse_size
 from tests import leakcheck
 from tests.runtime.helpers import BUSYBOX, run
 

@@ -1,31 +1,10 @@
-"""The Redis contract between gateways and nodes: key names, message shapes, client.
+"""PoolClient: what a gateway knows of Redis, and all it does there.
 
-Version 1. Every key starts with ``scow:v1:``.
-
-    functions            hash   name -> FunctionSpec JSON
-    calls:<fn>           stream one entry per call; consumer group "nodes"
-    replies:<gateway>    stream results for the gateway instance that asked
-    call:<id>            hash   the call record (state, status, timings), with a TTL
-    invocations          hash   function -> calls answered
-    logs:<fn>            stream the function's log lines, tagged with call and container
-    nodes                hash   node id -> {heartbeat, pid, host, functions: pool sizes}
-    dead                 stream calls that killed their node too often
-    commands             stream node commands any node may take; group "nodes"
-    node:<id>:commands   stream node commands for one node; group "nodes"
-    progress:<id>        stream a node command's progress lines or output chunks, then
-                                {end: 1} just before its result
-    environments         hash   environment id -> its lease and where it runs
-    events               stream container, image and function events (Docker's shape)
-    calls:index:<fn>     list   the function's latest call ids, newest first
-    idempotency:<fn>:<key> string "<call id> <request fingerprint>", for an hour
-    idempotency-count:<fn> string keys the function took this hour (capped)
-    secrets              hash   name -> value: the one place a secret's value is kept
-
-A call's entry is deleted once it is answered, so a stream's length is the
-number of calls waiting or running: the gateway's queue cap reads it.
-
-A gateway reads its reply stream with one task and hands each result to the
-request waiting for it (``PoolClient``): no Redis connection per waiting call.
+Functions, secrets, calls (queued, then answered on this gateway's own reply
+stream), call records, logs, events, nodes, environments' leases, the map of
+Docker containers to nodes, exec states, and node commands. A gateway reads its
+reply stream with one task and hands each result to the request waiting for it:
+no Redis connection per waiting call.
 """
 
 from __future__ import annotations
@@ -36,253 +15,70 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from pool.functions import FunctionSpec
+from pool.contract import keys
+from pool.contract.errors import (
+    CommandFailed,
+    IdempotencyConflict,
+    QueueFull,
+    TooManyKeys,
+    TooManySecrets,
+)
+from pool.contract.keys import (
+    CALLS_INDEXED,
+    COMMANDS,
+    ENVIRONMENTS,
+    EVENTS,
+    EVENTS_MAXLEN,
+    FUNCTIONS,
+    GROUP,
+    HEARTBEAT_STALE,
+    INVOCATIONS,
+    MAX_SECRETS,
+    NODES,
+    OUTPUT_WINDOW,
+    RECORD_TTL,
+    SECRETS,
+    calls_index_key,
+    calls_key,
+    cancel_key,
+    idempotency_count_key,
+    idempotency_key,
+    logs_key,
+    new_call_id,
+    node_commands_key,
+    progress_key,
+    record_key,
+    replies_key,
+)
+from pool.contract.messages import CallRecord, CallRequest, CallResult, CommandRequest, text
+from pool.contract.outage import Outage, cancellation_requested
+from pool.contract.specs import FunctionSpec
 
 log = logging.getLogger("scow.gateway")  # PoolClient is the gateway's side
 
-VERSION = 1
-PREFIX = f"scow:v{VERSION}"
-GROUP = "nodes"
-FUNCTIONS = f"{PREFIX}:functions"
-NODES = f"{PREFIX}:nodes"
-DEAD = f"{PREFIX}:dead"
-INVOCATIONS = f"{PREFIX}:invocations"
-ENVIRONMENTS = f"{PREFIX}:environments"
-LOGS_MAXLEN = 10_000  # lines kept per function
-EVENTS = f"{PREFIX}:events"
-# Docker-API containers: id -> {"node", "name"}, so that a gateway sends a container's
-# commands to the node that has it.
-CONTAINERS = f"{PREFIX}:containers"
-EXEC_TTL = 3600  # how long an exec's record is kept after it ends
-EVENTS_MAXLEN = 10_000
-CALLS_INDEXED = 1000  # call ids kept per function for `scow fn calls`
-OUTPUT_WINDOW = 16  # chunks of a command's output that may wait for its reader
-RECORD_TTL = 3600
-RECORD_BODY_LIMIT = 1 << 20  # a result body a call record keeps (async, idempotent calls)
-MAX_IDEMPOTENCY_KEYS = 100_000  # per function and hour: each is a Redis key for an hour
-REPLY_MAXLEN = 10_000
-MAX_DELIVERIES = 3  # a call delivered this often has crashed nodes: dead-letter it
-HEARTBEAT_EVERY = 1.0
-HEARTBEAT_STALE = 4.0  # a node silent this long is dead: its calls are taken over
-RETRY_EVERY = 0.5  # what failed because Redis is away is tried again this often
-SECRETS = f"{PREFIX}:secrets"
-MAX_SECRET_BYTES = 512 << 10  # Docker's swarm secrets hold 500 KB
-MAX_SECRETS = 1024
-
-
-class Outage:
-    """What a loop that outlives Redis errors (and bugs) logs: the first failure of a run
-    of them, and that it works again, not a line per try."""
-
-    def __init__(self, logger: logging.Logger, what: str) -> None:
-        self.logger, self.what, self.on = logger, what, False
-
-    def failed(self, exc: BaseException) -> None:
-        """Redis away, or a reply cut short: said once."""
-        if not self.on:
-            self.logger.warning("%s: %r (retrying)", self.what, exc)
-        self.on = True
-
-    def bug(self) -> None:
-        """Any other exception, with its traceback: said once too."""
-        if not self.on:
-            self.logger.exception("%s failed (retrying)", self.what)
-        self.on = True
-
-    def over(self) -> None:
-        if self.on:
-            self.logger.warning("%s: working again", self.what)
-        self.on = False
-
-
-def cancellation_requested() -> bool:
-    """Whether the current task was asked to stop.
-
-    redis-py can absorb a cancellation that lands mid-command (it retries the
-    command), so loops that keep going after Redis errors must also ask this.
-    """
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def calls_key(function: str) -> str:
-    return f"{PREFIX}:calls:{function}"
-
-
-def replies_key(gateway: str) -> str:
-    return f"{PREFIX}:replies:{gateway}"
-
-
-COMMANDS = f"{PREFIX}:commands"
-
-
-def node_commands_key(node: str) -> str:
-    return f"{PREFIX}:node:{node}:commands"
-
-
-def record_key(call_id: str) -> str:
-    return f"{PREFIX}:call:{call_id}"
-
-
-def calls_index_key(function: str) -> str:
-    return f"{PREFIX}:calls:index:{function}"
-
-
-def idempotency_key(function: str, key: str) -> str:
-    return f"{PREFIX}:idempotency:{function}:{key}"
-
-
-def idempotency_count_key(function: str) -> str:
-    """How many idempotency keys the function took this hour (their cap)."""
-    return f"{PREFIX}:idempotency-count:{function}"
-
-
-def logs_key(function: str) -> str:
-    return f"{PREFIX}:logs:{function}"
-
-
-def progress_key(command_id: str) -> str:
-    return f"{PREFIX}:progress:{command_id}"
-
-
-def cancel_key(command_id: str) -> str:
-    """Set when the asker of a command stopped waiting for it (its client went away)."""
-    return f"{PREFIX}:cancel:{command_id}"
-
-
-def exec_key(exec_id: str) -> str:
-    return f"{PREFIX}:exec:{exec_id}"
-
-
-def new_call_id() -> str:
-    return secrets.token_hex(12)
-
-
-def event(kind: str, action: str, actor: str, attributes: dict[str, str]) -> dict[str, Any]:
-    """An event as Docker's /events reports it."""
-    now = time.time_ns()
-    return {"Type": kind, "Action": action, "Actor": {"ID": actor, "Attributes": attributes},
-            "scope": "local", "time": now // 1_000_000_000, "timeNano": now}  # fmt: skip
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 async def publish_events(redis: aioredis.Redis, events: list[dict[str, Any]]) -> None:
+    """Events on the stream Docker's /events reads (one round trip for a batch)."""
     async with redis.pipeline(transaction=False) as pipe:
         for e in events:
             pipe.xadd(EVENTS, {"event": json.dumps(e)}, maxlen=EVENTS_MAXLEN, approximate=True)
         await pipe.execute()
 
 
-# redis-py types stream fields loosely; this is what we put in and take out.
-Fields = dict[Any, Any]
-
-
-def _s(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")
-
-
 @dataclass(frozen=True)
-class CallRequest:
-    id: str
-    function: str
-    deadline: float  # epoch seconds: queue wait and run together
-    method: str = "POST"
-    path: str = "/"
-    query: str = ""
-    headers: tuple[tuple[str, str], ...] = ()
-    body: bytes = b""
-    enqueued: float = 0.0
-    reply_to: str = ""  # a reply stream; "" for async calls (the record keeps the result)
-    callback: str = ""
-    keep_result: bool = False  # a sync call's record keeps its result too (idempotent calls)
+class Idempotency:
+    """A client's key for a call, and a fingerprint of the request it sent with it."""
 
-    def to_fields(self) -> Fields:
-        meta = {
-            "method": self.method, "path": self.path, "query": self.query,
-            "headers": list(self.headers), "deadline": self.deadline,
-            "enqueued": self.enqueued, "reply_to": self.reply_to, "callback": self.callback,
-            "keep_result": self.keep_result,
-        }  # fmt: skip
-        return {"id": self.id, "fn": self.function, "meta": json.dumps(meta), "body": self.body}
-
-    @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes]) -> CallRequest:
-        meta = json.loads(fields[b"meta"])
-        return cls(
-            id=_s(fields[b"id"]), function=_s(fields[b"fn"]), deadline=meta["deadline"],
-            method=meta["method"], path=meta["path"], query=meta["query"],
-            headers=tuple((k, v) for k, v in meta["headers"]), body=fields.get(b"body", b""),
-            enqueued=meta["enqueued"], reply_to=meta["reply_to"], callback=meta["callback"],
-            keep_result=meta.get("keep_result", False),
-        )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class CallResult:
-    id: str
-    status: int
-    headers: tuple[tuple[str, str], ...] = ()
-    body: bytes = b""
-    cold: bool = False
-    error: str = ""  # timeout, oom, crash, bad_response, no_image, dead_letter...
-    message: str = ""
-    part: str = ""  # for timeouts: queue or run
-    node: str = ""
-    container: str = ""
-    queue_seconds: float = 0.0
-    run_seconds: float = 0.0
-    # From the container's cgroup, over this call: what it used and how it was held back.
-    cpu_seconds: float = 0.0
-    throttled_seconds: float = 0.0
-    start_seconds: float = 0.0  # how long its container took to start (cold or ahead)
-    wait_seconds: float = 0.0  # of run_seconds: waiting for a container to be free or made
-
-    def to_fields(self) -> Fields:
-        meta = {k: v for k, v in self.__dict__.items() if k not in ("body", "headers")}
-        meta["headers"] = list(self.headers)
-        return {"meta": json.dumps(meta), "body": self.body}
-
-    @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes]) -> CallResult:
-        meta = json.loads(fields[b"meta"])
-        meta["headers"] = tuple((k, v) for k, v in meta["headers"])
-        return cls(body=fields.get(b"body", b""), **meta)
-
-    @classmethod
-    def failure(
-        cls, call_id: str, status: int, error: str, message: str, **extra: Any
-    ) -> CallResult:
-        body = json.dumps({"error": error, "message": message}).encode()
-        headers = (("content-type", "application/json"),)
-        return cls(call_id, status, headers, body, error=error, message=message, **extra)
-
-
-@dataclass(frozen=True)
-class CommandRequest:
-    """Work for a node that is not a function call: images, containers, environments."""
-
-    id: str
-    name: str  # e.g. "images.list", "image.bootstrap"
-    args: dict[str, Any]
-    deadline: float
-    reply_to: str
-    blob: bytes = b""  # bulk input, such as a build context
-
-    def to_fields(self) -> Fields:
-        meta = {"name": self.name, "args": self.args, "deadline": self.deadline,
-                "reply_to": self.reply_to}  # fmt: skip
-        return {"id": self.id, "meta": json.dumps(meta), "blob": self.blob}
-
-    @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes]) -> CommandRequest:
-        meta = json.loads(fields[b"meta"])
-        return cls(_s(fields[b"id"]), meta["name"], meta["args"], meta["deadline"],
-                   meta["reply_to"], fields.get(b"blob", b""))  # fmt: skip
+    key: str
+    fingerprint: str
 
 
 # Queue a call unless its function already has ARGV[1] (> 0) calls waiting or running;
@@ -315,49 +111,6 @@ redis.call('LPUSH', KEYS[3], ARGV[3])
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[8]) - 1)
 return -1
 """
-
-
-class QueueFull(Exception):
-    """A function's queue is at its cap: the call was not queued."""
-
-    def __init__(self, function: str, length: int) -> None:
-        self.function, self.length = function, length
-        super().__init__(f"function {function!r} has {length} calls queued, its limit")
-
-
-class TooManyKeys(Exception):
-    """A function took its hour's worth of idempotency keys: the call was not queued."""
-
-    def __init__(self, function: str, limit: int) -> None:
-        self.function, self.limit = function, limit
-        super().__init__(f"function {function!r} was sent {limit} Idempotency-Keys this hour, "
-                         "its limit")  # fmt: skip
-
-
-class IdempotencyConflict(Exception):
-    """An idempotency key was used before for a different request."""
-
-    def __init__(self, key: str, call_id: str) -> None:
-        self.key, self.call_id = key, call_id
-        super().__init__(
-            f"Idempotency-Key {key!r} was used for a different request (call {call_id})"
-        )
-
-
-@dataclass(frozen=True)
-class Idempotency:
-    """A client's key for a call, and a fingerprint of the request it sent with it."""
-
-    key: str
-    fingerprint: str
-
-
-class CommandFailed(Exception):
-    """A node command answered with an error: its status, code and message."""
-
-    def __init__(self, status: int, error: str, message: str) -> None:
-        self.status, self.error, self.message = status, error, message
-        super().__init__(f"{error}: {message}")
 
 
 @dataclass
@@ -407,7 +160,7 @@ class PoolClient:
                 outage.bug()
                 await asyncio.sleep(0.2)
                 continue
-            outage.over()
+            outage.succeeded()
 
     async def _deliver_replies(self, last: str | bytes) -> str | bytes:
         """One read of the reply stream after ``last``; returns the last id read."""
@@ -447,14 +200,14 @@ class PoolClient:
     # -- secrets --------------------------------------------------------------------
 
     async def secret_names(self) -> list[str]:
-        return sorted(_s(k) for k in await self.redis.hkeys(SECRETS))
+        return sorted(text(k) for k in await self.redis.hkeys(SECRETS))
 
     async def set_secret(self, name: str, value: bytes, *, create: bool) -> bool:
         """Store ``value`` as secret ``name``: only a new one with ``create``, only an
         existing one without; False when that does not hold (nothing is changed)."""
         if create:
             if await self.redis.hlen(SECRETS) >= MAX_SECRETS:
-                raise QueueFull("secrets", MAX_SECRETS)
+                raise TooManySecrets(MAX_SECRETS)
             return bool(await self.redis.hsetnx(SECRETS, name, value))
         if not await self.redis.hexists(SECRETS, name):
             return False
@@ -492,15 +245,15 @@ class PoolClient:
         if self._submit is None:
             self._submit = self.redis.register_script(_SUBMIT)
         f = request.to_fields()
-        keys = [record_key(request.id), calls_key(request.function),
-                calls_index_key(request.function)]  # fmt: skip
+        touched = [record_key(request.id), calls_key(request.function),
+                   calls_index_key(request.function)]  # fmt: skip
         argv = [max_queue, RECORD_TTL, f["id"], f["fn"], f["meta"], f["body"], request.enqueued,
                 CALLS_INDEXED]  # fmt: skip
         if idempotency is not None:
-            keys += [idempotency_key(request.function, idempotency.key),
-                     idempotency_count_key(request.function)]  # fmt: skip
-            argv += [f"{request.id} {idempotency.fingerprint}", MAX_IDEMPOTENCY_KEYS]
-        answer = await self._submit(keys=keys, args=argv)
+            touched += [idempotency_key(request.function, idempotency.key),
+                        idempotency_count_key(request.function)]  # fmt: skip
+            argv += [f"{request.id} {idempotency.fingerprint}", keys.MAX_IDEMPOTENCY_KEYS]
+        answer = await self._submit(keys=touched, args=argv)
         if isinstance(answer, bytes):
             assert idempotency is not None
             earlier, fingerprint = answer.decode().split(" ", 1)
@@ -508,7 +261,7 @@ class PoolClient:
                 raise IdempotencyConflict(idempotency.key, earlier)
             return earlier
         if int(answer) == -2:
-            raise TooManyKeys(request.function, MAX_IDEMPOTENCY_KEYS)
+            raise TooManyKeys(request.function, keys.MAX_IDEMPOTENCY_KEYS)
         if int(answer) >= 0:
             raise QueueFull(request.function, int(answer))
         return None
@@ -535,7 +288,7 @@ class PoolClient:
             remaining = request.deadline - time.time() + grace
             return await asyncio.wait_for(fut, max(remaining, 0.01))
         except TimeoutError:
-            state = _s(await self.redis.hget(record_key(call_id), "state"))
+            state = text(await self.redis.hget(record_key(call_id), "state"))
             part = "run" if state == "running" else "queue"
             where = "running" if part == "run" else "queued"
             message = f"the call's deadline passed while it was {where}"
@@ -550,23 +303,12 @@ class PoolClient:
         the one place every gateway can read it from.
         """
         while True:
-            raw = await self.redis.hgetall(record_key(call_id))
-            record = {_s(k): v for k, v in raw.items()}
-            if not record:
+            record = await self.record(call_id)
+            if record is None:
                 message = f"call {call_id} of this Idempotency-Key has no record left"
                 return CallResult.failure(call_id, 410, "gone", message)
-            if record.get("state") == b"done" and record.get("body_dropped"):
-                message = (f"call {call_id}'s result was {_s(record.get('body_size'))} bytes, "
-                           f"more than a record keeps ({RECORD_BODY_LIMIT})")  # fmt: skip
-                return CallResult.failure(call_id, 502, "result_not_kept", message)
-            if record.get("state") == b"done":
-                return CallResult(
-                    call_id, int(record["status"]),
-                    tuple((k, v) for k, v in json.loads(record.get("headers", b"[]"))),
-                    record.get("body", b""), cold=record.get("cold") == b"1",
-                    error=_s(record.get("error")), message=_s(record.get("message")),
-                    node=_s(record.get("node")), container=_s(record.get("container")),
-                )  # fmt: skip
+            if record.state == "done":
+                return record.result()
             if time.time() >= until:
                 raise TimeoutError
             await asyncio.sleep(0.05)
@@ -599,9 +341,8 @@ class PoolClient:
                 result = await asyncio.wait_for(follow, timeout)
         except TimeoutError:
             where = f"node {node}" if node else "any node"
-            raise CommandFailed(
-                504, "timeout", f"{name}: no answer from {where} in {timeout:g}s"
-            ) from None
+            message = f"{name}: no answer from {where} in {timeout:g}s"
+            raise CommandFailed("timeout", message) from None
         finally:
             self._waiting.pop(req.id, None)
             if not fut.done():  # timed out or cancelled: the node may stop following
@@ -609,8 +350,8 @@ class PoolClient:
                     await self.redis.set(cancel_key(req.id), 1, ex=3600)
             if progress is not None or output is not None:
                 await self.redis.delete(progress_key(req.id))
-        if result.status >= 400:
-            raise CommandFailed(result.status, result.error, result.message)
+        if result.error:
+            raise CommandFailed(result.error, result.message)
         return json.loads(result.body) if result.body else None
 
     async def _follow(
@@ -631,7 +372,7 @@ class PoolClient:
                     if b"end" in fields:  # the node sent all it had: its result follows
                         ended = True
                     elif b"line" in fields and progress is not None:
-                        await progress(_s(fields[b"line"]))
+                        await progress(text(fields[b"line"]))
                     elif b"data" in fields and output is not None:
                         await output(fields[b"data"])
                     await self.redis.xdel(key, entry_id)  # room for the node's next chunk
@@ -640,6 +381,100 @@ class PoolClient:
             if done and not batches:
                 return fut.result()
 
-    async def record(self, call_id: str) -> dict[str, str] | None:
+    async def record(self, call_id: str) -> CallRecord | None:
         raw = await self.redis.hgetall(record_key(call_id))
-        return {_s(k): _s(v) for k, v in raw.items()} if raw else None
+        return CallRecord.from_hash(call_id, raw) if raw else None
+
+    async def recent_calls(self, function: str, limit: int) -> list[CallRecord]:
+        """The function's latest calls, newest first (expired records are left out)."""
+        ids = [text(i) for i in await self.redis.lrange(calls_index_key(function), 0, limit - 1)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for call_id in ids:
+                pipe.hgetall(record_key(call_id))
+            records = await pipe.execute()
+        return [CallRecord.from_hash(i, raw) for i, raw in zip(ids, records, strict=True) if raw]
+
+    # -- logs and events ----------------------------------------------------------------
+
+    async def log_entries(self, function: str, start: str, count: int | None) -> Entries:
+        """A function's log lines from stream id ``start`` on: all, or the last ``count``."""
+        key = logs_key(function)
+        if count is not None:
+            return list(reversed(await self.redis.xrevrange(key, "+", start, count=count)))
+        return list(await self.redis.xrange(key, start, "+"))
+
+    async def follow(self, key: str, cursor: bytes | str) -> AsyncIterator[Entries]:
+        """Batches of a stream's entries after ``cursor`` as they come (a second's wait
+        each, an empty batch when none came), until the caller stops."""
+        while True:
+            found = await self.redis.xread({key: cursor}, block=1000, count=500)
+            entries = [e for _, batch in found or [] for e in batch]
+            if entries:
+                cursor = entries[-1][0]
+            yield entries
+
+    def follow_logs(self, function: str, cursor: bytes | str) -> AsyncIterator[Entries]:
+        return self.follow(logs_key(function), cursor)
+
+    async def events_since(self, start: str) -> Entries:
+        return list(await self.redis.xrange(EVENTS, start, "+"))
+
+    def follow_events(self, cursor: bytes | str) -> AsyncIterator[Entries]:
+        return self.follow(EVENTS, cursor)
+
+    async def publish(self, events: list[dict[str, Any]]) -> None:
+        await publish_events(self.redis, events)
+
+    # -- nodes, environments, containers, execs ---------------------------------------
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    async def nodes(self) -> dict[str, dict[str, Any]]:
+        """Every registered node with its heartbeat age and whether it counts as live."""
+        now = time.time()
+        out = {}
+        for node, raw in (await self.redis.hgetall(NODES)).items():
+            info = json.loads(raw)
+            age = now - float(info.get("heartbeat", 0))
+            out[text(node)] = {**info, "heartbeat_age": age, "live": age < HEARTBEAT_STALE}
+        return out
+
+    async def leases(self) -> list[dict[str, Any]]:
+        """Every environment's lease, oldest first."""
+        raw = await self.redis.hgetall(ENVIRONMENTS)
+        return sorted((json.loads(v) for v in raw.values()), key=lambda lease: lease["created"])
+
+    async def lease(self, env_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.hget(ENVIRONMENTS, env_id)
+        return json.loads(raw) if raw is not None else None
+
+    async def renew(self, env_id: str, lease: dict[str, Any]) -> bool:
+        """Write ``lease`` while it still exists (a lease the reaper just removed stays
+        removed); False when it was gone."""
+        written = await self.redis.eval(
+            "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then "
+            "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return -1",
+            1, ENVIRONMENTS, env_id, json.dumps(lease),
+        )  # fmt: skip
+        return bool(written != -1)
+
+    async def container_nodes(self) -> dict[str, dict[str, str]]:
+        """Docker-API containers: id -> {"node", "name"}."""
+        raw = await self.redis.hgetall(keys.CONTAINERS)
+        return {text(k): json.loads(v) for k, v in raw.items()}
+
+    async def exec_state(self, exec_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(keys.exec_key(exec_id))
+        return json.loads(raw) if raw is not None else None
+
+    async def invocations(self, names: list[str]) -> list[int]:
+        counts = await self.redis.hmget(INVOCATIONS, names) if names else []
+        return [int(c or 0) for c in counts]
+
+    async def queue_lengths(self, names: list[str]) -> list[int]:
+        """Entries in each function's stream: calls waiting or running."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.xlen(calls_key(name))
+            return [int(n) for n in await pipe.execute()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from runtime.errors import InvalidOption
+from pool.contract.errors import InvalidSpec
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -20,16 +20,16 @@ def parse_size(value: str | int, option: str = "size") -> int:
     134217728
     """
     if isinstance(value, bool):
-        raise InvalidOption(option, value, "expected a size such as 128m, 1g or 65536")
+        raise InvalidSpec(option, value, "expected a size such as 128m, 1g or 65536")
     if isinstance(value, int):
         if value < 0:
-            raise InvalidOption(option, value, "a size cannot be negative")
+            raise InvalidSpec(option, value, "a size cannot be negative")
         return value
     if not isinstance(value, str):
-        raise InvalidOption(option, value, "expected a size such as 128m, 1g or 65536")
+        raise InvalidSpec(option, value, "expected a size such as 128m, 1g or 65536")
     m = _SIZE.match(value)
     if not m:
-        raise InvalidOption(option, value, "expected a size such as 128m, 1g or 65536")
+        raise InvalidSpec(option, value, "expected a size such as 128m, 1g or 65536")
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
 
 
@@ -40,13 +40,13 @@ def parse_duration(value: str | float, option: str = "duration") -> float:
     90.0
     """
     if isinstance(value, bool):
-        raise InvalidOption(option, value, "expected a duration such as 30s, 5m or 1h")
+        raise InvalidSpec(option, value, "expected a duration such as 30s, 5m or 1h")
     if isinstance(value, int | float):
         seconds = float(value)
         if not math.isfinite(seconds):
-            raise InvalidOption(option, value, "expected a finite number of seconds")
+            raise InvalidSpec(option, value, "expected a finite number of seconds")
     elif not isinstance(value, str):
-        raise InvalidOption(option, value, "expected a duration such as 30s, 5m or 1h")
+        raise InvalidSpec(option, value, "expected a duration such as 30s, 5m or 1h")
     else:
         text = value.strip()
         if re.fullmatch(r"\d+(\.\d+)?", text):
@@ -54,7 +54,7 @@ def parse_duration(value: str | float, option: str = "duration") -> float:
         elif re.fullmatch(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h))+", text):
             seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION.findall(text))
         else:
-            raise InvalidOption(option, value, "expected a duration such as 30s, 5m or 1h")
+            raise InvalidSpec(option, value, "expected a duration such as 30s, 5m or 1h")
     if seconds < 0:
-        raise InvalidOption(option, value, "a duration cannot be negative")
+        raise InvalidSpec(option, value, "a duration cannot be negative")
     return seconds

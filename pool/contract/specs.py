@@ -1,4 +1,10 @@
-"""A function: an image plus a spec, with names following OpenFaaS where it has one."""
+"""What a client asks for, checked once at the edge: functions and environments.
+
+A function is an image plus a spec, with names following OpenFaaS where it has
+one. An environment is a container for a test to use (a database, say), with its
+ports published, ready when its wait says so, on a lease with a TTL. Each parser
+names the field and the value at fault.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +12,16 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from runtime import secrets as runtime_secrets
-from runtime.errors import InvalidOption
-from runtime.units import parse_duration, parse_size
+from pool.contract.errors import InvalidSpec
+from pool.contract.units import parse_duration, parse_size
 
 NAME_RE = re.compile(r"^[a-z0-9-]{1,63}$")
-SECRET_NAME_RE = runtime_secrets.NAME_RE  # a secret's name is its file's name
+# A secret's name is the name of its file in /run/secrets.
+SECRET_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62})$")
 Protocol = Literal["http", "stdio"]
-
-
-class InvalidSpec(InvalidOption):
-    """A function spec field that cannot be used (the field, the value and why)."""
-
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 
 @dataclass(frozen=True)
 class FunctionSpec:
@@ -73,15 +75,6 @@ _FIELDS = {
 
 def parse_spec(data: Mapping[str, Any]) -> FunctionSpec:
     """Check a deploy request (JSON or YAML shaped) once, naming the field and value at fault."""
-    try:
-        return _parse(data)
-    except InvalidSpec:
-        raise
-    except InvalidOption as exc:  # sizes and durations, checked by the runtime's parsers
-        raise InvalidSpec(exc.option, exc.value, exc.reason) from None
-
-
-def _parse(data: Mapping[str, Any]) -> FunctionSpec:
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
         raise InvalidSpec(
@@ -94,7 +87,7 @@ def _parse(data: Mapping[str, Any]) -> FunctionSpec:
     if not isinstance(image, str) or not image:
         raise InvalidSpec("image", image, "an image in the store is required")
     protocol = data.get("protocol", "http")
-    if protocol not in ("http", "stdio"):
+    if protocol not in PROTOCOLS:
         raise InvalidSpec("protocol", protocol, "expected 'http' or 'stdio'")
     pool = data.get("pool") or {}
     if not isinstance(pool, Mapping):
@@ -178,3 +171,140 @@ def _int(
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidSpec(label or key, value, f"expected a whole number from {low} to {high}")
     return value
+
+
+# -- environments ---------------------------------------------------------------------
+
+DEFAULT_TTL = 600.0
+MAX_TTL = 7 * 24 * 3600.0
+DEFAULT_WAIT_TIMEOUT = 60.0
+MAX_WAIT_TIMEOUT = 600.0
+
+WaitKind = Literal["none", "port", "log", "http", "cmd"]
+_ENV_FIELDS = {"image", "cmd", "env", "ports", "ttl", "wait", "memory", "cpu_shares"}
+_WAIT_FIELDS = {"port", "log", "http", "cmd", "timeout"}
+
+
+@dataclass(frozen=True)
+class Wait:
+    kind: WaitKind = "none"
+    port: int = 0
+    pattern: str = ""  # log: a regular expression; http: the path
+    command: tuple[str, ...] = ()
+    timeout: float = DEFAULT_WAIT_TIMEOUT
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    image: str
+    command: tuple[str, ...] | None = None
+    env: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+    ttl: float = DEFAULT_TTL
+    wait: Wait = Wait()
+    memory: int = 512 << 20
+    cpu_shares: int = 1024
+
+
+def parse_environment(data: Mapping[str, Any]) -> EnvironmentSpec:
+    """Check a create request once, naming the field and the value at fault."""
+    if not isinstance(data, Mapping):
+        raise InvalidSpec("body", data, "expected a JSON object")
+    unknown = sorted(set(data) - _ENV_FIELDS)
+    if unknown:
+        raise InvalidSpec(
+            unknown[0], data[unknown[0]], f"unknown field (known: {', '.join(sorted(_ENV_FIELDS))})"
+        )
+    image = data.get("image")
+    if not isinstance(image, str) or not image:
+        raise InvalidSpec("image", image, "an image in the store is required")
+    raw_ports = data.get("ports") or []
+    if not isinstance(raw_ports, list):
+        raise InvalidSpec("ports", raw_ports, "expected a list of port numbers")
+    ports = tuple(_port(p, "ports") for p in raw_ports)
+    spec = EnvironmentSpec(
+        image=image,
+        command=_command(data.get("cmd"), "cmd"),
+        env=parse_env(data.get("env")),
+        ports=ports,
+        ttl=parse_ttl(data.get("ttl", DEFAULT_TTL)),
+        wait=_wait(data.get("wait"), ports),
+        memory=parse_size(data.get("memory", "512m"), "memory"),
+        cpu_shares=_cpu_shares(data.get("cpu_shares", 1024)),
+    )
+    if spec.memory < 4 << 20:
+        raise InvalidSpec("memory", data.get("memory"), "the minimum is 4m")
+    return spec
+
+
+def parse_ttl(value: Any) -> float:
+    ttl = parse_duration(value, "ttl")
+    if not 1 <= ttl <= MAX_TTL:
+        raise InvalidSpec("ttl", value, f"expected from 1s to {MAX_TTL / 3600:g}h")
+    return ttl
+
+
+def _port(value: Any, field: str) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise InvalidSpec(field, value, "expected a port number from 1 to 65535")
+    return value
+
+
+def _cpu_shares(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 262144:
+        raise InvalidSpec("cpu_shares", value, "expected a whole number from 2 to 262144")
+    return value
+
+
+def _command(value: Any, field: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return ("sh", "-c", value)
+    if isinstance(value, list) and value and all(isinstance(c, str) for c in value):
+        return tuple(value)
+    raise InvalidSpec(field, value, "expected a non-empty list of strings or a shell string")
+
+
+def _wait(value: Any, ports: tuple[int, ...]) -> Wait:
+    if value is None:  # a port to publish is what a test will use: wait for it
+        return Wait("port", port=ports[0]) if ports else Wait()
+    if not isinstance(value, Mapping):
+        raise InvalidSpec("wait", value, "expected {port: N} | {log: REGEX} | {http: PATH} | {cmd}")
+    unknown = sorted(set(value) - _WAIT_FIELDS)
+    if unknown:
+        raise InvalidSpec(f"wait.{unknown[0]}", value[unknown[0]], "unknown field")
+    timeout = parse_duration(value.get("timeout", DEFAULT_WAIT_TIMEOUT), "wait.timeout")
+    if not 0 < timeout <= MAX_WAIT_TIMEOUT:
+        raise InvalidSpec(
+            "wait.timeout", value.get("timeout"), f"expected up to {MAX_WAIT_TIMEOUT:g}s"
+        )
+    kinds = [k for k in ("log", "http", "cmd") if k in value]
+    if len(kinds) > 1:
+        raise InvalidSpec("wait", value, "give one of log, http or cmd")
+    port = _port(value["port"], "wait.port") if "port" in value else (ports[0] if ports else 0)
+    if not kinds:
+        if not port:
+            raise InvalidSpec("wait", value, "a port to wait for is needed")
+        return Wait("port", port=port, timeout=timeout)
+    kind = kinds[0]
+    if kind == "log":
+        try:
+            re.compile(value["log"])
+        except (re.error, TypeError) as exc:
+            raise InvalidSpec(
+                "wait.log", value["log"], f"not a regular expression: {exc}"
+            ) from None
+        return Wait("log", pattern=value["log"], timeout=timeout)
+    if kind == "http":
+        path = value["http"]
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise InvalidSpec("wait.http", path, "expected a path starting with /")
+        if not port:
+            raise InvalidSpec("wait.port", None, "waiting for http needs a port")
+        return Wait("http", port=port, pattern=path, timeout=timeout)
+    command = _command(value["cmd"], "wait.cmd")
+    assert command is not None
+    return Wait("cmd", command=command, timeout=timeout)

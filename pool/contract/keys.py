@@ -1,0 +1,114 @@
+"""The Redis keys of the contract, what each holds, and the limits both sides keep.
+
+Version 1. Every key starts with ``scow:v1:``.
+
+    functions              hash   name -> FunctionSpec JSON
+    calls:<fn>             stream one entry per call; consumer group "nodes"
+    replies:<gateway>      stream results for the gateway instance that asked
+    call:<id>              hash   the call record (messages.CallRecord), with a TTL
+    invocations            hash   function -> calls answered
+    logs:<fn>              stream the function's log lines, tagged with call and container
+    nodes                  hash   node id -> {heartbeat, pid, host, functions: pool sizes}
+    dead                   stream calls that killed their node too often
+    commands               stream node commands any node may take; group "nodes"
+    node:<id>:commands     stream node commands for one node; group "nodes"
+    progress:<id>          stream a node command's progress lines or output chunks, then
+                                  {end: 1} just before its result
+    cancel:<id>            string set when the asker of a command stopped waiting for it
+    environments           hash   environment id -> its lease and where it runs
+    containers             hash   Docker-API container id -> {"node", "name"}
+    exec:<id>              string an exec's state, as Docker's exec inspect shows it
+    events                 stream container, image and function events (Docker's shape)
+    calls:index:<fn>       list   the function's latest call ids, newest first
+    idempotency:<fn>:<key> string "<call id> <request fingerprint>", for an hour
+    idempotency-count:<fn> string keys the function took this hour (capped)
+    secrets                hash   name -> value: the one place a secret's value is kept
+
+A call's entry is deleted once it is answered, so a stream's length is the
+number of calls waiting or running: the gateway's queue cap reads it.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+VERSION = 1
+PREFIX = f"scow:v{VERSION}"
+GROUP = "nodes"
+
+FUNCTIONS = f"{PREFIX}:functions"
+NODES = f"{PREFIX}:nodes"
+DEAD = f"{PREFIX}:dead"
+INVOCATIONS = f"{PREFIX}:invocations"
+ENVIRONMENTS = f"{PREFIX}:environments"
+EVENTS = f"{PREFIX}:events"
+CONTAINERS = f"{PREFIX}:containers"
+COMMANDS = f"{PREFIX}:commands"
+SECRETS = f"{PREFIX}:secrets"
+
+LOGS_MAXLEN = 10_000  # lines kept per function
+EVENTS_MAXLEN = 10_000
+EXEC_TTL = 3600  # how long an exec's record is kept after it ends
+CALLS_INDEXED = 1000  # call ids kept per function for `scow fn calls`
+OUTPUT_WINDOW = 16  # chunks of a command's output that may wait for its reader
+RECORD_TTL = 3600
+RECORD_BODY_LIMIT = 1 << 20  # a result body a call record keeps (async, idempotent calls)
+MAX_IDEMPOTENCY_KEYS = 100_000  # per function and hour: each is a Redis key for an hour
+REPLY_MAXLEN = 10_000
+MAX_DELIVERIES = 3  # a call delivered this often has crashed nodes: dead-letter it
+HEARTBEAT_EVERY = 1.0
+HEARTBEAT_STALE = 4.0  # a node silent this long is dead: its calls are taken over
+RETRY_EVERY = 0.5  # what failed because Redis is away is tried again this often
+MAX_SECRET_BYTES = 512 << 10  # Docker's swarm secrets hold 500 KB
+MAX_SECRETS = 1024
+MAX_QUEUE = 1024  # calls waiting or running per function before 429
+
+
+def calls_key(function: str) -> str:
+    return f"{PREFIX}:calls:{function}"
+
+
+def replies_key(gateway: str) -> str:
+    return f"{PREFIX}:replies:{gateway}"
+
+
+def node_commands_key(node: str) -> str:
+    return f"{PREFIX}:node:{node}:commands"
+
+
+def record_key(call_id: str) -> str:
+    return f"{PREFIX}:call:{call_id}"
+
+
+def calls_index_key(function: str) -> str:
+    return f"{PREFIX}:calls:index:{function}"
+
+
+def idempotency_key(function: str, key: str) -> str:
+    return f"{PREFIX}:idempotency:{function}:{key}"
+
+
+def idempotency_count_key(function: str) -> str:
+    """How many idempotency keys the function took this hour (their cap)."""
+    return f"{PREFIX}:idempotency-count:{function}"
+
+
+def logs_key(function: str) -> str:
+    return f"{PREFIX}:logs:{function}"
+
+
+def progress_key(command_id: str) -> str:
+    return f"{PREFIX}:progress:{command_id}"
+
+
+def cancel_key(command_id: str) -> str:
+    """Set when the asker of a command stopped waiting for it (its client went away)."""
+    return f"{PREFIX}:cancel:{command_id}"
+
+
+def exec_key(exec_id: str) -> str:
+    return f"{PREFIX}:exec:{exec_id}"
+
+
+def new_call_id() -> str:
+    return secrets.token_hex(12)
