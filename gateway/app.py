@@ -17,19 +17,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import (
-    calls,
-    containers,
-    engine,
-    environments,
-    events,
-    functions,
-    images,
-    secrets,
-    system,
-    volumes,
-)
+from gateway import calls, environments, functions, secrets, system
 from gateway.auth import HostCheck, TokenAuth
+from gateway.docker import containers, events, images, volumes
+from gateway.docker import system as docker_system
 from gateway.http import (
     ApiError,
     RequestLog,
@@ -82,7 +73,7 @@ def create_app(config: HostConfig, token: str) -> Starlette:
                 await pool.close()
             await redis.aclose(close_connection_pool=True)
 
-    routes = [*system.routes, *engine.routes, *functions.routes, *calls.routes,
+    routes = [*system.routes, *docker_system.routes, *functions.routes, *calls.routes,
               *environments.routes, *images.routes, *secrets.routes, *containers.routes,
               *volumes.routes, *events.routes]  # fmt: skip
     middleware = [

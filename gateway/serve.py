@@ -12,7 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from gateway.app import create_app
-from gateway.hijack import HijackingProtocol
+from gateway.docker.hijack import HijackingProtocol
 from gateway.http import RequestIdFilter, printable
 from pool.contract.config import HostConfig
 

@@ -40,9 +40,12 @@ class Gateway:
         chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)  # the node waits for us
         failed: list[ApiError] = []
 
+        async def put(chunk: bytes, stream: str) -> None:
+            await chunks.put(chunk)
+
         async def run() -> None:
             try:
-                await self.command(name, args, output=chunks.put, **kw)
+                await self.command(name, args, output=put, **kw)
             except ApiError as exc:
                 failed.append(exc)
             finally:

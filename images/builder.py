@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import json
 import os
 import platform
 import secrets
@@ -36,13 +35,14 @@ from images.dockerfile import (
     DockerfileError,
     Instruction,
     Stage,
+    go_duration,
+    json_form,
     substitute,
     words,
 )
 from images.dockerfile import parse as parse_dockerfile
 from images.errors import ImageError, ImageNotFound
 from images.store import Image, ImageStore
-from pool.contract.units import parse_duration
 from runtime.engine import Runtime, Stdio
 from runtime.errors import ContainerError
 from runtime.rootdir import RootDir, UnsafePath
@@ -520,8 +520,8 @@ def _healthcheck(ins: Instruction, shell: list[str]) -> dict[str, Any]:
     if kind.upper() != "CMD":
         raise BuildError(ins.line, "HEALTHCHECK expects [OPTIONS] CMD command, or NONE")
     rest = rest.strip()
-    form = rest.startswith("[")
-    test = ["CMD", *json.loads(rest)] if form else ["CMD-SHELL", rest]
+    exec_form = json_form(rest)  # not a JSON list of strings: the shell form, as Docker has it
+    test = ["CMD", *exec_form] if exec_form is not None else ["CMD-SHELL", rest]
     check: dict[str, Any] = {"Test": test}
     names = {"interval": "Interval", "timeout": "Timeout", "start-period": "StartPeriod",
              "start-interval": "StartInterval"}  # fmt: skip
@@ -529,5 +529,5 @@ def _healthcheck(ins: Instruction, shell: list[str]) -> dict[str, Any]:
         if flag == "retries":
             check["Retries"] = int(value)
         else:
-            check[names[flag]] = int(parse_duration(value, f"HEALTHCHECK --{flag}") * 1e9)
+            check[names[flag]] = go_duration(value)  # checked when the Dockerfile was parsed
     return check

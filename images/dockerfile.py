@@ -142,10 +142,38 @@ def _split_flags(line: int, cmd: str, rest: str) -> tuple[dict[str, str], str]:
                               f"{', '.join(RUN_NETWORKS)}")  # fmt: skip
     if "chmod" in flags and not re.fullmatch(r"[0-7]{3,4}", flags["chmod"]):
         raise DockerfileError(line, f"{cmd} --chmod={flags['chmod']}: expected octal, e.g. 755")
+    for name, value in flags.items():
+        if cmd == "HEALTHCHECK" and name == "retries" and not value.isdigit():
+            raise DockerfileError(line, f"HEALTHCHECK --retries={value}: expected a number")
+        elif cmd == "HEALTHCHECK" and name != "retries":
+            try:
+                go_duration(value)
+            except ValueError as exc:
+                raise DockerfileError(line, f"HEALTHCHECK --{name}={value}: {exc}") from None
     return flags, rest
 
 
-def _json_form(text: str) -> tuple[str, ...] | None:
+_GO_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
+             "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}  # fmt: skip
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def go_duration(text: str) -> int:
+    """Nanoseconds of a duration as Go writes it (what Docker takes in a Dockerfile):
+    ``30s``, ``1m30s``, ``500ms``, ``1.5h``, or ``0``. Never negative here.
+
+    >>> go_duration("1m30s"), go_duration("250ms"), go_duration("0")
+    (90000000000, 250000000, 0)
+    """
+    if text == "0":
+        return 0
+    parts = _GO_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a duration such as 30s, 1m30s or 500ms")
+    return round(sum(float(n) * _GO_UNITS[u] for n, u in parts))
+
+
+def json_form(text: str) -> tuple[str, ...] | None:
     if not text.startswith("["):
         return None
     try:
@@ -178,7 +206,7 @@ def parse(text: str) -> Dockerfile:
         if "<<" in rest and re.search(r"<<-?\s*['\"]?[A-Za-z_]", rest) and cmd in ("RUN", "COPY"):
             raise DockerfileError(number, "heredocs are not supported")
         flags, rest = _split_flags(number, cmd, rest)
-        form = _json_form(rest) if cmd in JSON_FORMS else None
+        form = json_form(rest) if cmd in JSON_FORMS else None
         if cmd == "SHELL" and form is None:
             raise DockerfileError(
                 number, 'SHELL requires the JSON form, e.g. SHELL ["/bin/sh", "-c"]'

@@ -2,31 +2,35 @@
 
 It reads the function's stream in the consumer group ``nodes``, only as many
 entries as its pool can serve (pull-based: a node with no room leaves work for
-the others), runs each in an instance, and has the manager reply to the
-gateway that asked, record the call and XACK.
+the others), runs each in an instance, and has the replier answer the gateway
+that asked, record the call and XACK.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
+import httpx
 import redis.asyncio as aioredis
 
 from images.errors import ImageError
+from images.store import ImageStore
 from pool.contract import keys
-from pool.contract.messages import CallRequest, CallResult
+from pool.contract.messages import CallRecord, CallRequest, CallResult
 from pool.contract.outage import Outage, cancellation_requested
 from pool.contract.specs import FunctionSpec
 from pool.instances import Instance, InstanceError, invoke, make_instance
+from pool.metrics import NodeMetrics
+from pool.replies import Replier
 from pool.warm import WarmPool
-
-if TYPE_CHECKING:
-    from pool.manager import PoolManager
+from runtime.engine import Runtime
 
 log = logging.getLogger("scow.pool")
 
@@ -34,19 +38,39 @@ REPLY_PATIENCE = 60.0  # how long a node holds a result that Redis cannot take
 STOPPING_PATIENCE = 5.0  # the same for a node that is stopping: its stop must not hang
 
 
+@dataclass(frozen=True)
+class WorkerParts:
+    """What every function's worker on a node uses, made once by the node."""
+
+    node_id: str
+    redis: aioredis.Redis
+    runtime: Runtime
+    images: ImageStore
+    replier: Replier
+    metrics: NodeMetrics
+    http: httpx.AsyncClient
+    response_limit: int  # a function's reply, in bytes
+    slots: asyncio.Semaphore  # containers being made at once on this node
+    # Entries this process is running: pending entries under this node's name that are
+    # not here were left by an earlier process with the same node id.
+    handling: set[bytes]
+    stopping: asyncio.Event
+    draining: collections.Counter[str]  # containers being removed, by function
+
+
 class FunctionWorker:
     def __init__(
-        self, manager: PoolManager, spec: FunctionSpec, secrets: dict[str, bytes | None]
+        self, spec: FunctionSpec, secrets: dict[str, bytes | None], parts: WorkerParts
     ) -> None:
-        self.manager = manager
+        self.parts = parts
         self.spec = spec
         # Why this function cannot run here (its calls answer 502 with it): (error, message).
         self.unusable: tuple[str, str] | None = None
-        self.layers = []
+        self.layers: list[Path] = []
         try:
-            image = manager.images.get(spec.image)
+            image = parts.images.get(spec.image)
             self.image_config = image.run_config
-            self.layers = manager.images.layer_dirs(image)
+            self.layers = parts.images.layer_dirs(image)
         except ImageError as exc:
             self.unusable = ("no_image", str(exc))
         missing = [name for name, value in secrets.items() if value is None]
@@ -54,13 +78,21 @@ class FunctionWorker:
             self.unusable = ("no_secret", f"secret {', '.join(missing)} does not exist")
         self.given = secrets  # as read from Redis: a change replaces this worker
         self.secrets = {k: v for k, v in secrets.items() if v is not None}
-        self.pool = WarmPool(spec, self._make, manager.destroy_instance, manager.create_slots)
+        self.pool = WarmPool(spec, self._make, self._destroy, parts.slots)
         self.inflight: set[asyncio.Task[None]] = set()
         self._reader: asyncio.Task[None] | None = None
 
+    async def _destroy(self, inst: Instance) -> None:
+        inst.close_pipes()
+        self.parts.draining[inst.spec.name] += 1
+        try:
+            await self.parts.runtime.remove(inst.id, force=True)
+        finally:
+            self.parts.draining[inst.spec.name] -= 1
+
     async def _make(self) -> Instance:
         return await make_instance(
-            self.manager.runtime, self.spec, self.image_config, self.layers, self.spec.image,
+            self.parts.runtime, self.spec, self.image_config, self.layers, self.spec.image,
             self.secrets,
         )
 
@@ -100,10 +132,10 @@ class FunctionWorker:
     async def _read_calls(self) -> list[Any]:
         """The next call for this node (a second's wait at most), as XREADGROUP gives it."""
         key = keys.calls_key(self.spec.name)
-        redis = self.manager.redis
+        redis = self.parts.redis
         try:
             batches = await redis.xreadgroup(
-                keys.GROUP, self.manager.node_id, {key: ">"}, count=1, block=1000
+                keys.GROUP, self.parts.node_id, {key: ">"}, count=1, block=1000
             )  # fmt: skip
         except aioredis.ResponseError as exc:
             # UNBLOCKED: the function was deleted (its stream with it) while we read;
@@ -120,13 +152,13 @@ class FunctionWorker:
         return list(batches or [])
 
     def run(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        self.manager.handling.add(entry_id)
+        self.parts.handling.add(entry_id)
         task = asyncio.create_task(self._handle(entry_id, fields))
         self.inflight.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
             self.inflight.discard(t)
-            self.manager.handling.discard(entry_id)
+            self.parts.handling.discard(entry_id)
 
         task.add_done_callback(done)
 
@@ -145,9 +177,9 @@ class FunctionWorker:
         else:
             # attempts counts the runs a call had: more than one when a node died mid-run.
             try:
-                async with self.manager.redis.pipeline(transaction=False) as pipe:
+                async with self.parts.redis.pipeline(transaction=False) as pipe:
                     key = keys.record_key(req.id)
-                    pipe.hset(key, mapping={"state": "running", "node": self.manager.node_id})
+                    pipe.hset(key, mapping=CallRecord.running(self.parts.node_id))
                     pipe.hincrby(key, "attempts", 1)
                     await pipe.execute()
             except (aioredis.RedisError, OSError) as exc:
@@ -156,11 +188,11 @@ class FunctionWorker:
                 return
             result = await self._run(req, logs)
         result = replace(
-            result, node=self.manager.node_id, queue_seconds=queue_seconds,
+            result, node=self.parts.node_id, queue_seconds=queue_seconds,
             run_seconds=time.time() - picked,
         )  # fmt: skip
         ack = (keys.calls_key(self.spec.name), entry_id)
-        self.manager.metrics.answered(self.spec.name, result)
+        self.parts.metrics.answered(self.spec.name, result)
         await self._reply(req, result, ack, logs)
 
     async def _reply(
@@ -175,10 +207,10 @@ class FunctionWorker:
         give_up = time.monotonic() + REPLY_PATIENCE
         while True:
             try:
-                await self.manager.reply(req, result, ack=ack, logs=logs)
+                await self.parts.replier.reply(req, result, ack=ack, logs=logs)
                 return
             except (aioredis.RedisError, OSError) as exc:
-                if self.manager.stopping.is_set():
+                if self.parts.stopping.is_set():
                     give_up = min(give_up, time.monotonic() + STOPPING_PATIENCE)
                 if time.monotonic() >= give_up or cancellation_requested():
                     log.warning("call %s: result dropped, Redis is away (%r); it runs again "
@@ -199,13 +231,12 @@ class FunctionWorker:
                 req.id, 502, "cold_start", f"the function could not start: {exc}"
             )
         waited = time.perf_counter() - clock
-        self.manager.metrics.started(inst)
-        runtime = self.manager.runtime
+        self.parts.metrics.started(inst)
+        runtime = self.parts.runtime
         reusable = False
         try:
             used, throttled = runtime.cgroups.cpu_usage(inst.id)
-            result = await invoke(runtime, self.manager.http, inst, req,
-                                  self.manager.response_limit)  # fmt: skip
+            result = await invoke(runtime, self.parts.http, inst, req, self.parts.response_limit)
             # The cgroup stays until the instance goes, so it can still be read.
             used_after, throttled_after = runtime.cgroups.cpu_usage(inst.id)
             logs.extend(inst.call_logs)

@@ -12,9 +12,7 @@ a real directory of the container.
 
 from __future__ import annotations
 
-import os
 import stat
-from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import IO, BinaryIO
 
@@ -26,16 +24,6 @@ from runtime.tarfs import write_tar as pack
 DEFAULT_MAX_BYTES = 4 << 30
 
 
-def go_file_mode(st: os.stat_result) -> int:
-    """The mode as Go's os.FileMode encodes it (what the docker CLI decodes)."""
-    mode = stat.S_IMODE(st.st_mode)
-    if stat.S_ISDIR(st.st_mode):
-        mode |= 1 << 31
-    elif stat.S_ISLNK(st.st_mode):
-        mode |= 1 << 27
-    return mode
-
-
 def _absolute(path: str) -> str:
     if not path.startswith("/"):
         raise InvalidOption("path", path, "a container path must be absolute")
@@ -43,7 +31,8 @@ def _absolute(path: str) -> str:
 
 
 def path_stat(root: RootDir, path: str) -> dict[str, object]:
-    """Docker's container path stat: name, size, mode, mtime and link target."""
+    """What ``docker cp`` asks of a path: name, size, mode (st_mode), mtime (epoch) and,
+    for a symlink, where it leads in the container."""
     _absolute(path)
     try:
         st = root.lstat(path)
@@ -52,10 +41,9 @@ def path_stat(root: RootDir, path: str) -> dict[str, object]:
         raise InvalidOption("path", path, exc.reason) from None
     if st is None:
         raise NotFound("path", path)
-    mtime = datetime.fromtimestamp(st.st_mtime, UTC).isoformat().replace("+00:00", "Z")
     name = PurePosixPath(path).name or "/"
-    return {"name": name, "size": st.st_size, "mode": go_file_mode(st), "mtime": mtime,
-            "linkTarget": link}  # fmt: skip
+    return {"name": name, "size": st.st_size, "mode": st.st_mode, "mtime": st.st_mtime,
+            "link": link}  # fmt: skip
 
 
 def write_tar(root: RootDir, path: str, out: BinaryIO) -> None:

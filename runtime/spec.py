@@ -1,7 +1,9 @@
 """What a container is made from: the image's config and the run options.
 
-Both are frozen dataclasses, parsed and checked once at the edge. The string forms
-follow the docker CLI (``-v``, ``-p``, ``--ulimit``, ``--tmpfs``, ``--env-file``).
+Both are frozen dataclasses. The options check themselves when made (whoever makes
+them: a node from a client's spec, the builder for a RUN step); the docker CLI's
+string forms (``-v``, ``-p``, ``--ulimit``, ``--tmpfs``) are parsed at the edge, in
+``pool.contract.specs``.
 """
 
 from __future__ import annotations
@@ -9,10 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from pool.contract.units import parse_size
 from runtime.errors import InvalidOption
 
 # none: loopback only; bridge: scow's bridge; host: the host's own network (build steps,
@@ -22,7 +23,6 @@ NetworkMode = Literal["none", "bridge", "host"]
 DEFAULT_MEMORY = 512 << 20
 DEFAULT_CPU_SHARES = 1024
 DEFAULT_PIDS = 1024
-DEFAULT_TMPFS_SIZE = 64 << 20
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 ENV_KEY_RE = re.compile(r"^[^=\s]+$")
 
@@ -71,23 +71,6 @@ class Volume:
             return "anonymous"
         return "bind" if self.source.startswith("/") else "named"
 
-    @classmethod
-    def parse(cls, text: str) -> Volume:
-        parts = text.split(":")
-        mode = ""
-        if len(parts) == 3 or (len(parts) == 2 and parts[1] in ("ro", "rw")):
-            mode = parts.pop()
-        if mode not in ("", "ro", "rw") or not 1 <= len(parts) <= 2:
-            raise InvalidOption("volume", text, "expected [SOURCE:]TARGET[:ro|rw]")
-        source, target = ("", parts[0]) if len(parts) == 1 else (parts[0], parts[1])
-        if not target.startswith("/"):
-            raise InvalidOption("volume", text, "the container path must be absolute")
-        if ".." in PurePosixPath(target).parts:
-            raise InvalidOption("volume", text, "the container path may not contain '..'")
-        if source and not source.startswith("/") and not NAME_RE.match(source):
-            raise InvalidOption("volume", text, f"{source!r} is neither a host path nor a name")
-        return cls(target=str(PurePosixPath(target)), source=source, read_only=mode == "ro")
-
 
 @dataclass(frozen=True)
 class Port:
@@ -98,54 +81,12 @@ class Port:
     host_ip: str = "127.0.0.1"
     protocol: str = "tcp"
 
-    @classmethod
-    def parse(cls, text: str) -> Port:
-        spec, _, proto = text.partition("/")
-        proto = proto or "tcp"
-        if proto != "tcp":
-            raise InvalidOption("port", text, "only tcp ports can be published")
-        parts = spec.rsplit(":", 2)
-        ip, host, ctr = ("", "", parts[-1])
-        if len(parts) == 2:
-            host = parts[0]
-        elif len(parts) == 3:
-            ip, host = parts[0], parts[1]
-        try:
-            return cls(
-                container_port=_port_number(ctr, text),
-                host_port=_port_number(host, text) if host else 0,
-                host_ip=ip.strip("[]") or "127.0.0.1",
-            )
-        except ValueError:
-            raise InvalidOption("port", text, "expected [IP:][HOSTPORT:]PORT[/tcp]") from None
-
-
-def _port_number(text: str, whole: str) -> int:
-    n = int(text)
-    if not 1 <= n <= 65535:
-        raise InvalidOption("port", whole, f"{n} is outside 1-65535")
-    return n
-
 
 @dataclass(frozen=True)
 class Ulimit:
     name: str
     soft: int
     hard: int
-
-    @classmethod
-    def parse(cls, text: str) -> Ulimit:
-        m = re.fullmatch(r"([a-z]+)=(-?\d+)(?::(-?\d+))?", text)
-        if not m:
-            raise InvalidOption("ulimit", text, "expected NAME=SOFT[:HARD], e.g. nofile=1024:2048")
-        name = m.group(1)
-        if name not in RLIMITS:
-            raise InvalidOption("ulimit", text, f"unknown limit {name!r}")
-        soft = int(m.group(2))
-        hard = int(m.group(3)) if m.group(3) else soft
-        if soft > hard:
-            raise InvalidOption("ulimit", text, "the soft limit is above the hard limit")
-        return cls(name, soft, hard)
 
 
 RLIMITS = {
@@ -190,7 +131,8 @@ class RunOptions:
     cap_add: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        checks = (_check_name, _check_env, _check_limits, _check_paths, _check_network, _check_caps)
+        checks = (_check_name, _check_env, _check_limits, _check_paths, _check_mounts,
+                  _check_network, _check_ports, _check_ulimits, _check_caps)  # fmt: skip
         for check in checks:
             check(self)
 
@@ -232,6 +174,31 @@ def _check_paths(o: RunOptions) -> None:
             raise InvalidOption("volume", target, "two mounts on one container path")
 
 
+def _check_mounts(o: RunOptions) -> None:
+    for v in o.volumes:
+        if not v.target.startswith("/") or ".." in PurePosixPath(v.target).parts:
+            raise InvalidOption("volume", v.target, "the container path must be absolute, no '..'")
+        if v.source and not v.source.startswith("/") and not NAME_RE.match(v.source):
+            raise InvalidOption("volume", v.source, "neither a host path nor a volume name")
+
+
+def _check_ports(o: RunOptions) -> None:
+    for p in o.ports:
+        if not 1 <= p.container_port <= 65535 or not 0 <= p.host_port <= 65535:
+            raise InvalidOption("port", f"{p.host_port}:{p.container_port}", "outside 1-65535")
+        if p.protocol != "tcp":
+            raise InvalidOption("port", p.protocol, "only tcp ports can be published")
+
+
+def _check_ulimits(o: RunOptions) -> None:
+    for u in o.ulimits:
+        if u.name not in RLIMITS:
+            raise InvalidOption("ulimit", u.name, f"unknown limit (known: {', '.join(RLIMITS)})")
+        if u.soft > u.hard:
+            raise InvalidOption("ulimit", f"{u.name}={u.soft}:{u.hard}",
+                                "the soft limit is above the hard limit")  # fmt: skip
+
+
 def _check_network(o: RunOptions) -> None:
     if o.network not in ("none", "bridge", "host"):
         raise InvalidOption("network", o.network, "expected 'none', 'bridge' or 'host'")
@@ -254,42 +221,6 @@ def _check_caps(o: RunOptions) -> None:
     for cap in o.cap_add:
         if cap.upper().removeprefix("CAP_") not in CAPABILITIES:
             raise InvalidOption("cap_add", cap, "not a Linux capability")
-
-
-def parse_tmpfs(text: str) -> tuple[str, int]:
-    """``--tmpfs /run:size=16m`` -> ("/run", 16 MiB); without a size, 64 MiB."""
-    path, _, opts = text.partition(":")
-    size = DEFAULT_TMPFS_SIZE
-    for opt in filter(None, opts.split(",")):
-        key, _, value = opt.partition("=")
-        if key == "size":
-            size = parse_size(value, "tmpfs size")
-        elif key not in ("rw", "noexec", "nosuid", "nodev", "exec"):
-            raise InvalidOption("tmpfs", text, f"unsupported option {opt!r}")
-    return path, size
-
-
-def parse_env_file(path: Path) -> tuple[str, ...]:
-    """Lines of KEY=VALUE; ``#`` comments and blank lines skipped; a bare KEY takes ours."""
-    import os
-
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise InvalidOption("env-file", str(path), exc.strerror or str(exc)) from None
-    out = []
-    for n, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, eq, _ = line.partition("=")
-        if not ENV_KEY_RE.match(key):
-            raise InvalidOption("env-file", f"{path}:{n}", f"bad line {line!r}")
-        if eq:
-            out.append(line)
-        elif key in os.environ:
-            out.append(f"{key}={os.environ[key]}")
-    return tuple(out)
 
 
 def merge_env(*layers: Iterable[str]) -> list[str]:

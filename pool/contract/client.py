@@ -317,12 +317,13 @@ class PoolClient:
         self, name: str, args: dict[str, Any] | None = None, *, node: str = "",
         timeout: float = 60.0, blob: bytes = b"",
         progress: Callable[[str], Awaitable[None]] | None = None,
-        output: Callable[[bytes], Awaitable[None]] | None = None,
+        output: Callable[[bytes, str], Awaitable[None]] | None = None,
     ) -> Any:  # fmt: skip
         """Run a node command (on ``node``, or on any node) and return its JSON result.
 
         ``progress`` is awaited with each progress line the node reports while it works,
-        ``output`` with each chunk of its bulk output (an image archive), in order.
+        ``output`` with each chunk of its output (an archive, or a container's log lines)
+        and the stream it belongs to ("", ``stdout``, ``stderr``, ``log``), in order.
         Raises CommandFailed with the node's status and message, or a 504 one when no
         node answered in time.
         """
@@ -357,7 +358,7 @@ class PoolClient:
     async def _follow(
         self, command_id: str, fut: asyncio.Future[CallResult],
         progress: Callable[[str], Awaitable[None]] | None,
-        output: Callable[[bytes], Awaitable[None]] | None,
+        output: Callable[[bytes, str], Awaitable[None]] | None,
     ) -> CallResult:  # fmt: skip
         key, last = progress_key(command_id), "0"
         while True:
@@ -374,7 +375,7 @@ class PoolClient:
                     elif b"line" in fields and progress is not None:
                         await progress(text(fields[b"line"]))
                     elif b"data" in fields and output is not None:
-                        await output(fields[b"data"])
+                        await output(fields[b"data"], text(fields.get(b"stream", b"")))
                     await self.redis.xdel(key, entry_id)  # room for the node's next chunk
             if ended:
                 return await fut

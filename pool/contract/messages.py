@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from pool.contract.keys import RECORD_BODY_LIMIT
+from pool.contract.specs import ContainerSpec
 
 # redis-py types stream fields loosely; this is what we put in and take out.
 Fields = dict[Any, Any]
@@ -251,3 +252,92 @@ def event(kind: str, action: str, actor: str, attributes: dict[str, str]) -> dic
     now = time.time_ns()
     return {"Type": kind, "Action": action, "Actor": {"ID": actor, "Attributes": attributes},
             "scope": "local", "time": now // 1_000_000_000, "timeNano": now}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """The runnable part of an image's config, as a container record keeps it."""
+
+    env: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    working_dir: str = ""
+    user: str = ""
+    exposed_ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    stop_signal: str = ""
+
+    @classmethod
+    def from_oci(cls, c: dict[str, Any] | None) -> ImageSettings:
+        c = c or {}
+        return cls(
+            env=tuple(c.get("Env") or ()),
+            entrypoint=tuple(c["Entrypoint"]) if c.get("Entrypoint") else None,
+            cmd=tuple(c["Cmd"]) if c.get("Cmd") else None,
+            working_dir=c.get("WorkingDir") or "", user=c.get("User") or "",
+            exposed_ports=tuple(sorted(c.get("ExposedPorts") or {})),
+            volumes=tuple(sorted(c.get("Volumes") or {})), stop_signal=c.get("StopSignal") or "",
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Published:
+    container_port: int
+    host_ip: str
+    host_port: int
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """A container as its node reports it: its record, with what the node adds (the
+    image's id, the bridge's address, where its volumes and log are)."""
+
+    id: str
+    name: str
+    created: float
+    image: str
+    status: str
+    spec: ContainerSpec
+    image_config: ImageSettings
+    hostname: str = ""
+    pid: int = 0
+    ip: str = ""
+    ports: tuple[Published, ...] = ()
+    volumes: tuple[tuple[str, str], ...] = ()  # (volume name, container path)
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    exit_code: int | None = None
+    oom_killed: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    image_id: str = ""
+    gateway: str = ""
+    volume_paths: dict[str, str] = field(default_factory=dict)
+    log_path: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ContainerInfo:
+        options = dict(data["options"])
+        labels = dict(data.get("labels") or {})
+        auto_remove = labels.pop(AUTO_REMOVE, "") == "1"  # scow's mark, shown as AutoRemove
+        options["labels"] = {k: v for k, v in (options.get("labels") or {}).items()
+                             if k != AUTO_REMOVE}  # fmt: skip
+        spec = ContainerSpec.from_json({**options, "image": data.get("image", ""),
+                                        "auto_remove": auto_remove})  # fmt: skip
+        return cls(
+            id=data["id"], name=data["name"], created=float(data["created"]),
+            image=data.get("image", ""), status=data["status"], spec=spec,
+            image_config=ImageSettings.from_oci(data.get("image_config")),
+            hostname=data.get("hostname", ""), pid=int(data.get("pid") or 0),
+            ip=data.get("ip", ""),
+            ports=tuple(Published(**p) for p in data.get("ports") or ()),
+            volumes=tuple((v[0], v[1]) for v in data.get("volumes") or ()),
+            started_at=float(data.get("started_at") or 0),
+            finished_at=float(data.get("finished_at") or 0),
+            exit_code=data.get("exit_code"), oom_killed=bool(data.get("oom_killed")),
+            labels=labels, image_id=data.get("image_id", ""), gateway=data.get("gateway", ""),
+            volume_paths=dict(data.get("volume_paths") or {}), log_path=data.get("log_path", ""),
+        )  # fmt: skip
+
+
+AUTO_REMOVE = "scow.auto-remove"  # a container's label: remove it when it exits (--rm)

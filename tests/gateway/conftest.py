@@ -19,7 +19,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from gateway.app import create_app
-from gateway.hijack import HijackingProtocol
+from gateway.docker.hijack import HijackingProtocol
 from gateway.serve import bind_tcp, bind_unix
 from pool.contract.config import HostConfig
 from tests.utils import free_port

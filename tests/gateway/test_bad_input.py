@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.hijack import MAX_HEAD_BYTES
+from gateway.docker.hijack import MAX_HEAD_BYTES
 from pool.manager import PoolManager
 from tests.gateway.conftest import RunningGateway
 from tests.gateway.test_images_api import _stream, context_tar

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from images.context import BuildContext, parse_dockerignore
-from images.dockerfile import DockerfileError, parse, substitute, words
+from images.dockerfile import DockerfileError, go_duration, parse, substitute, words
 
 
 def test_stages_instructions_lines_and_continuations() -> None:
@@ -42,6 +42,21 @@ def test_shell_form_that_looks_like_json_stays_shell() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "ns"),
+    [("0", 0), ("30s", 30 * 10**9), ("1m30s", 90 * 10**9), ("1.5h", 5400 * 10**9),
+     ("250ms", 250 * 10**6), ("10us", 10_000), (".5s", 5 * 10**8)],
+)  # fmt: skip
+def test_go_durations(text: str, ns: int) -> None:
+    assert go_duration(text) == ns
+
+
+@pytest.mark.parametrize("bad", ["", "5", "-1s", "1d", "1s ", "s", "1.2.3s"])
+def test_go_durations_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        go_duration(bad)
+
+
+@pytest.mark.parametrize(
     ("text", "line", "message"),
     [
         ("FROM x\nBOGUS y\n", 2, "unknown instruction 'BOGUS'"),
@@ -54,6 +69,9 @@ def test_shell_form_that_looks_like_json_stays_shell() -> None:
         ("FROM x\nRUN <<EOF\nhi\nEOF\n", 2, "heredocs are not supported"),
         ("FROM x\nRUN\n", 2, "RUN needs arguments"),
         ("# escape=x\nFROM x\n", 1, "invalid escape character"),
+        ("FROM x\nHEALTHCHECK --interval=5 CMD true\n", 2, "--interval=5: '5' is not a dur"),
+        ("FROM x\nHEALTHCHECK --timeout=1d CMD true\n", 2, "--timeout=1d"),
+        ("FROM x\nHEALTHCHECK --retries=lots CMD true\n", 2, "--retries=lots: expected a n"),
     ],
 )
 def test_errors_name_the_line(text: str, line: int, message: str) -> None:

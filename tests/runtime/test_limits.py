@@ -106,5 +106,5 @@ async def test_ulimits_apply(runtime: Runtime, busybox_layer: Path) -> None:
     from runtime.spec import Ulimit
 
     r = await run(runtime, busybox_layer, "sh", "-c", "ulimit -n; ulimit -Hn",
-                  ulimits=(Ulimit.parse("nofile=256:512"),))  # fmt: skip
+                  ulimits=(Ulimit("nofile", 256, 512),))  # fmt: skip
     assert r.out.split() == ["256", "512"]

@@ -61,7 +61,7 @@ async def test_published_port_reaches_server(runtime: Runtime, busybox_layer: Pa
     server = await runtime.create(
         BUSYBOX, [busybox_layer],
         RunOptions(command=("sh", "-c", SERVE), network="bridge", hostname="pub",
-                   ports=(Port.parse("8080"),)),
+                   ports=(Port(8080),)),
     )  # fmt: skip
     await runtime.start(server.id)
     try:

@@ -1,4 +1,4 @@
-"""Unit tests of the runtime's pure logic: parsing, user resolution, OCI config, IPAM."""
+"""Unit tests of the runtime's pure logic: option checks, user resolution, OCI config, IPAM."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from pool.contract.units import parse_duration, parse_size
 from runtime import logs
 from runtime.cgroups import Cgroups
 from runtime.errors import InvalidOption
@@ -25,92 +24,8 @@ from runtime.spec import (
     merge_env,
     options_from_json,
     options_to_json,
-    parse_tmpfs,
 )
 from runtime.users import User, resolve_user
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("65536", 65536), ("512k", 512 << 10), ("128m", 128 << 20), ("1g", 1 << 30),
-     ("1.5g", 3 << 29), ("64MiB", 64 << 20), ("2 GB", 2 << 30), (4096, 4096)],
-)  # fmt: skip
-def test_parse_size(text: str | int, expected: int) -> None:
-    assert parse_size(text) == expected
-
-
-@pytest.mark.parametrize("bad", ["12 parsecs", "", "m", "-1m", "1x", "1.2.3m", {}, [1], 1.5, None])
-def test_parse_size_rejects_with_the_value(bad: object) -> None:
-    with pytest.raises(InvalidOption) as info:
-        parse_size(bad, "memory")  # type: ignore[arg-type]
-    assert repr(bad) in str(info.value) and "memory" in str(info.value)
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("30", 30.0), ("30s", 30.0), ("500ms", 0.5), ("5m", 300.0), ("1h30m", 5400.0), (2.5, 2.5)],
-)
-def test_parse_duration(text: str | float, seconds: float) -> None:
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("bad", ["soon", "5 minutes", "-3s", "1d", {}, None, float("inf")])
-def test_parse_duration_rejects(bad: object) -> None:
-    with pytest.raises(InvalidOption) as info:
-        parse_duration(bad, "ttl")  # type: ignore[arg-type]
-    assert repr(bad) in str(info.value) and "ttl" in str(info.value)
-
-
-@pytest.mark.parametrize(
-    ("text", "volume"),
-    [
-        ("/data", Volume("/data")),
-        ("cache:/var/cache", Volume("/var/cache", "cache")),
-        ("/srv:/srv:ro", Volume("/srv", "/srv", read_only=True)),
-        ("/data:ro", Volume("/data", read_only=True)),
-        ("/a/../b", None),
-        ("rel/path", None),
-        ("bad name:/x", None),
-        ("/a:/b:rx", None),
-    ],
-)
-def test_volume_parse(text: str, volume: Volume | None) -> None:
-    if volume is None:
-        with pytest.raises(InvalidOption, match="volume"):
-            Volume.parse(text)
-    else:
-        assert Volume.parse(text) == volume
-
-
-@pytest.mark.parametrize(
-    ("text", "port"),
-    [
-        ("8080", Port(8080)),
-        ("9000:8080", Port(8080, 9000)),
-        ("0.0.0.0:9000:8080", Port(8080, 9000, "0.0.0.0")),
-        ("127.0.0.1::80/tcp", Port(80, 0, "127.0.0.1")),
-        ("70000", None),
-        ("80/udp", None),
-        ("x:80", None),
-    ],
-)
-def test_port_parse(text: str, port: Port | None) -> None:
-    if port is None:
-        with pytest.raises(InvalidOption, match="port"):
-            Port.parse(text)
-    else:
-        assert Port.parse(text) == port
-
-
-def test_ulimit_and_tmpfs_parse() -> None:
-    assert Ulimit.parse("nofile=1024:2048") == Ulimit("nofile", 1024, 2048)
-    assert Ulimit.parse("nproc=64") == Ulimit("nproc", 64, 64)
-    with pytest.raises(InvalidOption, match="soft limit is above"):
-        Ulimit.parse("nofile=10:5")
-    with pytest.raises(InvalidOption, match="unknown limit"):
-        Ulimit.parse("bogus=1")
-    assert parse_tmpfs("/run:size=16m,nosuid") == ("/run", 16 << 20)
-    assert parse_tmpfs("/cache") == ("/cache", 64 << 20)
 
 
 @pytest.mark.parametrize(
@@ -124,6 +39,10 @@ def test_ulimit_and_tmpfs_parse() -> None:
         ("workdir", "relative", "absolute"),
         ("cpuset_cpus", "zero", "list"),
         ("network", "overlay", "'none', 'bridge' or 'host'"),
+        ("volumes", (Volume("/a/../b"),), "absolute"),
+        ("volumes", (Volume("/x", "bad name"),), "neither a host path"),
+        ("ulimits", (Ulimit("bogus", 1, 1),), "unknown limit"),
+        ("ulimits", (Ulimit("nofile", 10, 5),), "soft limit is above"),
     ],
 )
 def test_run_options_checks(field: str, value: object, message: str) -> None:

@@ -12,7 +12,7 @@ from tests.runtime.helpers import BUSYBOX, run
 async def test_named_volume_outlives_container_and_volumes_from_sees_it(
     runtime: Runtime, busybox_layer: Path
 ) -> None:
-    vol = (Volume.parse("data:/data"),)
+    vol = (Volume("/data", "data"),)
     w = await run(runtime, busybox_layer, "sh", "-c", "echo kept > /data/f", volumes=vol,
                   read_only=True)  # fmt: skip
     assert w.code == 0, w
@@ -32,7 +32,7 @@ async def test_bind_mount_read_only(runtime: Runtime, busybox_layer: Path, tmp_p
     (tmp_path / "in.txt").write_text("from host\n")
     r = await run(
         runtime, busybox_layer, "sh", "-c", "cat /mnt/in.txt; touch /mnt/x 2>&1",
-        volumes=(Volume.parse(f"{tmp_path}:/mnt:ro"),),
+        volumes=(Volume("/mnt", str(tmp_path), read_only=True),),
     )  # fmt: skip
     assert r.out.splitlines() == ["from host", "touch: /mnt/x: Read-only file system"]
     assert not (tmp_path / "x").exists()

@@ -3,10 +3,12 @@
 
 Each handler checks its input and sends one node command to the node that has
 the container (from the ``containers`` map in Redis; any node for a create).
-The node answers in Docker's shapes. Streams (logs, attach, exec) arrive as
-Docker's multiplexed frames and go to the client as they come: on a hijacked
-connection (``101 UPGRADED``) when the client asked for one, as the docker CLI
-does, or else as a plain streamed body.
+The node answers in scow's words (``ContainerInfo`` and plain records); Docker's
+shapes are made here, in ``shapes``. Streams (logs, attach, exec) arrive as
+output tagged with its stream, become Docker's multiplexed frames here
+(``frames``) and go to the client as they come: on a hijacked connection
+(``101 UPGRADED``) when the client asked for one, as the docker CLI does, or else
+as a plain streamed body.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.hijack import (
+from gateway.docker import shapes
+from gateway.docker.frames import framed
+from gateway.docker.hijack import (
     MULTIPLEXED_STREAM,
     Hijacked,
     RawStream,
     can_hijack,
     hijack,
 )
+from gateway.docker.requests import Unsupported, create_request
 from gateway.http import (
     ApiError,
     docker_filters,
@@ -40,6 +45,8 @@ from gateway.http import (
     read_optional_json,
 )
 from gateway.state import Gateway
+from pool.contract.errors import InvalidSpec
+from pool.contract.messages import ContainerInfo
 
 FOLLOW_TIMEOUT = 7 * 86400.0  # a followed stream ends with its container, not before
 COMMAND_TIMEOUT = 120.0
@@ -101,25 +108,48 @@ async def _command(
     return await gw.command(name, args, node=node, **kw)
 
 
+async def containers_everywhere(
+    gw: Gateway, everything: bool
+) -> list[tuple[str, ContainerInfo]]:
+    """Every live node's containers (all, or the running ones), with their node."""
+    live = [node for node, info in (await gw.nodes()).items() if info["live"]]
+    if not live:
+        raise ApiError(503, "no_node", "container list: no node is up")
+    parts = await asyncio.gather(*(
+        gw.command("container.list", {"all": everything}, node=n, timeout=COMMAND_TIMEOUT)
+        for n in live))  # fmt: skip
+    return [(n, ContainerInfo.from_json(r)) for n, part in zip(live, parts, strict=True)
+            for r in part]  # fmt: skip
+
+
+def _matches(info: ContainerInfo, filters: dict[str, list[str]]) -> bool:
+    try:
+        return shapes.matches(info, filters)
+    except InvalidSpec as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+
+
 async def create(request: Request) -> JSONResponse:
     body = json_object(await read_json(request))
     name = request.query_params.get("name", "")
-    result = await _command(request, "container.create", {"body": body, "name": name})
-    return JSONResponse(result, 201)
+    try:
+        spec = create_request(body, name)
+    except Unsupported as exc:
+        raise ApiError(501, "not_implemented", str(exc)) from None
+    except InvalidSpec as exc:
+        raise ApiError(400, "invalid", str(exc)) from None
+    result = await _command(request, "container.create", {"spec": spec.to_json()})
+    return JSONResponse({"Id": result["id"], "Warnings": []}, 201)
 
 
 async def list_containers(request: Request) -> JSONResponse:
     """Every live node's containers, newest first."""
     gw = _gw(request)
-    args = {"all": _flag(request, "all"),
-            "filters": docker_filters(request.query_params.get("filters", ""))}  # fmt: skip
-    live = [node for node, info in (await gw.nodes()).items() if info["live"]]
-    if not live:
-        raise ApiError(503, "no_node", "container list: no node is up")
-    rows = await asyncio.gather(
-        *(gw.command("container.list", args, node=n, timeout=COMMAND_TIMEOUT) for n in live)
-    )
-    merged = sorted((r for part in rows for r in part), key=lambda r: -r["Created"])
+    filters = docker_filters(request.query_params.get("filters", ""))
+    everything = _flag(request, "all") or bool(filters.get("status"))
+    found = [info for _, info in await containers_everywhere(gw, everything)
+             if _matches(info, filters)]  # fmt: skip
+    merged = sorted((shapes.summary_json(i) for i in found), key=lambda r: -r["Created"])
     limit = request.query_params.get("limit", "")
     if limit.lstrip("-").isdigit() and int(limit) > 0:
         merged = merged[: int(limit)]
@@ -127,7 +157,8 @@ async def list_containers(request: Request) -> JSONResponse:
 
 
 async def inspect(request: Request) -> JSONResponse:
-    return JSONResponse(await _command(request, "container.inspect"))
+    return JSONResponse(shapes.inspect_json(ContainerInfo.from_json(
+        await _command(request, "container.inspect"))))  # fmt: skip
 
 
 def _no_content(result: dict[str, Any]) -> Response:
@@ -181,8 +212,9 @@ async def wait(request: Request) -> Response:
 
     async def result() -> AsyncIterator[bytes]:
         try:
-            status = await _command(request, "container.wait", {"condition": condition},
-                                    timeout=FOLLOW_TIMEOUT)  # fmt: skip
+            done = await _command(request, "container.wait", {"condition": condition},
+                                  timeout=FOLLOW_TIMEOUT)  # fmt: skip
+            status: dict[str, Any] = {"StatusCode": done["code"], "Error": None}
         except ApiError as exc:
             status = {"StatusCode": -1, "Error": {"Message": exc.message}}
         yield json.dumps(status).encode() + b"\n"
@@ -191,7 +223,8 @@ async def wait(request: Request) -> Response:
 
 
 async def _frames(
-    request: Request, name: str, args: dict[str, Any], *, stdin: bool = False
+    request: Request, name: str, args: dict[str, Any], *, stdin: bool = False,
+    options: dict[str, bool] | None = None,
 ) -> Response:
     """Run a streaming node command; its frames go to a hijacked connection when the client
     asked for one, or else to a streamed body.
@@ -221,11 +254,11 @@ async def _frames(
     chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
     ready: asyncio.Future[ApiError | None] = asyncio.get_running_loop().create_future()
 
-    async def output(chunk: bytes) -> None:
+    async def output(chunk: bytes, kind: str) -> None:
         if not ready.done():
             ready.set_result(None)
-        if chunk:
-            await chunks.put(chunk)
+        if chunk and (data := framed(kind, chunk, options or {})):
+            await chunks.put(data)
 
     async def run() -> None:
         try:
@@ -277,7 +310,8 @@ async def logs(request: Request) -> Response:
     }  # fmt: skip
     if not args["stdout"] and not args["stderr"]:
         raise ApiError(400, "bad_request", "choose at least one of ?stdout=1 and ?stderr=1")
-    return await _frames(request, "container.logs", args)
+    return await _frames(request, "container.logs", args,
+                         options={"timestamps": bool(args["timestamps"])})  # fmt: skip
 
 
 async def attach(request: Request) -> Response:
@@ -289,16 +323,16 @@ async def attach(request: Request) -> Response:
 
 
 async def top(request: Request) -> JSONResponse:
-    return JSONResponse(await _command(request, "container.top"))
+    return JSONResponse(shapes.top_json(await _command(request, "container.top")))
 
 
 async def changes(request: Request) -> JSONResponse:
-    return JSONResponse(await _command(request, "container.changes"))
+    return JSONResponse(shapes.changes_json(await _command(request, "container.changes")))
 
 
 async def stats(request: Request) -> Response:
     """One sample, or (``stream``, the default) one per second until the client leaves."""
-    first = await _command(request, "container.stats")
+    first = shapes.stats_json(await _command(request, "container.stats"))
     if not _flag(request, "stream", True) or _flag(request, "one-shot"):
         return JSONResponse({**first, "precpu_stats": {}})
 
@@ -307,7 +341,7 @@ async def stats(request: Request) -> Response:
         while True:
             await asyncio.sleep(1.0)
             try:
-                current = await _command(request, "container.stats")
+                current = shapes.stats_json(await _command(request, "container.stats"))
             except ApiError:
                 return  # the container is gone: the stream ends
             current["precpu_stats"] = previous["cpu_stats"]
@@ -334,7 +368,17 @@ async def unpause(request: Request) -> Response:
 
 async def prune(request: Request) -> JSONResponse:
     filters = docker_filters(request.query_params.get("filters", ""))
-    return JSONResponse(await _command(request, "container.prune", {"filters": filters}))
+    gw = _gw(request)
+    by_node: dict[str, list[str]] = {}
+    for node, info in await containers_everywhere(gw, True):
+        if info.status == "exited" and _matches(info, filters):
+            by_node.setdefault(node, []).append(info.id)
+    removed: list[str] = []
+    for node, ids in by_node.items():
+        done = await gw.command("container.prune", {"ids": ids}, node=node,
+                                timeout=COMMAND_TIMEOUT)  # fmt: skip
+        removed += done["removed"]
+    return JSONResponse({"ContainersDeleted": removed, "SpaceReclaimed": 0})
 
 
 async def not_supported(request: Request) -> Response:
@@ -352,7 +396,7 @@ async def exec_create(request: Request) -> JSONResponse:
     node = await node_of(gw, ref)
     result = await gw.command("exec.create", {"container": ref, "body": body}, node=node,
                               timeout=COMMAND_TIMEOUT)  # fmt: skip
-    return JSONResponse(result, 201)
+    return JSONResponse({"Id": result["id"]}, 201)
 
 
 async def _exec_state(gw: Gateway, exec_id: str) -> dict[str, Any]:
@@ -374,13 +418,12 @@ async def exec_start(request: Request) -> Response:
                          timeout=COMMAND_TIMEOUT)  # fmt: skip
         return Response(status_code=200)
     args = {"id": exec_id, "node": state["node"]}
-    return await _frames(request, "exec.start", args, stdin=state["config"]["AttachStdin"])
+    return await _frames(request, "exec.start", args, stdin=state["config"]["stdin"])
 
 
 async def exec_inspect(request: Request) -> JSONResponse:
     state = await _exec_state(_gw(request), request.path_params["exec_id"])
-    public = {k: v for k, v in state.items() if k not in ("node", "config", "started")}
-    return JSONResponse(public)
+    return JSONResponse(shapes.exec_json(state))
 
 
 # -- archive (docker cp) ------------------------------------------------------------------
@@ -392,13 +435,13 @@ def _stat_header(info: dict[str, Any]) -> dict[str, str]:
 
 async def archive_head(request: Request) -> Response:
     path = query(request, "path", "names the path in the container")
-    info = await _command(request, "archive.stat", {"path": path})
+    info = shapes.path_stat_json(await _command(request, "archive.stat", {"path": path}))
     return Response(status_code=200, headers=_stat_header(info))
 
 
 async def archive_get(request: Request) -> Response:
     path = query(request, "path", "names the path in the container")
-    info = await _command(request, "archive.stat", {"path": path})
+    info = shapes.path_stat_json(await _command(request, "archive.stat", {"path": path}))
     gw = _gw(request)
     node = await node_of(gw, request.path_params["id"])
     args = {"id": request.path_params["id"], "path": path}

@@ -18,6 +18,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from gateway import __version__
+from gateway.docker import shapes
+from gateway.docker.containers import containers_everywhere
 from gateway.http import ApiError
 from gateway.state import Gateway
 
@@ -62,11 +64,10 @@ async def _on_live_nodes(gw: Gateway, name: str, args: dict[str, Any]) -> list[A
 
 async def info(request: Request) -> JSONResponse:
     gw = _gw(request)
-    containers = [c for part in await _on_live_nodes(gw, "container.list", {"all": True})
-                  for c in part]  # fmt: skip
+    containers = [c for _, c in await containers_everywhere(gw, True)]
     images = await gw.command("images.list", {}, timeout=TIMEOUT)
     node_info = (await _on_live_nodes(gw, "node.info", {}))[0]
-    states = [c["State"] for c in containers]
+    states = [c.status for c in containers]
     pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     return JSONResponse({
         "ID": node_info["node"], "Name": socket.gethostname(),
@@ -91,10 +92,9 @@ async def info(request: Request) -> JSONResponse:
 
 async def disk_usage(request: Request) -> JSONResponse:
     gw = _gw(request)
-    containers = [c for part in await _on_live_nodes(gw, "container.list", {"all": True})
-                  for c in part]  # fmt: skip
+    containers = [shapes.summary_json(c) for _, c in await containers_everywhere(gw, True)]
     images = await gw.command("images.list", {}, timeout=TIMEOUT)
-    volumes = (await gw.command("volume.list", {}, timeout=TIMEOUT))["Volumes"]
+    volumes = [shapes.volume_json(v) for v in await gw.command("volume.list", timeout=TIMEOUT)]
     return JSONResponse({
         "LayersSize": sum(i["size"] for i in images),
         "Images": [{"Id": i["id"], "RepoTags": i["tags"], "Size": i["size"], "SharedSize": -1,

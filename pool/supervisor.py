@@ -1,0 +1,103 @@
+"""What must outlive one node command: the containers that remove themselves.
+
+``Supervisor`` removes ``--rm`` containers once they exit (after attached readers
+have drained their output), keeps the map of which node has which Docker-API
+container in Redis, wakes whoever waits on a container's next change, and holds
+detached execs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from pool.contract import keys
+from pool.contract.messages import AUTO_REMOVE
+from runtime.engine import Runtime
+from runtime.errors import NotFound
+from runtime.records import ContainerRecord
+
+DRAIN = 5.0  # how long an exited --rm container waits for its attached readers
+
+
+class Supervisor:
+    def __init__(self, runtime: Runtime, redis: aioredis.Redis, node_id: str) -> None:
+        self.runtime, self.redis, self.node_id = runtime, redis, node_id
+        self.readers: collections.Counter[str] = collections.Counter()  # attach streams
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._detached: set[asyncio.Task[None]] = set()  # exec -d
+        self._changes: dict[str, asyncio.Event] = {}  # set at a container's next event
+
+    def next_change(self, cid: str) -> asyncio.Event:
+        """An event set at the container's next start, exit or removal, or when its last
+        attached reader leaves. Take it before looking at the container, so that a
+        change in between is not missed."""
+        return self._changes.setdefault(cid, asyncio.Event())
+
+    def changed(self, action: str, record: ContainerRecord) -> None:
+        """The runtime's event hook: wake whoever waits on this container."""
+        change = self._changes.pop(record.id, None)
+        if change is not None:
+            change.set()
+
+    async def track(self, record: ContainerRecord) -> None:
+        value = json.dumps({"node": self.node_id, "name": record.name})
+        await self.redis.hset(keys.CONTAINERS, record.id, value)
+
+    async def untrack(self, cid: str) -> None:
+        await self.redis.hdel(keys.CONTAINERS, cid)
+
+    def watch(self, record: ContainerRecord) -> None:
+        """Remove a ``--rm`` container when it exits."""
+        if record.labels.get(AUTO_REMOVE) == "1" and record.id not in self._watchers:
+            task = asyncio.create_task(self._remove_on_exit(record.id), name=f"rm-{record.id[:12]}")
+            self._watchers[record.id] = task
+            task.add_done_callback(lambda _: self._watchers.pop(record.id, None))
+
+    async def _remove_on_exit(self, cid: str) -> None:
+        runtime = self.runtime
+        with contextlib.suppress(NotFound):
+            await asyncio.shield(runtime.wait(cid))
+            deadline = time.monotonic() + DRAIN
+            while True:
+                change = self.next_change(cid)
+                if not self.readers[cid] or time.monotonic() >= deadline:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(change.wait(), deadline - time.monotonic())
+            await runtime.remove(cid, force=True, volumes=True)
+        await self.untrack(cid)
+
+    async def reconcile(self) -> None:
+        """After a restart: claim this node's containers under its new id, watch running
+        ``--rm`` containers again, and remove the exited ones."""
+        for record in self.runtime.containers():
+            if record.labels.get("scow.role") == "function":
+                continue
+            await self.track(record)
+            if record.labels.get(AUTO_REMOVE) != "1":
+                continue
+            if record.status == "exited":
+                await self.runtime.remove(record.id, force=True, volumes=True)
+                await self.untrack(record.id)
+            elif record.status != "created":
+                self.watch(record)
+
+    def detached(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+
+    async def close(self) -> None:
+        """Stop watching (the containers themselves keep running, as environments do)."""
+        tasks = [*self._watchers.values(), *self._detached]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
