@@ -16,26 +16,22 @@ import contextlib
 import json
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 
 from pool.contract import keys
 from pool.contract.specs import EnvironmentSpec, Wait
+from runtime.engine import Runtime
 from runtime.errors import NotFound
 from runtime.records import ContainerRecord
 from runtime.spec import Port, RunOptions
-
-if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
-    from runtime.engine import Runtime
 
 # A container labelled as an environment but without a lease is removed once it is
 # this old: its create either failed half-way or its lease was deleted.
 UNLEASED_GRACE = 120.0
 ROLE = "environment"
-DEFAULT_MAX_ENVIRONMENTS = 64  # on one node at once: each is a container that runs for hours
 
 
 class NotReady(Exception):

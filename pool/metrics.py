@@ -11,16 +11,13 @@ import collections
 import contextlib
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from pool.contract.messages import CallResult
 from pool.contract.metrics import BUCKETS, call_metrics
-
-if TYPE_CHECKING:
-    from pool.instances import Instance
+from pool.instances import Instance
 
 PHASES = ("netns", "rootfs", "create", "start", "ready", "total")
 RECENT = 500  # latencies kept per function for percentiles

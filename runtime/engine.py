@@ -36,8 +36,6 @@ from runtime.errors import Conflict, InvalidOption, NotFound
 from runtime.etcfiles import hosts_file, resolv_conf
 from runtime.monitor import Conmon, ExitStatus, ExitWatcher, become_subreaper
 from runtime.network import (
-    DEFAULT_BRIDGE,
-    DEFAULT_SUBNET,
     BridgeNetwork,
     remove_netns,
     scow_netns,
@@ -67,12 +65,12 @@ DEFAULT_LOG_SIZE_MAX = 16 << 20
 class RuntimeConfig:
     state_dir: Path
     run_dir: Path
+    bridge: str  # the containers' bridge and its subnet (scow's defaults: pool.contract.config)
+    subnet: IPv4Network
     runc: str = "runc"
     conmon: str = "conmon"
     cgroup_root: Path = DEFAULT_ROOT
     cgroup_parent: str = "scow"
-    bridge: str = DEFAULT_BRIDGE
-    subnet: IPv4Network = DEFAULT_SUBNET
     init_binary: str | None = shutil.which("tini-static") or shutil.which("tini")
     # A container's log is cut back to nothing past this size (conmon's --log-size-max):
     # a container writing without end never fills the disk. 0: no limit.

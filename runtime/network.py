@@ -2,7 +2,8 @@
 
 How it works, for a container with id ``ID``:
 
-1. the bridge (``scow0`` by default, gateway ``.1`` of the subnet) is created once;
+1. the bridge (its name and subnet from the host's configuration; the gateway is ``.1``
+   of the subnet) is created once;
 2. a named netns ``scow-ID[:12]`` is made (a bind mount under /run/netns);
 3. a veth pair is made with the host end ``svID[:10]`` on the bridge and the peer
    created straight inside the netns, where it is renamed ``eth0``, given the
@@ -45,8 +46,6 @@ from runtime.ipam import Ipam
 pyroute2.config.disable_mp_signal = True
 
 NETNS_DIR = Path("/run/netns")
-DEFAULT_BRIDGE = "scow0"
-DEFAULT_SUBNET = IPv4Network("10.213.0.0/16")
 
 
 def netns_name(cid: str) -> str:
@@ -71,7 +70,7 @@ class Endpoint:
 
 class BridgeNetwork:
     def __init__(
-        self, state_dir: Path, name: str = DEFAULT_BRIDGE, subnet: IPv4Network = DEFAULT_SUBNET
+        self, state_dir: Path, name: str, subnet: IPv4Network
     ) -> None:
         if len(name) > 15:
             raise NetworkError(f"bridge name {name!r} is longer than 15 characters")

@@ -20,16 +20,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from runtime.errors import Conflict, InvalidOption, NotFound
 from runtime.oci import Mount
+from runtime.records import ContainerRecord
 from runtime.rootdir import RootDir, UnsafePath
 from runtime.spec import Volume
 from runtime.tarfs import UnsafeArchive, extract, read_tree
-
-if TYPE_CHECKING:
-    from runtime.records import ContainerRecord
 
 VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$")
 

@@ -141,7 +141,8 @@ async def runtime(scow_dirs: tuple[Path, Path], test_bridge: str) -> AsyncIterat
 
 async def _build(store: ImageStore, base: Path, builds: list[tuple[Path, str]]) -> None:
     rt = Runtime(RuntimeConfig(state_dir=base / "state", run_dir=base / "run",
-                               cgroup_parent="scow-test-build"))  # fmt: skip
+                               cgroup_parent="scow-test-build", bridge=TEST_BRIDGE,
+                               subnet=TEST_SUBNET))  # fmt: skip
     await rt.open()
     try:
         builder = Builder(store, rt, progress=lambda line: None)

@@ -22,6 +22,7 @@ from gateway.cli.output import (
     key_values,
 )
 from gateway.client import ApiClientError
+from pool.contract.specs import PROTOCOLS
 
 
 @click.group()
@@ -48,7 +49,7 @@ def _spec_from_file(path: Path) -> dict[str, Any]:
 @click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path),
               help="A YAML spec; flags given too override its fields")  # fmt: skip
 @click.option("--image")
-@click.option("--protocol", type=click.Choice(["http", "stdio"]))
+@click.option("--protocol", type=click.Choice(PROTOCOLS))
 @click.option("--port", type=int)
 @click.option("--command", help="A shell command run in place of the image's")
 @click.option("-e", "--env", "env", multiple=True, help="KEY=VALUE (repeatable)")

@@ -15,11 +15,13 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import click
 
 from gateway.client import ApiClient, ApiClientError, Endpoint
+from pool.contract.errors import InvalidSpec
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 1, 2, 3, 4
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 format_option = click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
@@ -95,3 +97,19 @@ def key_values(pairs: Sequence[str], what: str) -> dict[str, str]:
             fail(f"invalid {what} {pair!r}: expected KEY=VALUE", EXIT_USAGE)
         out[key] = value
     return out
+
+
+def each(method: str, path: str, refs: Sequence[str], **params: Any) -> None:
+    """The same request for each of ``refs`` (``path`` has ``{}`` for it), echoing each."""
+    api = client()
+    for ref in refs:
+        api.request(method, path.format(ref), params=params)
+        click.echo(ref)
+
+
+def checked(parse: Callable[..., T], *args: Any) -> T:
+    """A contract parser's value, or its error (which names the value) as a usage error."""
+    try:
+        return parse(*args)
+    except InvalidSpec as exc:
+        fail(str(exc), EXIT_USAGE)

@@ -12,6 +12,7 @@ from pool.contract.errors import InvalidSpec
 from pool.contract.specs import (
     DEFAULT_TMPFS_SIZE,
     BindSpec,
+    ContainerNetwork,
     ContainerSpec,
     PortSpec,
     UlimitSpec,
@@ -78,7 +79,7 @@ def _mounts(host: Mapping[str, Any]) -> tuple[tuple[BindSpec, ...], dict[str, in
     return tuple(volumes), tmpfs
 
 
-def _network(host: Mapping[str, Any]) -> str:
+def _network(host: Mapping[str, Any]) -> ContainerNetwork:
     mode = host.get("NetworkMode") or "default"
     if mode in ("default", "bridge"):
         return "bridge"

@@ -22,6 +22,9 @@ NAME_RE = re.compile(r"^[a-z0-9-]{1,63}$")
 SECRET_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62})$")
 Protocol = Literal["http", "stdio"]
 PROTOCOLS: tuple[str, ...] = get_args(Protocol)
+# A container's network: scow's bridge, or none (loopback only).
+ContainerNetwork = Literal["bridge", "none"]
+CONTAINER_NETWORKS: tuple[str, ...] = get_args(ContainerNetwork)
 
 @dataclass(frozen=True)
 class FunctionSpec:
@@ -450,7 +453,7 @@ class ContainerSpec:
     cpuset_cpus: str = ""
     ulimits: tuple[UlimitSpec, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
-    network: str = "bridge"
+    network: ContainerNetwork = "bridge"
     ports: tuple[PortSpec, ...] = ()
     publish_all: bool = False
     links: Mapping[str, str] = field(default_factory=dict)  # container -> alias
