@@ -4,6 +4,7 @@ real runc with a busybox layer and a test bridge. The leak check is tests/leakch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import secrets
@@ -12,7 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -113,17 +114,11 @@ def test_bridge() -> Iterator[str]:
         BridgeNetwork(Path(tmp), TEST_BRIDGE, TEST_SUBNET).remove_bridge()
 
 
-@pytest.fixture
-async def runtime(scow_dirs: tuple[Path, Path], test_bridge: str) -> AsyncIterator[Runtime]:
-    state, run = scow_dirs
-    config = RuntimeConfig(
-        state_dir=state,
-        run_dir=run,
-        cgroup_parent=f"scow-test-{secrets.token_hex(3)}",
-        bridge=test_bridge,
-        subnet=TEST_SUBNET,
-    )
-    leakcheck.watch_runc_root(run / "runc")
+@contextlib.asynccontextmanager
+async def opened_runtime(config: RuntimeConfig) -> AsyncIterator[Runtime]:
+    """A runtime on ``config``'s dirs; what it made is removed after, and anything left
+    under its dirs fails the test."""
+    leakcheck.watch_runc_root(config.run_dir / "runc")
     rt = Runtime(config)
     await rt.open()
     try:
@@ -132,8 +127,19 @@ async def runtime(scow_dirs: tuple[Path, Path], test_bridge: str) -> AsyncIterat
         for record in rt.store.all():
             await rt.destroy(record.id, remove_volumes=True)
         await rt.reap()
-    left = leakcheck.scow_leftovers(state, run)
+    left = leakcheck.scow_leftovers(config.state_dir, config.run_dir)
     assert not left, f"the runtime left these behind: {left}"
+
+
+def runtime_config_for(state: Path, run: Path, **kw: Any) -> RuntimeConfig:
+    return RuntimeConfig(state_dir=state, run_dir=run, bridge=TEST_BRIDGE, subnet=TEST_SUBNET,
+                         cgroup_parent=f"scow-test-{secrets.token_hex(3)}", **kw)  # fmt: skip
+
+
+@pytest.fixture
+async def runtime(scow_dirs: tuple[Path, Path], test_bridge: str) -> AsyncIterator[Runtime]:
+    async with opened_runtime(runtime_config_for(*scow_dirs)) as rt:
+        yield rt
 
 
 # -- images built once per session, a pool manager and a client ------------------

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests import leakcheck
 from tests.conftest import TEST_BRIDGE, TEST_SUBNET
 from tests.utils import free_port, wait_until
 
@@ -66,3 +69,17 @@ def scow_up(state: Path, run: Path) -> Iterator[Host]:
             proc.wait(60)
         log.close()
         assert proc.returncode == 0, log_path.read_text()[-4000:]
+
+
+@contextmanager
+def scratch_host(prefix: str) -> Iterator[Host]:
+    """``scow up`` on dirs of its own under /tmp, removed after."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    leakcheck.watch_mounts_under(base)
+    (base / "state").mkdir()
+    (base / "run").mkdir()
+    try:
+        with scow_up(base / "state", base / "run") as running:
+            yield running
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

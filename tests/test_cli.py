@@ -5,11 +5,9 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -18,22 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import leakcheck
-from tests.hosts import Host, scow_up
+from tests.hosts import Host, scratch_host
 
 
 @pytest.fixture(scope="module")
 def host(test_bridge: str) -> Iterator[Host]:
-    base = Path(tempfile.mkdtemp(prefix="scow-cli-"))
-    leakcheck.watch_mounts_under(base)
-    (base / "state").mkdir()
-    (base / "run").mkdir()
-    try:
-        with scow_up(base / "state", base / "run") as running:
-            assert running.scow("image", "bootstrap", "busybox").returncode == 0
-            yield running
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with scratch_host("scow-cli-") as running:
+        assert running.scow("image", "bootstrap", "busybox").returncode == 0
+        yield running
 
 
 def test_build_images_history_tag_rmi(host: Host) -> None:

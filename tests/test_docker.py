@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +17,7 @@ import pytest
 
 from images import archive
 from images.store import ImageStore
-from tests import leakcheck
-from tests.hosts import Host, scow_up
+from tests.hosts import Host, scratch_host
 from tests.utils import free_port, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI")
@@ -34,20 +32,13 @@ CMD ["sh", "-c", "echo web is up; exec httpd -f -p 8080 -h /www"]
 
 @pytest.fixture(scope="module")
 def host(test_bridge: str) -> Iterator[Host]:
-    base = Path(tempfile.mkdtemp(prefix="scow-docker-"))
-    leakcheck.watch_mounts_under(base)
-    (base / "state").mkdir()
-    (base / "run").mkdir()
-    try:
-        with scow_up(base / "state", base / "run") as running:
-            try:
-                yield running
-            finally:  # containers outlive their node, as Docker's outlive dockerd
-                left = docker(running, "ps", "-aq").stdout.split()
-                if left:
-                    docker(running, "rm", "-f", *left)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with scratch_host("scow-docker-") as running:
+        try:
+            yield running
+        finally:  # containers outlive their node, as Docker's outlive dockerd
+            left = docker(running, "ps", "-aq").stdout.split()
+            if left:
+                docker(running, "rm", "-f", *left)
 
 
 def docker_env(host: Host) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from runtime.engine import Runtime
 from runtime.errors import Conflict, RuncError
 from runtime.runc import init_waits
 from runtime.spec import RunOptions
+from tests.conftest import opened_runtime, runtime_config_for
 from tests.runtime.helpers import BUSYBOX, run
 
 
@@ -145,29 +147,31 @@ async def test_names_are_unique_and_released(runtime: Runtime, busybox_layer: Pa
 
 
 async def test_start_runs_no_runc_and_runc_sees_it_running(
-    runtime: Runtime, busybox_layer: Path, monkeypatch: pytest.MonkeyPatch
+    scow_dirs: tuple[Path, Path], test_bridge: str, busybox_layer: Path, tmp_path: Path
 ) -> None:
-    calls: list[tuple[str, ...]] = []
-    real = runtime.runc._run
-
-    async def recorded(*args: str, **kw: object) -> tuple[int, bytes, str]:
-        calls.append(args)
-        return await real(*args, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(runtime.runc, "_run", recorded)
-    rec = await runtime.create(BUSYBOX, [busybox_layer], RunOptions(command=("sleep", "30")))
-    fifo = runtime.runc.root / rec.id / "exec.fifo"
-    assert fifo.exists()
-    # Its init is told from any other process that could hold its pid later.
-    assert init_waits(rec.pid) and not init_waits(os.getpid())
-    assert (await runtime.runc.state(rec.id) or {})["status"] == "created"
-    await runtime.start(rec.id)
-    assert not [c for c in calls if c[0] == "start"], calls  # runc's exec fifo, read by us
-    assert not fifo.exists()
-    assert (await runtime.runc.state(rec.id) or {})["status"] == "running"
-    code, out, _ = await runtime.exec(rec.id, ["cat", "/proc/1/cmdline"])
-    assert code == 0 and b"sleep" in out.replace(b"\0", b" "), out
-    await runtime.remove(rec.id, force=True)
+    """Every runc the runtime runs goes through a wrapper that writes down its arguments."""
+    calls = tmp_path / "runc-calls"
+    wrapper = tmp_path / "runc"
+    real = shutil.which("runc")
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    async with opened_runtime(runtime_config_for(*scow_dirs, runc=str(wrapper))) as runtime:
+        rec = await runtime.create(BUSYBOX, [busybox_layer], RunOptions(command=("sleep", "30")))
+        fifo = runtime.runc.root / rec.id / "exec.fifo"
+        assert fifo.exists()
+        # Its init is told from any other process that could hold its pid later.
+        assert init_waits(rec.pid) and not init_waits(os.getpid())
+        assert (await runtime.runc.state(rec.id) or {})["status"] == "created"
+        before = calls.read_text().splitlines()
+        await runtime.start(rec.id)
+        started = calls.read_text().splitlines()[len(before) :]
+        assert not [c for c in started if " start " in f" {c} "], started  # the fifo, read by us
+        assert any(" create " in f" {c} " for c in before), before  # the wrapper saw runc's create
+        assert not fifo.exists()
+        assert (await runtime.runc.state(rec.id) or {})["status"] == "running"
+        code, out, _ = await runtime.exec(rec.id, ["cat", "/proc/1/cmdline"])
+        assert code == 0 and b"sleep" in out.replace(b"\0", b" "), out
+        await runtime.remove(rec.id, force=True)
 
 
 async def test_start_of_a_container_whose_init_died_fails(
