@@ -22,9 +22,10 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from images import base as bases
+from images import instructions
 from images.cache import BuildCache, step_key
 from images.config import add_step, child_config
 from images.context import BuildContext, Source
@@ -35,13 +36,11 @@ from images.dockerfile import (
     DockerfileError,
     Instruction,
     Stage,
-    go_duration,
-    json_form,
     substitute,
-    words,
 )
 from images.dockerfile import parse as parse_dockerfile
 from images.errors import ImageError, ImageNotFound
+from images.instructions import BuildState
 from images.store import Image, ImageStore
 from runtime.engine import Runtime, Stdio
 from runtime.errors import ContainerError
@@ -63,10 +62,8 @@ BuildNetwork = Literal["host", "none"]
 PLATFORM = f"linux/{ {'x86_64': 'amd64', 'aarch64': 'arm64'}.get(platform.machine(), '?') }"
 
 
-class BuildError(ImageError):
-    def __init__(self, line: int, message: str) -> None:
-        self.line, self.message = line, message
-        super().__init__(f"Dockerfile line {line}: {message}")
+class BuildError(DockerfileError):
+    """A step that failed while building (a RUN's exit code, a COPY's missing source)."""
 
 
 @dataclass(frozen=True)
@@ -91,26 +88,6 @@ class _Build:
     dockerfile: Dockerfile
     context: BuildContext
     results: dict[int, Image | None] = field(default_factory=dict)
-
-
-@dataclass
-class _State:
-    config: dict[str, Any]
-    image: Image | None  # the image the next step builds on (None: scratch, no step yet)
-    args: dict[str, str]
-    shell: list[str]
-
-    @property
-    def cfg(self) -> dict[str, Any]:
-        inner: dict[str, Any] = self.config.setdefault("config", {})
-        return inner
-
-    def env(self) -> dict[str, str]:
-        return dict(item.partition("=")[::2] for item in self.cfg.get("Env") or [])
-
-    def scope(self) -> dict[str, str]:
-        """Variables for substitution: ARGs, then ENV over them (Docker's precedence)."""
-        return {**self.args, **self.env()}
 
 
 class Builder:
@@ -156,7 +133,7 @@ class Builder:
         total = sum(1 + len(s.instructions) for s in stages)
         self._step, self._total = 0, total
         build = _Build(opts, dockerfile, context)
-        state: _State | None = None
+        state: BuildState | None = None
         for stage in stages:
             state = await self._stage(stage, build, global_args)
             build.results[stage.index] = state.image
@@ -181,7 +158,7 @@ class Builder:
 
     # -- stages ---------------------------------------------------------------------
 
-    async def _stage(self, stage: Stage, build: _Build, global_args: dict[str, str]) -> _State:
+    async def _stage(self, stage: Stage, build: _Build, global_args: dict[str, str]) -> BuildState:
         dockerfile = build.dockerfile
         base_ref = substitute(stage.base, global_args, dockerfile.escape)
         self._say_step(f"FROM {base_ref}" + (f" AS {stage.name}" if stage.name else ""))
@@ -192,7 +169,7 @@ class Builder:
         base = await self._base(base_ref, stage, build)
         config = child_config(base.config if base else None)
         config.pop("author", None)
-        state = _State(config, base, {}, list(config["config"].get("Shell") or DEFAULT_SHELL))
+        state = BuildState(config, base, {}, list(config["config"].get("Shell") or DEFAULT_SHELL))
         state.args.update({k: v for k, v in global_args.items() if k in {
             a.args.partition("=")[0] for a in dockerfile.global_args}})  # fmt: skip
         self.progress(f" ---> {base.short_id if base else 'scratch'}")
@@ -228,7 +205,7 @@ class Builder:
     # -- steps ----------------------------------------------------------------------
 
     async def _step_one(
-        self, state: _State, ins: Instruction, build: _Build, counted: bool = True
+        self, state: BuildState, ins: Instruction, build: _Build, counted: bool = True
     ) -> None:
         if counted:
             self._say_step(ins.original)
@@ -276,7 +253,7 @@ class Builder:
         except ImageNotFound:
             return None  # removed since: build the step again
 
-    def _arg(self, state: _State, args: str, opts: BuildOptions) -> None:
+    def _arg(self, state: BuildState, args: str, opts: BuildOptions) -> None:
         name, eq, default = args.partition("=")
         if name in opts.build_args:
             state.args[name] = opts.build_args[name]
@@ -286,10 +263,9 @@ class Builder:
             state.args.setdefault(name, "")
 
     async def _execute(
-        self, state: _State, ins: Instruction, args: str, build: _Build
+        self, state: BuildState, ins: Instruction, args: str, build: _Build
     ) -> str | None:
         """Apply one instruction to ``state``; the diff_id of the layer it made, if any."""
-        cfg = state.cfg
         try:
             match ins.cmd:
                 case "RUN":
@@ -297,57 +273,14 @@ class Builder:
                 case "COPY" | "ADD":
                     return await self._copy(state, ins, args, build)
                 case "WORKDIR":
-                    path = os.path.join(cfg.get("WorkingDir") or "/", args)
-                    cfg["WorkingDir"] = os.path.normpath(path)
-                    return await self._ensure_dir(state, cfg["WorkingDir"])
-                case "ENV":
-                    env = state.env()
-                    env.update(_pairs(ins, args, build.dockerfile.escape, state.scope()))
-                    cfg["Env"] = [f"{k}={v}" for k, v in env.items()]
-                case "LABEL":
-                    labels = dict(cfg.get("Labels") or {})
-                    labels.update(_pairs(ins, args, build.dockerfile.escape, state.scope()))
-                    cfg["Labels"] = labels
-                case "MAINTAINER":
-                    state.config["author"] = args
-                case "USER":
-                    cfg["User"] = args
-                case "EXPOSE":
-                    ports = dict(cfg.get("ExposedPorts") or {})
-                    for p in args.split():
-                        ports[p if "/" in p else f"{p}/tcp"] = {}
-                    cfg["ExposedPorts"] = ports
-                case "VOLUME":
-                    volumes = dict(cfg.get("Volumes") or {})
-                    for v in ins.json if ins.json is not None else args.split():
-                        volumes[v] = {}
-                    cfg["Volumes"] = volumes
-                case "CMD":
-                    cfg["Cmd"] = list(ins.json) if ins.json is not None else [*state.shell, args]
-                case "ENTRYPOINT":
-                    cfg["Entrypoint"] = (
-                        list(ins.json) if ins.json is not None else [*state.shell, args]
-                    )
-                    cfg["Cmd"] = None  # Docker resets an inherited CMD
-                case "SHELL":
-                    state.shell = list(ins.json or ())
-                    cfg["Shell"] = state.shell
-                case "STOPSIGNAL":
-                    cfg["StopSignal"] = args
-                case "HEALTHCHECK":
-                    cfg["Healthcheck"] = _healthcheck(ins, state.shell)
-                case "ONBUILD":
-                    trigger = args.split(None, 1)[0].upper() if args else ""
-                    if trigger in ("ONBUILD", "FROM", "MAINTAINER", ""):
-                        raise BuildError(
-                            ins.line, f"{trigger or 'nothing'} is not allowed in ONBUILD"
-                        )
-                    cfg["OnBuild"] = [*(cfg.get("OnBuild") or []), args]
+                    return await self._ensure_dir(state, instructions.workdir(state, args))
+                case _:
+                    instructions.apply(state, ins, args, build.dockerfile.escape)
         except (ValueError, OSError) as exc:
             raise BuildError(ins.line, str(exc)) from None
         return None
 
-    async def _run(self, state: _State, ins: Instruction, default: BuildNetwork) -> str | None:
+    async def _run(self, state: BuildState, ins: Instruction, default: BuildNetwork) -> str | None:
         argv = list(ins.json) if ins.json is not None else [*state.shell, ins.args]
         cfg = state.cfg
         env = [f"{k}={v}" for k, v in {**state.args, **state.env()}.items()]
@@ -434,7 +367,9 @@ class Builder:
     def _layers(self, image: Image | None) -> list[Path]:
         return self.store.layer_dirs(image) if image is not None and image.diff_ids else []
 
-    async def _copy(self, state: _State, ins: Instruction, args: str, build: _Build) -> str | None:
+    async def _copy(
+        self, state: BuildState, ins: Instruction, args: str, build: _Build
+    ) -> str | None:
         items = list(ins.json) if ins.json is not None else args.split()
         dest = items[-1]
         absolute = os.path.join(state.cfg.get("WorkingDir") or "/", dest)
@@ -471,7 +406,7 @@ class Builder:
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)
 
-    async def _ensure_dir(self, state: _State, path: str) -> str | None:
+    async def _ensure_dir(self, state: BuildState, path: str) -> str | None:
         """WORKDIR makes its directory when the image does not have it (a small layer)."""
         staging = self.store.tmp / f"workdir-{secrets.token_hex(6)}"
         staging.mkdir(mode=0o700)
@@ -484,7 +419,7 @@ class Builder:
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)
 
-    async def _finish(self, state: _State, opts: BuildOptions) -> Image:
+    async def _finish(self, state: BuildState, opts: BuildOptions) -> Image:
         if opts.labels:
             labels = dict(state.cfg.get("Labels") or {})
             labels.update(opts.labels)
@@ -497,37 +432,3 @@ class Builder:
         return self.store.create_image(state.config)
 
 
-def _pairs(ins: Instruction, args: str, escape: str, scope: Mapping[str, str]) -> dict[str, str]:
-    """KEY=VALUE words, or the legacy ``KEY VALUE...`` form."""
-    first = args.split(None, 1)
-    if first and "=" not in first[0]:
-        if len(first) < 2:
-            raise BuildError(ins.line, f"{ins.cmd} {first[0]} needs a value")
-        return {first[0]: "".join(words(first[1], {}, escape)) if first[1] else ""}
-    out = {}
-    for word in words(ins.args, scope, escape):
-        key, eq, value = word.partition("=")
-        if not eq or not key:
-            raise BuildError(ins.line, f"{ins.cmd} expects KEY=VALUE, got {word!r}")
-        out[key] = value
-    return out
-
-
-def _healthcheck(ins: Instruction, shell: list[str]) -> dict[str, Any]:
-    if ins.args.strip().upper() == "NONE":
-        return {"Test": ["NONE"]}
-    kind, _, rest = ins.args.partition(" ")
-    if kind.upper() != "CMD":
-        raise BuildError(ins.line, "HEALTHCHECK expects [OPTIONS] CMD command, or NONE")
-    rest = rest.strip()
-    exec_form = json_form(rest)  # not a JSON list of strings: the shell form, as Docker has it
-    test = ["CMD", *exec_form] if exec_form is not None else ["CMD-SHELL", rest]
-    check: dict[str, Any] = {"Test": test}
-    names = {"interval": "Interval", "timeout": "Timeout", "start-period": "StartPeriod",
-             "start-interval": "StartInterval"}  # fmt: skip
-    for flag, value in ins.flags.items():
-        if flag == "retries":
-            check["Retries"] = int(value)
-        else:
-            check[names[flag]] = go_duration(value)  # checked when the Dockerfile was parsed
-    return check

@@ -18,6 +18,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from images.errors import ImageError
+
 INSTRUCTIONS = {
     "FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY",
     "ENTRYPOINT", "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL",
@@ -44,7 +46,9 @@ NOT_IMPLEMENTED = {
 RUN_NETWORKS = ("default", "none", "host")
 
 
-class DockerfileError(Exception):
+class DockerfileError(ImageError):
+    """A Dockerfile's line at fault, and why."""
+
     def __init__(self, line: int, message: str) -> None:
         self.line, self.message = line, message
         super().__init__(f"Dockerfile line {line}: {message}")
@@ -249,8 +253,11 @@ def parse(text: str) -> Dockerfile:
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def words(text: str, env: Mapping[str, str], escape: str = "\\") -> list[str]:
-    """Split into words as Docker does, expanding variables outside single quotes.
+def words(
+    text: str, env: Mapping[str, str], escape: str = "\\", *, one_word: bool = False
+) -> list[str]:
+    """Split into words as Docker does, expanding variables outside single quotes
+    (``one_word``: all of ``text`` is one word, its unquoted spaces kept).
 
     >>> words("a=$X b='$X' c=\\"${Y:-d e}\\"", {"X": "1"})
     ['a=1', 'b=$X', 'c=d e']
@@ -281,7 +288,7 @@ def words(text: str, env: Mapping[str, str], escape: str = "\\") -> list[str]:
         if c in "'\"":
             quote = c
             in_word = True
-        elif c.isspace():
+        elif c.isspace() and not one_word:
             if in_word:
                 out.append("".join(word))
                 word, in_word = [], False

@@ -1,24 +1,25 @@
 """The runtime: image layers plus run options in, a running limited container out.
 
-``Runtime`` composes the pieces, one family of side effects each: overlay mounts
-(rootfs.py), runc (runc.py), conmon and exits (monitor.py), cgroups
-(cgroups.py), netns/veth/IPAM (network.py), published ports (portproxy.py),
-volumes (volumes.py), records on disk (records.py).
+``Runtime`` composes the pieces, one family of side effects each: the bundle's
+layout (bundle.py: overlay mounts, volumes, secrets, network, config.json), runc
+(runc.py), conmon and exits (monitor.py), cgroups (cgroups.py), published ports
+(ports.py), exec (execs.py), records on disk (records.py) and the teardown
+(teardown.py). This module is the lifecycle: create, start, wait, stop, remove.
 
 Setup order for a container, and teardown (``destroy``) in reverse, from its id
 alone: record -> rootfs -> volumes -> network -> config.json -> runc create ->
 port proxy. A create that fails anywhere is undone by the same ``destroy``.
+
+Longer than the ~400 lines a module here usually keeps to: the lifecycle is one state
+machine over one record (creating, created, running, paused, exited), and its
+transitions read best side by side.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
-import json
 import os
-import resource
 import secrets
 import shutil
 import socket
@@ -31,17 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from runtime import logs as logfiles
+from runtime.bundle import Bundles
 from runtime.cgroups import DEFAULT_ROOT, Cgroups, CgroupStats
 from runtime.errors import Conflict, InvalidOption, NotFound
-from runtime.etcfiles import hosts_file, resolv_conf
+from runtime.execs import exec_process
 from runtime.monitor import Conmon, ExitStatus, ExitWatcher, become_subreaper
-from runtime.network import (
-    BridgeNetwork,
-    remove_netns,
-    scow_netns,
-)
-from runtime.oci import Mount, make_config
-from runtime.ports import bind_ports, orphan_proxies, spawn_proxy, stop_proxy
+from runtime.network import BridgeNetwork
+from runtime.ports import bind_ports, spawn_proxy
 from runtime.records import (
     ContainerPaths,
     ContainerRecord,
@@ -50,13 +47,11 @@ from runtime.records import (
     StdioMode,
 )
 from runtime.rootdir import RootDir
-from runtime.rootfs import changes, is_mounted, make_skeleton, mount_overlay, unmount
+from runtime.rootfs import changes, is_mounted
 from runtime.runc import Runc
-from runtime.secrets import TARGETS as SECRET_TARGETS
-from runtime.secrets import mount_secrets, unmount_secrets
 from runtime.spec import NAME_RE, ImageConfig, Port, RunOptions
-from runtime.users import resolve_user
-from runtime.volumes import VolumeStore, seed_new_volumes, volume_mounts
+from runtime.teardown import Teardown
+from runtime.volumes import VolumeStore
 
 DEFAULT_LOG_SIZE_MAX = 16 << 20
 
@@ -96,11 +91,19 @@ class Runtime:
         self.network = BridgeNetwork(config.state_dir, config.bridge, config.subnet)
         self.exits = ExitWatcher()
         self._conmon: Conmon | None = None
-        self._bridge_ready = False
         self._proxies: dict[str, subprocess.Popen[bytes]] = {}
         # Told of each lifecycle event (create, start, oom, die, destroy), as Docker
         # reports them; it must not block (the pool manager queues them for Redis).
         self.on_event: Callable[[str, ContainerRecord], None] = lambda action, record: None
+        skeletons = config.state_dir / "skeletons"
+        self.bundles = Bundles(self.store.root, skeletons, self.volumes, self.network,
+                               self.cgroups, config.init_binary)  # fmt: skip
+        self.teardown = Teardown(
+            store=self.store, runc=self.runc, exits=self.exits, network=self.network,
+            cgroups=self.cgroups, volumes=self.volumes, run_dir=config.run_dir,
+            skeletons=skeletons, proxies=self._proxies,
+            events=lambda action, record: self.on_event(action, record),
+        )  # fmt: skip
 
     async def open(self) -> None:
         """Make the dirs and become the subreaper of container inits. Idempotent.
@@ -116,27 +119,6 @@ class Runtime:
                   self.config.state_dir / "skeletons"):  # fmt: skip
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         become_subreaper()
-
-    def _base_skeleton(self, layers: Sequence[Path]) -> Path:
-        """The mount points every container of these layers needs, made once per image.
-
-        Per image, not global: overlayfs takes a directory's owner and mode from
-        the topmost layer that has it, so the skeleton copies the image's own
-        (a world-writable /tmp must stay so).
-        """
-        key = hashlib.sha256("\0".join(map(str, layers)).encode()).hexdigest()[:24]
-        path = self.config.state_dir / "skeletons" / key
-        if not (path / "etc" / "hostname").exists():
-            tmp = path.with_name(f"{key}.{secrets.token_hex(4)}")
-            make_skeleton(tmp, [], layers)
-            # What it was made for: the reaper removes it once those layers are gone.
-            _write(tmp.with_name(tmp.name + ".layers"), "\n".join(map(str, layers)), 0o600)
-            os.replace(tmp.with_name(tmp.name + ".layers"), path.with_name(key + ".layers"))
-            try:
-                tmp.rename(path)
-            except OSError:
-                shutil.rmtree(tmp)  # another create for this image made it first
-        return path
 
     @property
     def conmon(self) -> Conmon:
@@ -258,7 +240,9 @@ class Runtime:
             try:
                 self.paths(cid).root.mkdir(mode=0o700, parents=True)
                 self.store.save(record)
-                record = await self._lay_out(record, layers, sources, links, secret_values)
+                record = await self.bundles.lay_out(record, layers, sources, links, secret_values)
+                if record.anonymous_volumes:
+                    self.store.save(record)  # so that a crash from here on still finds them
             except BaseException:
                 await self.destroy(cid)
                 raise
@@ -267,77 +251,6 @@ class Runtime:
                 sock.close()
             raise
         return record, sockets
-
-    async def _lay_out(
-        self,
-        record: ContainerRecord,
-        layers: Sequence[Path],
-        sources: list[ContainerRecord],
-        links: list[tuple[ContainerRecord, str]],
-        secret_values: Mapping[str, bytes],
-    ) -> ContainerRecord:
-        cid, opts, paths = record.id, record.options, self.paths(record.id)
-        clock = time.perf_counter()
-        mounts, volumes, anonymous = volume_mounts(self.volumes, record, sources)
-        extra_points = [m.destination for m in mounts] + list(opts.tmpfs)
-        if secret_values:
-            extra_points += SECRET_TARGETS
-        lowers = [self._base_skeleton(layers), *layers]
-        if extra_points:
-            make_skeleton(paths.skeleton, extra_points, layers)
-            lowers.insert(0, paths.skeleton)
-        if opts.read_only:
-            await asyncio.to_thread(mount_overlay, paths.rootfs, lowers)
-        else:
-            paths.upper.mkdir(mode=0o755)  # the merged root takes the upperdir's mode
-            paths.work.mkdir(mode=0o700)
-            await asyncio.to_thread(mount_overlay, paths.rootfs, lowers, paths.upper, paths.work)
-        with RootDir(paths.rootfs) as image_root:  # the image's files, never the host's
-            user = resolve_user(
-                opts.user or record.image_config.user,
-                image_root.read_text("/etc/passwd"),
-                image_root.read_text("/etc/group"),
-            )
-            await asyncio.to_thread(seed_new_volumes, image_root, volumes, self.volumes)
-        if secret_values:
-            mounts += mount_secrets(paths.secrets, secret_values, user.uid, user.gid)
-
-        phases = {"rootfs": time.perf_counter() - clock}
-        clock = time.perf_counter()
-        netns_path = None
-        ip = ""
-        if opts.network == "bridge":
-            if not self._bridge_ready:
-                await asyncio.to_thread(self.network.ensure_bridge)
-                self._bridge_ready = True
-            endpoint = await asyncio.to_thread(
-                functools.partial(self.network.attach, cid, isolated=opts.isolated)
-            )
-            netns_path, ip = endpoint.netns_path, str(endpoint.ip)
-        link_rows = [(r.ip, alias or r.name, r.name) for r, alias in links]
-        etc = {
-            "hosts": hosts_file(ip, record.hostname, link_rows),
-            "resolv.conf": _read_text(Path("/etc/resolv.conf"))
-            if opts.network == "host"
-            else resolv_conf(_read_text(Path("/etc/resolv.conf"))),
-            "hostname": record.hostname + "\n",
-        }
-        rw = "ro" if opts.read_only else "rw"
-        for fname, text in etc.items():
-            _write(paths.root / fname, text, 0o644)  # the container's user reads them
-            mounts.append(Mount(f"/etc/{fname}", str(paths.root / fname), "bind", ("rbind", rw)))
-        phases["netns"] = time.perf_counter() - clock
-        config = make_config(
-            record.image_config, opts, user=user, hostname=record.hostname,
-            rootfs=paths.rootfs, cgroups_path=self.cgroups.path_for(cid),
-            extra_mounts=mounts, netns_path=netns_path, init_binary=self.config.init_binary,
-            nofile_hard=resource.getrlimit(resource.RLIMIT_NOFILE)[1],
-        )  # fmt: skip
-        _write(paths.bundle / "config.json", json.dumps(config, indent=1), 0o600)
-        record = record.evolve(ip=ip, volumes=tuple(volumes), anonymous_volumes=tuple(anonymous))
-        if anonymous:
-            self.store.save(record)  # so that a crash from here on still finds them
-        return record.evolve(phases=phases)
 
     async def _spawn(
         self,
@@ -507,50 +420,17 @@ class Runtime:
 
     @contextlib.asynccontextmanager
     async def exec_process(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        env: Sequence[str] = (),
-        user: str = "",
-        workdir: str = "",
-        stdin: bool = False,
-    ) -> AsyncIterator[asyncio.subprocess.Process]:
+        self, ref: str, argv: Sequence[str], *, env: Sequence[str] = (), user: str = "",
+        workdir: str = "", stdin: bool = False,
+    ) -> AsyncIterator[asyncio.subprocess.Process]:  # fmt: skip
         """A command running in a running container, its stdio as pipes (stdin only when
         asked for). Leaving the block kills what is left of it."""
         record = self.get(ref)
         if record.status != "running":
             raise Conflict(f"container {record.name} is not running")
-        if not argv:
-            raise InvalidOption("command", "", "exec needs a command")
-        paths = self.paths(record.id)
-        process: dict[str, Any] = json.loads((paths.bundle / "config.json").read_text())["process"]
-        process["args"] = list(argv)
-        process["env"] = [*process["env"], *env]
-        if workdir:
-            process["cwd"] = workdir
-        if user:
-            with RootDir(paths.rootfs) as image_root:  # the container's files, never the host's
-                u = resolve_user(
-                    user, image_root.read_text("/etc/passwd"), image_root.read_text("/etc/group")
-                )
-            process["user"] = {"uid": u.uid, "gid": u.gid}
-        spec = paths.root / f"exec-{secrets.token_hex(4)}.json"
-        _write(spec, json.dumps(process), 0o600)
-        proc = None
-        try:
-            proc = await self.runc.exec(
-                record.id, spec,
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            )  # fmt: skip
+        async with exec_process(self.runc, record, self.paths(record.id), argv, env=env,
+                                user=user, workdir=workdir, stdin=stdin) as proc:  # fmt: skip
             yield proc
-        finally:
-            if proc is not None and proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-            spec.unlink(missing_ok=True)
 
     async def exec(
         self,
@@ -634,128 +514,14 @@ class Runtime:
 
     async def destroy(self, cid: str, *, remove_volumes: bool = False) -> None:
         """Remove everything container ``cid`` has, from its id alone. Idempotent."""
-        record = self.store.load(cid)
-        paths = self.paths(cid)
-        if record is not None and record.status in ("running", "paused"):
-            self.on_event("die", record)  # killed by this removal
-        if record is not None and record.proxy_pid:
-            stop_proxy(record.proxy_pid, cid, self._proxies.pop(cid, None))
-        await self.runc.delete(cid, force=True)
-        for name in [record.name] if record else self.store.names_of(cid):
-            self.store.release_name(name, cid)
-        pids = (record.pid, record.monitor_pid) if record else _pids_from_files(paths)
-        for pid in pids:
-            if pid:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self.exits.watch(pid)), 5)
-                self.exits.forget(pid)
-        if record is None or record.options.network == "bridge":
-            await asyncio.to_thread(self.network.detach, cid)
-        if paths.rootfs.exists() or is_mounted(paths.rootfs):
-            await asyncio.to_thread(unmount, paths.rootfs)
-        if paths.secrets.exists():
-            unmount_secrets(paths.secrets)
-        self.cgroups.remove(cid)
-        _remove_entry(self.config.run_dir / "conmon" / cid)  # conmon's link to the bundle
-        aside = self.store.set_aside(cid)
-        if aside is not None:
-            await asyncio.to_thread(shutil.rmtree, aside)
-        if record is not None:
-            self.on_event("destroy", record)
-        if remove_volumes and record is not None:
-            for name in record.anonymous_volumes:
-                with contextlib.suppress(NotFound):
-                    self.volumes.remove(name, in_use_by=self.volume_users(name))
-
-    def _remove_unused_skeletons(self) -> None:
-        """Skeletons of images whose layers are gone (removed images), and strays."""
-        root = self.config.state_dir / "skeletons"
-        if not root.is_dir():
-            return
-        for entry in root.iterdir():
-            if entry.suffix == ".layers":
-                continue
-            listed = entry.with_name(entry.name + ".layers")
-            try:
-                layers = listed.read_text().splitlines()
-            except FileNotFoundError:
-                layers = []
-            if not layers or not all(Path(p).is_dir() for p in layers):
-                shutil.rmtree(entry, ignore_errors=True)
-                listed.unlink(missing_ok=True)
+        await self.teardown.destroy(cid, remove_volumes=remove_volumes)
 
     def volume_users(self, name: str) -> list[str]:
-        return [r.name for r in self.store.all() if any(v == name for v, _ in r.volumes)]
+        return self.store.volume_users(name)
 
     async def reap(self) -> list[str]:
-        """Remove what a crashed owner left: containers half-created, or with no record.
-
-        Run when the owner starts, before it creates anything. Containers with a
-        complete record are kept: they survive restarts of their owner.
-        """
-        kept = {r.id for r in self.store.all() if r.status != "creating"}
-        found = set(self.store.ids()) | self.cgroups.ids()
-        found |= {c["id"] for c in await self.runc.list_all()}
-        found |= set(self.network.ipam.leases().values())
-        reaped = sorted(found - kept)
-        for cid in reaped:
-            await self.destroy(cid)
-        for pid, cid in orphan_proxies(kept):
-            stop_proxy(pid, cid)
-        # netns and veths carry only a prefix of the id: remove the ones nobody owns.
-        owners = {cid[:12] for cid in kept}
-        for ns in scow_netns():
-            if ns.removeprefix("scow-") not in owners:
-                await asyncio.to_thread(remove_netns, ns)
-        if self.store.names.is_dir():
-            for link in self.store.names.iterdir():
-                if os.readlink(link) not in kept:  # claimed by a create that never finished
-                    link.unlink()
-        for aside in self.store.set_aside_dirs():
-            await asyncio.to_thread(shutil.rmtree, aside, True)
-        conmon_dir = self.config.run_dir / "conmon"
-        if conmon_dir.is_dir():  # links conmon left for containers gone (before this fix too)
-            for entry in conmon_dir.iterdir():
-                if entry.name not in kept:
-                    _remove_entry(entry)
-        await asyncio.to_thread(self._remove_unused_skeletons)
-        self.cgroups.remove_parent_if_empty()
-        return reaped
-
-
-def _read_text(path: Path) -> str:
-    """A host file of the operator's (/etc/resolv.conf), never one from an image."""
-    try:
-        return path.read_text(errors="replace")
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return ""
-
-
-def _write(path: Path, text: str, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, mode)
-
-
-def _remove_entry(path: Path) -> None:
-    """A link, file or directory at ``path``, gone; already gone is fine."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def _pids_from_files(paths: ContainerPaths) -> tuple[int, ...]:
-    """The init and conmon pids of a container whose record is gone (for the reaper)."""
-    pids = []
-    for path in (paths.pid_file, paths.monitor_pid_file):
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            pids.append(int(path.read_text()))
-    return tuple(pids)
+        """Remove what a crashed owner left (see teardown.py); the ids of what went."""
+        return await self.teardown.reap()
 
 
 def _alive(pid: int) -> bool:

@@ -217,6 +217,10 @@ class ContainerStore:
         except FileNotFoundError:
             return []
 
+    def volume_users(self, name: str) -> list[str]:
+        """The names of the containers that mount volume ``name``."""
+        return [r.name for r in self.all() if any(v == name for v, _ in r.volumes)]
+
     def all(self) -> list[ContainerRecord]:
         records = [r for cid in sorted(self.ids()) if (r := self.load(cid)) is not None]
         return sorted(records, key=lambda r: r.created)
@@ -235,3 +239,12 @@ class ContainerStore:
         if len(matches) == 1:
             return matches[0]
         raise NotFound("container", ref)
+
+
+def write_private(path: Path, text: str, mode: int) -> None:
+    """A file of the runtime's own in a container's directory: never written through a
+    link planted there, and with exactly ``mode``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)

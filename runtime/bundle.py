@@ -1,0 +1,142 @@
+"""A container's bundle laid out, from its record: the rootfs (an overlay of the image's
+layers under skeletons of the mount points it needs), its volumes seeded from the
+image, its secrets, its network endpoint, its /etc files and runc's config.json.
+
+Everything laid out here is found again from the container's id by the teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import os
+import resource
+import secrets
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from runtime.cgroups import Cgroups
+from runtime.etcfiles import hosts_file, resolv_conf
+from runtime.network import BridgeNetwork
+from runtime.oci import Mount, make_config
+from runtime.records import ContainerPaths, ContainerRecord, write_private
+from runtime.rootdir import RootDir
+from runtime.rootfs import make_skeleton, mount_overlay
+from runtime.secrets import TARGETS as SECRET_TARGETS
+from runtime.secrets import mount_secrets
+from runtime.users import resolve_user
+from runtime.volumes import VolumeStore, seed_new_volumes, volume_mounts
+
+
+class Bundles:
+    def __init__(
+        self, containers: Path, skeletons: Path, volumes: VolumeStore, network: BridgeNetwork,
+        cgroups: Cgroups, init_binary: str | None,
+    ) -> None:  # fmt: skip
+        self.containers, self.skeletons = containers, skeletons
+        self.volumes, self.network, self.cgroups = volumes, network, cgroups
+        self.init_binary = init_binary
+        self._bridge_ready = False
+
+    def base_skeleton(self, layers: Sequence[Path]) -> Path:
+        """The mount points every container of these layers needs, made once per image.
+
+        Per image, not global: overlayfs takes a directory's owner and mode from
+        the topmost layer that has it, so the skeleton copies the image's own
+        (a world-writable /tmp must stay so).
+        """
+        key = hashlib.sha256("\0".join(map(str, layers)).encode()).hexdigest()[:24]
+        path = self.skeletons / key
+        if not (path / "etc" / "hostname").exists():
+            tmp = path.with_name(f"{key}.{secrets.token_hex(4)}")
+            make_skeleton(tmp, [], layers)
+            # What it was made for: the reaper removes it once those layers are gone.
+            write_private(tmp.with_name(tmp.name + ".layers"), "\n".join(map(str, layers)), 0o600)
+            os.replace(tmp.with_name(tmp.name + ".layers"), path.with_name(key + ".layers"))
+            try:
+                tmp.rename(path)
+            except OSError:
+                shutil.rmtree(tmp)  # another create for this image made it first
+        return path
+
+    async def lay_out(
+        self,
+        record: ContainerRecord,
+        layers: Sequence[Path],
+        sources: list[ContainerRecord],
+        links: list[tuple[ContainerRecord, str]],
+        secret_values: Mapping[str, bytes],
+    ) -> ContainerRecord:
+        """The record with what was made for it: its address, volumes and phase times."""
+        cid, opts, paths = record.id, record.options, ContainerPaths(self.containers / record.id)
+        clock = time.perf_counter()
+        mounts, volumes, anonymous = volume_mounts(self.volumes, record, sources)
+        extra_points = [m.destination for m in mounts] + list(opts.tmpfs)
+        if secret_values:
+            extra_points += SECRET_TARGETS
+        lowers = [self.base_skeleton(layers), *layers]
+        if extra_points:
+            make_skeleton(paths.skeleton, extra_points, layers)
+            lowers.insert(0, paths.skeleton)
+        if opts.read_only:
+            await asyncio.to_thread(mount_overlay, paths.rootfs, lowers)
+        else:
+            paths.upper.mkdir(mode=0o755)  # the merged root takes the upperdir's mode
+            paths.work.mkdir(mode=0o700)
+            await asyncio.to_thread(mount_overlay, paths.rootfs, lowers, paths.upper, paths.work)
+        with RootDir(paths.rootfs) as image_root:  # the image's files, never the host's
+            user = resolve_user(
+                opts.user or record.image_config.user,
+                image_root.read_text("/etc/passwd"),
+                image_root.read_text("/etc/group"),
+            )
+            await asyncio.to_thread(seed_new_volumes, image_root, volumes, self.volumes)
+        if secret_values:
+            mounts += mount_secrets(paths.secrets, secret_values, user.uid, user.gid)
+
+        phases = {"rootfs": time.perf_counter() - clock}
+        clock = time.perf_counter()
+        netns_path = None
+        ip = ""
+        if opts.network == "bridge":
+            if not self._bridge_ready:
+                await asyncio.to_thread(self.network.ensure_bridge)
+                self._bridge_ready = True
+            endpoint = await asyncio.to_thread(
+                functools.partial(self.network.attach, cid, isolated=opts.isolated)
+            )
+            netns_path, ip = endpoint.netns_path, str(endpoint.ip)
+        link_rows = [(r.ip, alias or r.name, r.name) for r, alias in links]
+        etc = {
+            "hosts": hosts_file(ip, record.hostname, link_rows),
+            "resolv.conf": _read_text(Path("/etc/resolv.conf"))
+            if opts.network == "host"
+            else resolv_conf(_read_text(Path("/etc/resolv.conf"))),
+            "hostname": record.hostname + "\n",
+        }
+        rw = "ro" if opts.read_only else "rw"
+        for fname, text in etc.items():
+            write_private(paths.root / fname, text, 0o644)  # the container's user reads them
+            mounts.append(Mount(f"/etc/{fname}", str(paths.root / fname), "bind", ("rbind", rw)))
+        phases["netns"] = time.perf_counter() - clock
+        config = make_config(
+            record.image_config, opts, user=user, hostname=record.hostname,
+            rootfs=paths.rootfs, cgroups_path=self.cgroups.path_for(cid),
+            extra_mounts=mounts, netns_path=netns_path, init_binary=self.init_binary,
+            nofile_hard=resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+        )  # fmt: skip
+        write_private(paths.bundle / "config.json", json.dumps(config, indent=1), 0o600)
+        return record.evolve(ip=ip, volumes=tuple(volumes), anonymous_volumes=tuple(anonymous),
+                             phases=phases)  # fmt: skip
+
+
+def _read_text(path: Path) -> str:
+    """A host file of the operator's (/etc/resolv.conf), never one from an image."""
+    try:
+        return path.read_text(errors="replace")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return ""
