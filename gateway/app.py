@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import calls, environments, functions, secrets, system
 from gateway.auth import HostCheck, TokenAuth
-from gateway.docker import containers, events, images, volumes
+from gateway.docker import archive, containers, events, execs, images, volumes
 from gateway.docker import system as docker_system
 from gateway.http import (
     ApiError,
@@ -75,7 +75,7 @@ def create_app(config: HostConfig, token: str) -> Starlette:
 
     routes = [*system.routes, *docker_system.routes, *functions.routes, *calls.routes,
               *environments.routes, *images.routes, *secrets.routes, *containers.routes,
-              *volumes.routes, *events.routes]  # fmt: skip
+              *execs.routes, *archive.routes, *volumes.routes, *events.routes]  # fmt: skip
     middleware = [
         Middleware(RequestLog),
         Middleware(HostCheck, allowed=[h for h in config.allowed_hosts.split(",") if h.strip()]),

@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from gateway.auth import authorized, carries_token
 from gateway.http import ApiError, query, read_body
-from gateway.state import Gateway
+from gateway.state import Gateway, gateway_of
 from pool.contract import keys, outbound
 from pool.contract.client import Idempotency
 from pool.contract.errors import IdempotencyConflict, QueueFull, TooManyKeys
@@ -109,7 +109,7 @@ def _callback_url(request: Request) -> str:
     its name leads when it connects)."""
     url = request.headers.get("x-callback-url", "")
     if url:
-        gw: Gateway = request.app.state.gw
+        gw = gateway_of(request)
         try:
             outbound.check_url(url, gw.callback_allow)
         except outbound.OutboundRefused as exc:
@@ -124,7 +124,7 @@ def _queue_full(gw: Gateway, exc: QueueFull | TooManyKeys) -> ApiError:
 
 
 async def invoke(request: Request) -> Response:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     spec = await _function(gw, request)
     key = _idempotency_key(request)
     call = await _request(gw, request, spec, gw.pool.reply_stream, keep_result=key is not None)
@@ -153,7 +153,7 @@ async def invoke(request: Request) -> Response:
 
 
 async def invoke_async(request: Request) -> Response:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     spec = await _function(gw, request)
     key = _idempotency_key(request)
     call = await _request(gw, request, spec, reply_to="")
@@ -172,7 +172,7 @@ async def invoke_async(request: Request) -> Response:
 
 async def list_calls(request: Request) -> JSONResponse:
     """``?function=NAME&limit=N``: the function's latest calls, newest first."""
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     name = query(request, "function", "names the function")
     limit_text = request.query_params.get("limit", "20")
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= keys.CALLS_INDEXED:
@@ -183,7 +183,7 @@ async def list_calls(request: Request) -> JSONResponse:
 
 
 async def get_call(request: Request) -> JSONResponse:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     call_id = request.path_params["id"]
     record = await gw.pool.record(call_id)
     if record is None:
@@ -227,7 +227,7 @@ def _line(function: str, entry_id: bytes, fields: dict[bytes, bytes]) -> bytes:
 
 async def logs(request: Request) -> Response:
     """``?name=F&tail=N&since=T&follow=1``: the function's log lines as NDJSON."""
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     q = request.query_params
     name = query(request, "name", "names the function")
     tail_text = q.get("tail", "")

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.http import ApiError, json_object, read_json
-from gateway.state import Gateway
+from gateway.state import Gateway, gateway_of
 from pool.contract.errors import InvalidSpec
 from pool.contract.specs import parse_environment, parse_ttl
 
@@ -39,7 +39,7 @@ async def _lease(gw: Gateway, env_id: str) -> dict[str, Any]:
 
 async def create(request: Request) -> JSONResponse:
     """Answers once the environment is ready: ``{id, ip, ports, expires_at}``."""
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     body = json_object(await read_json(request))
     try:
         spec = parse_environment(body)
@@ -50,18 +50,18 @@ async def create(request: Request) -> JSONResponse:
 
 
 async def list_environments(request: Request) -> JSONResponse:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     return JSONResponse([lease_view(lease) for lease in await gw.pool.leases()])
 
 
 async def get_environment(request: Request) -> JSONResponse:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     return JSONResponse(lease_view(await _lease(gw, request.path_params["id"])))
 
 
 async def extend(request: Request) -> JSONResponse:
     """``{"ttl": "10m"}``: the lease now ends that long from now."""
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     env_id = request.path_params["id"]
     body = json_object(await read_json(request))
     if set(body) != {"ttl"}:
@@ -78,7 +78,7 @@ async def extend(request: Request) -> JSONResponse:
 
 
 async def delete(request: Request) -> JSONResponse:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     env_id = request.path_params["id"]
     lease = await _lease(gw, env_id)
     node = (await gw.nodes()).get(lease["node"])

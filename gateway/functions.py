@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.http import ApiError, json_object, read_json
-from gateway.state import Gateway
+from gateway.state import Gateway, gateway_of
 from pool.contract import messages
 from pool.contract.errors import InvalidSpec
 from pool.contract.specs import FunctionSpec, parse_spec
@@ -74,7 +74,7 @@ async def _check_image(gw: Gateway, spec: FunctionSpec) -> None:
 
 
 async def list_functions(request: Request) -> JSONResponse:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     return JSONResponse(await function_status(gw, await gw.pool.functions()))
 
 
@@ -87,14 +87,14 @@ async def _named(gw: Gateway, request: Request) -> FunctionSpec:
 
 
 async def get_function(request: Request) -> JSONResponse:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     spec = await _named(gw, request)
     return JSONResponse((await function_status(gw, [spec]))[0])
 
 
 async def deploy(request: Request) -> JSONResponse:
     """POST creates (409 if it exists); PUT replaces (404 if it does not)."""
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     spec = _parse(await read_json(request))
     existing = await gw.pool.get(spec.name)
     if request.method == "POST" and existing is not None:
@@ -117,7 +117,7 @@ async def deploy(request: Request) -> JSONResponse:
 
 async def delete_function(request: Request) -> JSONResponse:
     """OpenFaaS sends ``{"functionName": ...}``; ``?name=`` works too."""
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     name = request.query_params.get("name")
     if name is None:
         name = json_object(await read_json(request)).get("functionName")
@@ -132,7 +132,7 @@ async def delete_function(request: Request) -> JSONResponse:
 
 async def scale(request: Request) -> JSONResponse:
     """``{"replicas": N}``: keep N instances warm (pool.min); pool.max grows to fit."""
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     spec = await _named(gw, request)
     replicas = json_object(await read_json(request)).get("replicas")
     if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 1024:

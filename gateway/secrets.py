@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.http import ApiError, json_object, read_json
-from gateway.state import Gateway
+from gateway.state import gateway_of
 from pool.contract import keys
 from pool.contract.errors import QueueFull
 from pool.contract.specs import SECRET_NAME_RE
@@ -50,12 +50,12 @@ def _value(body: dict[str, Any]) -> bytes:
 
 
 async def list_secrets(request: Request) -> JSONResponse:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     return JSONResponse([{"name": n} for n in await gw.pool.secret_names()])
 
 
 async def put_secret(request: Request) -> Response:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     body = json_object(await read_json(request, keys.MAX_SECRET_BYTES * 2))
     name, value = _name(body), _value(body)
     create = request.method == "POST"
@@ -72,7 +72,7 @@ async def put_secret(request: Request) -> Response:
 
 
 async def delete_secret(request: Request) -> JSONResponse:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     name = request.query_params.get("name") or _name(json_object(await read_json(request)))
     users = [s.name for s in await gw.pool.functions() if name in s.secrets]
     if users:

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.requests import HTTPConnection
+
 from gateway.http import ApiError, command_status
 from gateway.metrics import GatewayMetrics
 from pool.contract import outbound
@@ -71,3 +73,9 @@ class Gateway:
             return await self.pool.command(name, args, **kw)
         except CommandFailed as exc:
             raise ApiError(command_status(exc.error), exc.error, exc.message) from None
+
+
+def gateway_of(request: HTTPConnection) -> Gateway:
+    """The Gateway a request's app was made with."""
+    gw: Gateway = request.app.state.gw
+    return gw

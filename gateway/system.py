@@ -14,11 +14,11 @@ from starlette.routing import Route
 from gateway import __version__
 from gateway.http import error_response
 from gateway.openapi import openapi
-from gateway.state import Gateway
+from gateway.state import gateway_of
 
 
 async def healthz(request: Request) -> Response:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     try:
         await gw.pool.ping()
     except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
@@ -32,7 +32,7 @@ async def version(request: Request) -> JSONResponse:
 
 async def info(request: Request) -> JSONResponse:
     """OpenFaaS's shape (provider, version, arch) plus the nodes and their pools."""
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     nodes = await gw.nodes()
     functions = await gw.pool.functions()
     lengths = await gw.pool.queue_lengths([spec.name for spec in functions])
@@ -55,7 +55,7 @@ async def info(request: Request) -> JSONResponse:
 
 
 async def metrics(request: Request) -> Response:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     clock = time.perf_counter()
     nodes = await gw.nodes()
     gw.metrics.redis_rtt.set(time.perf_counter() - clock)

@@ -3,7 +3,7 @@
 Both are frozen dataclasses. The options check themselves when made (whoever makes
 them: a node from a client's spec, the builder for a RUN step); the docker CLI's
 string forms (``-v``, ``-p``, ``--ulimit``, ``--tmpfs``) are parsed at the edge, in
-``pool.contract.specs``.
+``pool.contract.containers``.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from pool.contract.containers import BindSpec, PortSpec, UlimitSpec, parse_tmpfs
 from pool.contract.errors import InvalidSpec
-from pool.contract.specs import BindSpec, PortSpec, UlimitSpec, parse_tmpfs
 from pool.contract.units import parse_duration, parse_size
 
 

@@ -17,13 +17,13 @@ import click
 from gateway.cli.output import api_command, checked, client, fail, key_values
 from gateway.cli.streams import write_frames
 from gateway.client import ApiClient, ApiClientError, error_of
-from pool.contract.specs import CONTAINER_NETWORKS, PortSpec
+from pool.contract.containers import CONTAINER_NETWORKS, PortSpec
 from pool.contract.units import parse_size
 
 
 def parse_publish(specs: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """``-p [IP:][HOST:]PORT`` -> (ExposedPorts, PortBindings), checked as the gateway checks
-    them (pool.contract.specs.PortSpec)."""
+    them (pool.contract.containers.PortSpec)."""
     exposed: dict[str, Any] = {}
     bindings: dict[str, list[Any]] = {}
     for text in specs:

@@ -17,7 +17,7 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 from gateway.http import ApiError, docker_filters
-from gateway.state import Gateway
+from gateway.state import gateway_of
 
 _FILTERS = {"type", "event", "container", "image", "label", "function"}
 
@@ -65,7 +65,7 @@ def _stream_id(seconds: str, name: str) -> str:
 
 
 async def events(request: Request) -> StreamingResponse:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     q = request.query_params
     filters = parse_filters(q.get("filters", ""))
     start = _stream_id(q["since"], "since") if q.get("since") else None

@@ -20,8 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway.docker.nodes import node_of
 from gateway.http import ApiError, query, read_body
-from gateway.state import Gateway
+from gateway.state import Gateway, gateway_of
 
 BUILD_TIMEOUT = 3600.0
 
@@ -66,14 +67,14 @@ def _summary(image: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_images(request: Request) -> JSONResponse:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     all_images = request.query_params.get("all", "") in ("1", "true")
     images = await gw.command("images.list", {"all": all_images}, timeout=30)
     return JSONResponse([_summary(i) for i in images])
 
 
 async def inspect_image(request: Request) -> JSONResponse:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     image = await gw.command("image.inspect", {"ref": request.path_params["name"]}, timeout=30)
     config = image["config"]
     return JSONResponse({
@@ -87,7 +88,7 @@ async def inspect_image(request: Request) -> JSONResponse:
 
 
 async def history(request: Request) -> JSONResponse:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     image = await gw.command("image.inspect", {"ref": request.path_params["name"]}, timeout=30)
     rows = image["history"]
     return JSONResponse([
@@ -99,7 +100,7 @@ async def history(request: Request) -> JSONResponse:
 
 
 async def tag(request: Request) -> Response:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     repo = query(request, "repo", "names the new tag")
     new = f"{repo}:{request.query_params['tag']}" if request.query_params.get("tag") else repo
     await gw.command("image.tag", {"ref": request.path_params["name"], "tag": new}, timeout=30)
@@ -107,7 +108,7 @@ async def tag(request: Request) -> Response:
 
 
 async def remove(request: Request) -> JSONResponse:
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     force = request.query_params.get("force", "") in ("1", "true")
     lines = await gw.command(
         "image.remove", {"ref": request.path_params["name"], "force": force}, timeout=60
@@ -183,7 +184,7 @@ def _json_query(request: Request, key: str) -> dict[str, str]:
 
 async def build(request: Request) -> Response:
     """``docker build``'s route: the context as a tar body, options in the query."""
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     q = request.query_params
     tags = q.getlist("t")
     args = {
@@ -207,7 +208,7 @@ async def build(request: Request) -> Response:
 
 async def bootstrap(request: Request) -> Response:
     """``?name=busybox|debian:bookworm``: make a base image from what the host has."""
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     name = query(request, "name", "names the base image (busybox, debian:bookworm)")
     if not any(n["live"] for n in (await gw.nodes()).values()):
         raise ApiError(503, "no_node", "image.bootstrap: no node is up to do it")
@@ -216,7 +217,7 @@ async def bootstrap(request: Request) -> Response:
 
 async def save(request: Request) -> Response:
     """``docker save``: a docker-archive of the named images, streamed as the node writes it."""
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     names = request.query_params.getlist("names")
     if "name" in request.path_params:
         names = [request.path_params["name"]]
@@ -230,7 +231,7 @@ async def save(request: Request) -> Response:
 
 async def load(request: Request) -> Response:
     """``docker load``: a docker-archive or OCI archive as the body."""
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     archive = await read_body(request, gw.config.build_limit)
     if not archive:
         raise ApiError(400, "bad_request", "the archive (a tar) is the request body")
@@ -242,7 +243,7 @@ async def load(request: Request) -> Response:
 async def create(request: Request) -> Response:
     """``docker import`` (``fromSrc=-``, the rootfs tar as the body) and ``docker pull``
     (``fromImage``): with no registry, a pull makes busybox or debian here, like bootstrap."""
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     q = request.query_params
     if q.get("fromSrc") == "-":
         repo, tag_ = q.get("repo", ""), q.get("tag", "")
@@ -272,7 +273,7 @@ async def create(request: Request) -> Response:
 
 async def commit_container(request: Request) -> JSONResponse:
     """``docker commit``: a writable container's changes (an environment's too) as an image."""
-    gw: Gateway = request.app.state.gw
+    gw = gateway_of(request)
     q = request.query_params
     container = query(request, "container", "names the container")
     repo, tag_ = q.get("repo", ""), q.get("tag", "")
@@ -281,13 +282,13 @@ async def commit_container(request: Request) -> JSONResponse:
     args = {"container": container, "tag": f"{repo}:{tag_}" if repo and tag_ else repo,
             "author": q.get("author", ""), "message": q.get("comment", ""),
             "pause": q.get("pause", "1") not in ("0", "false")}  # fmt: skip
-    node = await _owner(gw, container)
+    node = await node_of(gw, container) or await _lease_owner(gw, container)
     image = await gw.command("container.commit", args, node=node, timeout=BUILD_TIMEOUT)
     return JSONResponse({"Id": image["id"]}, 201)
 
 
-async def _owner(gw: Gateway, container: str) -> str:
-    """The node running an environment's container; "" (any node) for other containers."""
+async def _lease_owner(gw: Gateway, container: str) -> str:
+    """The node running an environment's container; "" (any node) when none is."""
     for lease in await gw.pool.leases():
         if container in (lease["id"], lease["container"]) or (
             len(container) >= 12 and lease["container"].startswith(container)

@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pool.contract.errors import InvalidSpec
-from pool.contract.specs import (
+from pool.contract.containers import (
     DEFAULT_TMPFS_SIZE,
     BindSpec,
     ContainerNetwork,
@@ -18,6 +17,7 @@ from pool.contract.specs import (
     UlimitSpec,
     parse_tmpfs,
 )
+from pool.contract.errors import InvalidSpec
 
 
 class Unsupported(Exception):

@@ -19,19 +19,15 @@ from starlette.routing import Route
 
 from gateway import __version__
 from gateway.docker import shapes
-from gateway.docker.containers import containers_everywhere
+from gateway.docker.nodes import containers_everywhere
 from gateway.http import ApiError
-from gateway.state import Gateway
+from gateway.state import Gateway, gateway_of
 
 API_VERSION = "1.43"
 MIN_API_VERSION = "1.24"
 TIMEOUT = 60.0
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
-
-def _gw(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gw
-    return gw
 
 
 async def ping(request: Request) -> Response:
@@ -63,7 +59,7 @@ async def _on_live_nodes(gw: Gateway, name: str, args: dict[str, Any]) -> list[A
 
 
 async def info(request: Request) -> JSONResponse:
-    gw = _gw(request)
+    gw = gateway_of(request)
     containers = [c for _, c in await containers_everywhere(gw, True)]
     images = await gw.command("images.list", {}, timeout=TIMEOUT)
     node_info = (await _on_live_nodes(gw, "node.info", {}))[0]
@@ -91,7 +87,7 @@ async def info(request: Request) -> JSONResponse:
 
 
 async def disk_usage(request: Request) -> JSONResponse:
-    gw = _gw(request)
+    gw = gateway_of(request)
     containers = [shapes.summary_json(c) for _, c in await containers_everywhere(gw, True)]
     images = await gw.command("images.list", {}, timeout=TIMEOUT)
     volumes = [shapes.volume_json(v) for v in await gw.command("volume.list", timeout=TIMEOUT)]

@@ -11,14 +11,10 @@ from starlette.routing import Route
 
 from gateway.docker import shapes
 from gateway.http import ApiError, docker_filters, read_optional_json
-from gateway.state import Gateway
+from gateway.state import gateway_of
 
 TIMEOUT = 60.0
 
-
-def _gw(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gw
-    return gw
 
 
 def _truth(values: list[str], what: str) -> bool:
@@ -43,7 +39,7 @@ def _matches(record: dict[str, Any], filters: dict[str, list[str]]) -> bool:
 
 async def list_volumes(request: Request) -> JSONResponse:
     filters = docker_filters(request.query_params.get("filters", ""))
-    records = await _gw(request).command("volume.list", timeout=TIMEOUT)
+    records = await gateway_of(request).command("volume.list", timeout=TIMEOUT)
     volumes = [shapes.volume_json(r) for r in records if _matches(r, filters)]
     return JSONResponse({"Volumes": volumes, "Warnings": []})
 
@@ -52,19 +48,19 @@ async def create(request: Request) -> JSONResponse:
     body = await read_optional_json(request)
     args = {"name": body.get("Name") or "", "driver": body.get("Driver") or "local",
             "labels": body.get("Labels") or {}}  # fmt: skip
-    record = await _gw(request).command("volume.create", args, timeout=TIMEOUT)
+    record = await gateway_of(request).command("volume.create", args, timeout=TIMEOUT)
     return JSONResponse(shapes.volume_json(record), 201)
 
 
 async def inspect(request: Request) -> JSONResponse:
     name = request.path_params["name"]
-    record = await _gw(request).command("volume.inspect", {"name": name}, timeout=TIMEOUT)
+    record = await gateway_of(request).command("volume.inspect", {"name": name}, timeout=TIMEOUT)
     return JSONResponse(shapes.volume_json(record))
 
 
 async def remove(request: Request) -> Response:
     force = request.query_params.get("force", "") in ("1", "true")
-    await _gw(request).command("volume.remove", {"name": request.path_params["name"],
+    await gateway_of(request).command("volume.remove", {"name": request.path_params["name"],
                                                  "force": force}, timeout=TIMEOUT)  # fmt: skip
     return Response(status_code=204)
 
@@ -72,7 +68,7 @@ async def remove(request: Request) -> Response:
 async def prune(request: Request) -> JSONResponse:
     filters = docker_filters(request.query_params.get("filters", ""))
     everything = _truth(filters.get("all", ["false"]), "all")
-    done = await _gw(request).command("volume.prune", {"all": everything}, timeout=TIMEOUT)
+    done = await gateway_of(request).command("volume.prune", {"all": everything}, timeout=TIMEOUT)
     return JSONResponse({"VolumesDeleted": done["removed"], "SpaceReclaimed": 0})
 
 

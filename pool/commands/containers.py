@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 from images.store import ImageStore
 from pool.commands import Command, CommandError, Handler, flag, required
+from pool.contract.containers import ContainerSpec
 from pool.contract.messages import AUTO_REMOVE
-from pool.contract.specs import ContainerSpec
 from pool.supervisor import Supervisor
 from runtime.engine import Runtime
 from runtime.errors import Conflict, NotFound

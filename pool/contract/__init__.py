@@ -3,7 +3,8 @@
     keys.py      the key names, what each holds, and the limits both sides keep
     messages.py  CallRequest, CallResult, CallRecord, CommandRequest and events, one
                  encoder and one decoder each
-    specs.py     FunctionSpec, EnvironmentSpec, ContainerSpec: checked once, at the edge
+    specs.py     FunctionSpec, EnvironmentSpec: checked once, at the edge
+    containers.py  ContainerSpec and the docker CLI's -v, -p, --ulimit, --tmpfs
     units.py     sizes and durations as people write them
     errors.py    what the contract raises
     client.py    PoolClient: the gateway's only user of Redis

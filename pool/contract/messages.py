@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from pool.contract.containers import ContainerSpec
 from pool.contract.keys import RECORD_BODY_LIMIT
-from pool.contract.specs import ContainerSpec
 
 # redis-py types stream fields loosely; this is what we put in and take out.
 Fields = dict[Any, Any]

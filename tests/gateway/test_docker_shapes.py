@@ -11,9 +11,9 @@ import pytest
 from gateway.docker import shapes
 from gateway.docker.frames import framed, log_frames
 from gateway.docker.requests import Unsupported, create_request
+from pool.contract.containers import BindSpec, ContainerSpec
 from pool.contract.errors import InvalidSpec
 from pool.contract.messages import ContainerInfo, ImageSettings, Published
-from pool.contract.specs import BindSpec, ContainerSpec
 
 
 def test_create_body_maps_to_a_spec() -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pool.commands.containers import run_options
+from pool.contract.containers import BindSpec, ContainerSpec, PortSpec, UlimitSpec
 from pool.contract.messages import AUTO_REMOVE, ContainerInfo
-from pool.contract.specs import BindSpec, ContainerSpec, PortSpec, UlimitSpec
 from runtime.records import ContainerRecord
 from runtime.spec import DEFAULT_MEMORY, ImageConfig
 

@@ -1,0 +1,158 @@
+"""What the Docker routes share: finding the node that has a container, running a node
+command there, and streaming a command's output to the client as Docker's frames.
+
+A node answers in scow's words; its output comes tagged with its stream and becomes
+Docker's multiplexed frames here (``frames``), going to the client as it comes: on
+a hijacked connection (``101 UPGRADED``) when the client asked for one, as the
+docker CLI does, or else as a plain streamed body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway.docker.frames import framed
+from gateway.docker.hijack import MULTIPLEXED_STREAM, Hijacked, RawStream, can_hijack, hijack
+from gateway.http import ApiError
+from gateway.state import Gateway, gateway_of
+from pool.contract.messages import ContainerInfo
+
+FOLLOW_TIMEOUT = 7 * 86400.0  # a followed stream ends with its container, not before
+COMMAND_TIMEOUT = 120.0
+STDIN_LIMIT = 64 << 20
+
+
+def flag(request: Request, key: str, default: bool = False) -> bool:
+    value = request.query_params.get(key)
+    if value is None:
+        return default
+    return value.lower() in ("1", "true", "yes")
+
+
+async def node_of(gw: Gateway, ref: str) -> str:
+    """The node that has container ``ref`` (id, name or id prefix); "" (any node) when
+    that is not known or the node is not live."""
+    found = ""
+    prefixed = []
+    for cid, info in (await gw.pool.container_nodes()).items():
+        if ref in (cid, info["name"]):
+            found = str(info["node"])
+            break
+        if cid.startswith(ref):
+            prefixed.append(str(info["node"]))
+    else:
+        found = prefixed[0] if len(prefixed) == 1 else ""
+    if found and not (await gw.nodes()).get(found, {}).get("live"):
+        return ""
+    return found
+
+
+async def command(
+    request: Request, name: str, args: dict[str, Any] | None = None, **kw: Any
+) -> Any:
+    gw = gateway_of(request)
+    ref = request.path_params.get("id", "")
+    node = await node_of(gw, ref) if ref else ""
+    args = {"id": ref, **(args or {})} if ref else (args or {})
+    kw.setdefault("timeout", COMMAND_TIMEOUT)
+    return await gw.command(name, args, node=node, **kw)
+
+
+async def containers_everywhere(
+    gw: Gateway, everything: bool
+) -> list[tuple[str, ContainerInfo]]:
+    """Every live node's containers (all, or the running ones), with their node."""
+    live = [node for node, info in (await gw.nodes()).items() if info["live"]]
+    if not live:
+        raise ApiError(503, "no_node", "container list: no node is up")
+    parts = await asyncio.gather(*(
+        gw.command("container.list", {"all": everything}, node=n, timeout=COMMAND_TIMEOUT)
+        for n in live))  # fmt: skip
+    return [(n, ContainerInfo.from_json(r)) for n, part in zip(live, parts, strict=True)
+            for r in part]  # fmt: skip
+
+
+async def frames(
+    request: Request, name: str, args: dict[str, Any], *, stdin: bool = False,
+    options: dict[str, bool] | None = None,
+) -> Response:
+    """Run a streaming node command; its frames go to a hijacked connection when the client
+    asked for one, or else to a streamed body.
+
+    The node sends an empty chunk once it is ready (attached, or the exec started), so
+    that a failure before then (no such container) is still a proper HTTP answer, and so
+    that ``docker run`` starts the container only after its output is being read.
+    """
+    gw = gateway_of(request)
+    ref = request.path_params.get("id", "")
+    node = str(args.pop("node", "")) or (await node_of(gw, ref) if ref else "")
+    if ref:
+        args = {"id": ref, **args}
+    if not any(n["live"] for n in (await gw.nodes()).values()):
+        raise ApiError(503, "no_node", f"{name}: no node is up to do it")
+    content_type = MULTIPLEXED_STREAM  # no TTY: stdout and stderr always come as frames
+    hijacking = can_hijack(request)
+    stream: RawStream | None = None
+    blob = b""
+    if hijacking and stdin:  # exec -i: all of stdin first (see pool/execs.py)
+        stream = await hijack(request, content_type)
+        try:
+            blob = await stream.read_all(STDIN_LIMIT)
+        except ValueError:
+            stream.close()
+            return Hijacked()
+    chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
+    ready: asyncio.Future[ApiError | None] = asyncio.get_running_loop().create_future()
+
+    async def output(chunk: bytes, kind: str) -> None:
+        if not ready.done():
+            ready.set_result(None)
+        if chunk and (data := framed(kind, chunk, options or {})):
+            await chunks.put(data)
+
+    async def run() -> None:
+        try:
+            await gw.command(name, args, node=node, blob=blob, timeout=FOLLOW_TIMEOUT,
+                             output=output)  # fmt: skip
+        except ApiError as exc:
+            if not ready.done():
+                ready.set_result(exc)
+        finally:
+            if not ready.done():
+                ready.set_result(None)
+            await chunks.put(None)
+
+    task = asyncio.create_task(run())
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            while (chunk := await chunks.get()) is not None:
+                yield chunk
+        finally:
+            if not task.done():  # the client went away: the node stops following
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    failed = await ready
+    if failed is not None and stream is None:
+        raise failed
+    if not hijacking:
+        return StreamingResponse(body(), media_type=content_type)
+    stream = stream or await hijack(request, content_type)
+    try:
+        async for chunk in body():
+            await stream.write(chunk)
+    except ConnectionError:
+        pass  # the client left; body()'s cleanup stopped the command
+    finally:
+        stream.close()
+    return Hijacked()
+
+
