@@ -1,7 +1,8 @@
 """A warm pool: instances of one function on one node, made before calls need them.
 
 The pool keeps ready as many instances as calls recently needed at once (the
-peak concurrency over the last ``idle_ttl``), at least ``pool.min``, at most
+peak concurrency over the last ``idle_ttl``, divided by the calls one instance takes
+at once), at least ``pool.min``, at most
 ``pool.max`` in all; calls that wait make it grow (a call that finds none ready
 waits for the next one made: a cold start). A throwaway instance
 (``max_invocations`` 1) is destroyed after its call and replaced at once; a
@@ -175,7 +176,9 @@ class WarmPool:
     def refill(self) -> None:
         if self._closed:
             return
-        want = max(self.spec.pool_min, len(self._waiters), self.recent_demand())
+        # Calls at once, in instances: one takes up to ``concurrency`` of them.
+        demand = -(-self.recent_demand() // max(self.spec.concurrency, 1))
+        want = max(self.spec.pool_min, len(self._waiters), demand)
         while len(self.ready) + self.creating < want and self.total < self.spec.pool_max:
             self.creating += 1
             self._spawn(self._create())
