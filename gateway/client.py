@@ -2,24 +2,28 @@
 
 ``SCOW_HOST`` picks TCP (``tcp://127.0.0.1:8080`` or ``http://...``); the token
 comes from ``SCOW_TOKEN`` or the token file in the state dir. It stands on the
-standard library's ``http.client`` alone: a CLI that starts in tens of
-milliseconds cannot afford an HTTP library's imports.
+standard library's ``http.client`` alone, imported with the first request: a CLI
+that starts in tens of milliseconds cannot afford an HTTP library's imports, and
+``scow --help`` sends none.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
+import functools
 import json
 import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from pool.contract.config import DEFAULT_RUN_DIR, DEFAULT_STATE_DIR
+
+if TYPE_CHECKING:  # imported with the first request (see above), not with the CLI
+    import http.client
 
 TOKEN_FILE = "token"
 DEFAULT_TIMEOUT = 120.0
@@ -63,20 +67,28 @@ def find_token() -> str:
         return ""
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float | None) -> None:
-        super().__init__("scow", timeout=timeout)
-        self.path = path
+@functools.cache
+def _http() -> Any:
+    """http.client, and a connection class of it for a Unix socket."""
+    import http.client
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(str(self.path))
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+    class UnixConnection(http.client.HTTPConnection):
+        def __init__(self, path: Path, timeout: float | None) -> None:
+            super().__init__("scow", timeout=timeout)
+            self.path = path
+
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(str(self.path))
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
+
+    http.client.UnixConnection = UnixConnection  # type: ignore[attr-defined]
+    return http.client
 
 
 class Headers:
@@ -116,7 +128,7 @@ class Response:
         if self._content is None:
             try:
                 self._content = self._raw.read()
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, _http().HTTPException) as exc:
                 raise ApiClientError(0, "cut_short", f"the answer was cut short: {exc}") from None
             self.close()
         return self._content
@@ -136,7 +148,7 @@ class Response:
         try:
             while chunk := self._raw.read1(65536):
                 yield chunk
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, _http().HTTPException) as exc:
             raise ApiClientError(0, "cut_short", f"the answer was cut short: {exc}") from None
 
     def iter_lines(self) -> Iterator[str]:
@@ -146,7 +158,7 @@ class Response:
         try:
             while line := self._raw.readline():
                 yield line.decode(errors="replace").rstrip("\r\n")
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, _http().HTTPException) as exc:
             raise ApiClientError(0, "cut_short", f"the answer was cut short: {exc}") from None
 
     def close(self) -> None:
@@ -163,13 +175,18 @@ class ApiClient:
         """Nothing held between requests (each has its connection)."""
 
     def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        client = _http()
+        conn: http.client.HTTPConnection
         if self.endpoint.socket is not None:
-            return _UnixConnection(self.endpoint.socket, timeout)
+            conn = client.UnixConnection(self.endpoint.socket, timeout)
+            return conn
         url = urlsplit(self.endpoint.base_url)
         port = url.port or (443 if url.scheme == "https" else 80)
         if url.scheme == "https":
-            return http.client.HTTPSConnection(url.hostname or "", port, timeout=timeout)
-        return http.client.HTTPConnection(url.hostname or "", port, timeout=timeout)
+            conn = client.HTTPSConnection(url.hostname or "", port, timeout=timeout)
+        else:
+            conn = client.HTTPConnection(url.hostname or "", port, timeout=timeout)
+        return conn
 
     def open(
         self, method: str, path: str, *, params: dict[str, Any] | None = None,
@@ -195,7 +212,7 @@ class ApiClient:
         try:
             conn.request(method, target, body=body if body is not None else None, headers=sent)
             return Response(conn, conn.getresponse())
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, _http().HTTPException) as exc:
             conn.close()
             raise self._unreachable(exc) from None
 

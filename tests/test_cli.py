@@ -198,3 +198,36 @@ def test_fn_invoke_sends_the_token_only_to_a_function_that_needs_it(auth: bool) 
         server.server_close()
     assert done.returncode == 0 and done.stdout == "called", done.stderr
     assert seen["authorization"] == ("Bearer the-api-token" if auth else None)
+
+
+def test_each_lazy_subcommand_is_the_command_its_help_line_stands_for() -> None:
+    """`scow --help` shows SUBCOMMANDS' lines without importing their modules: each names
+    its command, and no command of those modules is left out of the table."""
+    import importlib
+
+    import click
+
+    from gateway.cli import SUBCOMMANDS, main
+
+    modules = set()
+    for name, (target, line) in SUBCOMMANDS.items():
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command) and command.name == name, (name, target)
+        assert line and len(line) <= 60 and not line.endswith("."), line
+        modules.add(module)
+    for module in modules:
+        for value in vars(importlib.import_module(module)).values():
+            if isinstance(value, click.Command) and value.callback is not None:
+                top_level = value.name in SUBCOMMANDS or value.name in main.commands
+                nested = any(value.name in getattr(g, "commands", {})
+                             for g in vars(importlib.import_module(module)).values()
+                             if isinstance(g, click.Group))  # fmt: skip
+                assert top_level or nested, f"{module}: {value.name} is in no group"
+    from gateway.cli.containers import COMMANDS  # the docker verbs, each top-level too
+
+    assert {c.name for c in COMMANDS} <= set(SUBCOMMANDS)
+    shown = subprocess.run([sys.executable, "-m", "gateway.cli", "--help"], capture_output=True,
+                           text=True, check=True).stdout  # fmt: skip
+    for name, (_, line) in SUBCOMMANDS.items():
+        assert f"  {name} " in shown and line in shown, name

@@ -30,8 +30,10 @@ FLOORS: Mapping[str, frozenset[str]] = {
     "gateway.cli": frozenset({"gateway", "gateway.cli", "pool.contract"}),
 }
 # What `import gateway.cli` must not load, directly or through anything it imports at
-# module level: the CLI is a thin HTTP client, quick to start.
-CLI_BANNED = ("redis", "starlette", "uvicorn", "prometheus_client", "httpx", "yaml")
+# module level: the CLI is a thin HTTP client, quick to start. (http.client comes with
+# its first request; `scow --help` sends none.)
+CLI_BANNED = ("redis", "starlette", "uvicorn", "prometheus_client", "httpx", "yaml", "http",
+              "ssl", "tarfile")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -1,35 +1,93 @@
-"""The `scow` command: the host (`up`, `gateway`) and a client of its API for the rest."""
+"""The `scow` command: the host (`up`, `gateway`) and a client of its API for the rest.
+
+The subcommands' modules are imported when one of them runs: `scow fn ls` loads the
+functions' module and no other, and `scow --help` none (their one-line help is in
+``SUBCOMMANDS``). That, and an HTTP client on the standard library, keeps the CLI's
+start near the interpreter's own.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
 
 from gateway import __version__
-from gateway.cli import containers
-from gateway.cli.environments import env
-from gateway.cli.functions import fn
-from gateway.cli.images import (
-    build,
-    commit,
-    history,
-    image,
-    images,
-    import_,
-    load,
-    rmi,
-    save,
-    tag,
-)
 from gateway.cli.output import EXIT_USAGE, api_command, client, fail, format_option
-from gateway.cli.secrets import secret
 from pool.contract.config import DEFAULTS, LOG_LEVELS, HostConfig
 
+_C, _I = "gateway.cli.containers", "gateway.cli.images"
+# name -> (module:attribute, its line in `scow --help`). tests/test_cli.py checks that
+# each names its command and that no command of these modules is left out.
+SUBCOMMANDS: Mapping[str, tuple[str, str]] = {
+    "fn": ("gateway.cli.functions:fn", "Deploy, call, scale and watch functions"),
+    "env": ("gateway.cli.environments:env", "Throwaway test environments"),
+    "secret": ("gateway.cli.secrets:secret", "Secrets, given to functions as files"),
+    "build": (f"{_I}:build", "Build an image from a Dockerfile"),
+    "commit": (f"{_I}:commit", "Make an image of a container's changes"),
+    "history": (f"{_I}:history", "Show the steps an image was made of"),
+    "image": (f"{_I}:image", "Images: bootstrap base images, inspect"),
+    "images": (f"{_I}:images", "List images"),
+    "import": (f"{_I}:import_", "Make an image of a root filesystem tarball"),
+    "load": (f"{_I}:load", "Load images from a docker-archive or OCI tar"),
+    "rmi": (f"{_I}:rmi", "Remove images, or untag them"),
+    "save": (f"{_I}:save", "Write images to a docker-archive tar"),
+    "tag": (f"{_I}:tag", "Give an image another name"),
+    "run": ("gateway.cli.run:run", "Create and start a container"),
+    "create": ("gateway.cli.run:create", "Create a container without starting it"),
+    "container": (f"{_C}:container", "Containers, as docker container has them"),
+    "cp": (f"{_C}:cp", "Copy files between a container and this host"),
+    "diff": (f"{_C}:diff", "Show what a container changed in its files"),
+    "exec": (f"{_C}:exec_", "Run a command in a running container"),
+    "inspect": (f"{_C}:inspect", "Show a container's full description"),
+    "kill": (f"{_C}:kill", "Send a signal to containers"),
+    "logs": (f"{_C}:logs", "Show a container's output"),
+    "pause": (f"{_C}:pause", "Freeze every process of containers"),
+    "port": (f"{_C}:port", "Show a container's published ports"),
+    "ps": (f"{_C}:ps", "List containers"),
+    "rename": (f"{_C}:rename", "Give a container a new name"),
+    "restart": (f"{_C}:restart", "Stop containers, then start them again"),
+    "rm": (f"{_C}:rm", "Remove containers"),
+    "start": (f"{_C}:start", "Start created or stopped containers"),
+    "stats": (f"{_C}:stats", "Show a container's memory, CPU and processes"),
+    "stop": (f"{_C}:stop", "Stop containers"),
+    "unpause": (f"{_C}:unpause", "Thaw paused containers"),
+    "volume": ("gateway.cli.volumes:volume", "Volumes: ls, create, inspect, rm"),
+    "wait": (f"{_C}:wait", "Wait until containers stop; print their exit codes"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose ``SUBCOMMANDS`` are imported when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *SUBCOMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in SUBCOMMANDS:
+            return super().get_command(ctx, name)
+        module, _, attribute = SUBCOMMANDS[name][0].partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))  # as click's own group has it
+        rows = []
+        for name in names:
+            if name in SUBCOMMANDS:
+                rows.append((name, SUBCOMMANDS[name][1]))
+            elif (command := super().get_command(ctx, name)) is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """scow: functions on throwaway containers.
 
@@ -238,24 +296,6 @@ def top(once: bool, interval: float) -> None:
             time.sleep(interval)
     except KeyboardInterrupt:
         pass
-
-
-main.add_command(fn)
-main.add_command(secret)
-main.add_command(env)
-main.add_command(image)
-main.add_command(build)
-main.add_command(images)
-main.add_command(rmi)
-main.add_command(tag)
-main.add_command(history)
-main.add_command(save)
-main.add_command(load)
-main.add_command(import_)
-main.add_command(commit)
-for _command in containers.COMMANDS:
-    main.add_command(_command)
-main.add_command(containers.container)
 
 
 if __name__ == "__main__":

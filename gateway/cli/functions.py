@@ -22,7 +22,7 @@ from gateway.cli.output import (
     key_values,
 )
 from gateway.client import ApiClientError
-from pool.contract.specs import PROTOCOLS
+from pool.contract.choices import PROTOCOLS
 
 
 @click.group()

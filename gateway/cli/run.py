@@ -17,13 +17,14 @@ import click
 from gateway.cli.output import api_command, checked, client, fail, key_values
 from gateway.cli.streams import write_frames
 from gateway.client import ApiClient, ApiClientError, error_of
-from pool.contract.containers import CONTAINER_NETWORKS, PortSpec
-from pool.contract.units import parse_size
+from pool.contract.choices import CONTAINER_NETWORKS
 
 
 def parse_publish(specs: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """``-p [IP:][HOST:]PORT`` -> (ExposedPorts, PortBindings), checked as the gateway checks
     them (pool.contract.containers.PortSpec)."""
+    from pool.contract.containers import PortSpec  # imported when used: see gateway/cli
+
     exposed: dict[str, Any] = {}
     bindings: dict[str, list[Any]] = {}
     for text in specs:
@@ -66,6 +67,8 @@ def with_run_options(fn: Any) -> Any:
 
 
 def create_body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, Any]:
+    from pool.contract.units import parse_size
+
     exposed, bindings = parse_publish(o["publish"])
     host: dict[str, Any] = {
         "Binds": list(o["volume"]), "PortBindings": bindings,

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pool.contract.choices import ContainerNetwork
 from pool.contract.containers import (
     DEFAULT_TMPFS_SIZE,
     BindSpec,
-    ContainerNetwork,
     ContainerSpec,
     PortSpec,
     UlimitSpec,

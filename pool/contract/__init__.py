@@ -6,6 +6,7 @@
     specs.py     FunctionSpec, EnvironmentSpec: checked once, at the edge
     containers.py  ContainerSpec and the docker CLI's -v, -p, --ulimit, --tmpfs
     units.py     sizes and durations as people write them
+    choices.py   the closed sets of values (protocols, networks) for specs and the CLI
     errors.py    what the contract raises
     client.py    PoolClient: the gateway's only user of Redis
     outage.py    what a loop that outlives Redis errors says, and when

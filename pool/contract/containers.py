@@ -8,14 +8,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
+from pool.contract.choices import ContainerNetwork
 from pool.contract.errors import InvalidSpec
 from pool.contract.units import parse_size
-
-# A container's network: scow's bridge, or none (loopback only).
-ContainerNetwork = Literal["bridge", "none"]
-CONTAINER_NETWORKS: tuple[str, ...] = get_args(ContainerNetwork)
 
 
 @dataclass(frozen=True)

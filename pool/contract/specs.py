@@ -12,16 +12,15 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
+from pool.contract.choices import PROTOCOLS, Protocol
 from pool.contract.errors import InvalidSpec
 from pool.contract.units import parse_duration, parse_size
 
 NAME_RE = re.compile(r"^[a-z0-9-]{1,63}$")
 # A secret's name is the name of its file in /run/secrets.
 SECRET_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62})$")
-Protocol = Literal["http", "stdio"]
-PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 
 @dataclass(frozen=True)
 class FunctionSpec:
