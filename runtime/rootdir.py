@@ -25,6 +25,9 @@ What comes back is an fd; callers read, write and ``*at()`` through it, never
 through a path string rebuilt from it. ``symlinks=False`` refuses any symlink
 on the way (``LinkRefused``): writers use it, since extraction must never write
 through a link, whoever made it.
+
+A little over the ~400 lines a module here keeps to: the two resolvers (openat2 and
+``Walk``) must agree on every rule, and they are easiest to hold side by side.
 """
 
 from __future__ import annotations

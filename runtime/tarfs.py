@@ -28,6 +28,9 @@ sources, a new volume's seed. Both stand on rootdir.py.
 Layer mode translates OCI whiteouts (``.wh.NAME``, ``.wh..wh..opq``) to
 overlayfs ones (a 0:0 character device, the ``trusted.overlay.opaque`` xattr)
 and back. No other xattr from an archive is ever applied.
+
+Longer than a module here usually is (~400 lines): it is the one place archives
+are checked, and a review of that check should read it whole, not across files.
 """
 
 from __future__ import annotations
