@@ -30,6 +30,7 @@ import httpx
 from pool.contract.messages import CallRequest, CallResult
 from pool.contract.specs import FunctionSpec
 from runtime.engine import Runtime, Stdio
+from runtime.errors import ContainerError
 from runtime.monitor import ExitStatus
 from runtime.records import ContainerRecord
 from runtime.spec import ImageConfig, RunOptions
@@ -187,7 +188,7 @@ async def invoke(
         inst.call_logs = _new_log_lines(runtime, inst)[-LOG_LINES_KEPT:]
         return result
     except TimeoutError:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(ContainerError):  # it may have exited meanwhile
             await runtime.kill(inst.id, "KILL")
         return CallResult.failure(
             req.id, 504, "timeout",
@@ -221,7 +222,7 @@ async def _stdio(
     lines = err.decode(errors="replace").splitlines()[-LOG_LINES_KEPT:]
     inst.call_logs = [("stderr", line) for line in lines]
     if over:  # its stdout is closed: it dies of EPIPE, or of this
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(ContainerError):  # it may have exited meanwhile
             await runtime.kill(inst.id, "KILL")
         await runtime.wait(inst.id)
         return too_large(req, limit)

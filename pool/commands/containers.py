@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from images.errors import ImageError
 from images.store import ImageStore
 from pool.commands import Command, CommandError, Handler, flag, required
 from pool.contract.containers import ContainerSpec
@@ -151,7 +152,7 @@ class ContainerCommands:
             with contextlib.suppress(NotFound):
                 volume_paths[name] = str(self.runtime.volumes.get(name).path)
         image_id = ""
-        with contextlib.suppress(Exception):  # the image may have been removed since
+        with contextlib.suppress(ImageError):  # the image may have been removed since
             image_id = self.images.get(record.image).id
         return {**record.to_json(), "image_id": image_id,
                 "gateway": str(next(self.runtime.network.subnet.hosts())),
