@@ -65,11 +65,16 @@ class Functions:
 
     def sizes(self) -> dict[str, dict[str, Any]]:
         """Each function's pool on this node, as the heartbeat and `scow top` show it."""
-        return {
-            name: {"ready": len(w.pool.ready), "busy": w.pool.busy, "creating": w.pool.creating,
-                   "draining": self.parts.draining[name]}
-            for name, w in self.workers.items()
-        }  # fmt: skip
+        out = {}
+        for name, w in self.workers.items():
+            decided = w.pool.decide()
+            out[name] = {
+                "ready": len(w.pool.ready), "busy": w.pool.busy, "creating": w.pool.creating,
+                "draining": self.parts.draining[name], "target": decided.size,
+                "rule": decided.rule, "rate": round(decided.rate, 2),
+                "make_seconds": round(decided.make_seconds, 4),
+            }  # fmt: skip
+        return out
 
     async def stop_reading(self) -> None:
         await asyncio.gather(*(w.stop_reading() for w in self.workers.values()))

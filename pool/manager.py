@@ -201,10 +201,7 @@ class PoolManager:
 
     async def _heartbeat_once(self) -> None:
         pools = self.functions.sizes()
-        self.metrics.pools(
-            (name, {"warm": p["ready"], "busy": p["busy"], "creating": p["creating"],
-                    "draining": p["draining"]}) for name, p in pools.items()
-        )  # fmt: skip
+        self.metrics.pools((name, {**p, "warm": p["ready"]}) for name, p in pools.items())
         info = {
             "heartbeat": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
             "functions": pools, "latency": self.metrics.percentiles(),

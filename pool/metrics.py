@@ -11,6 +11,7 @@ import collections
 import contextlib
 import threading
 from collections.abc import Iterable
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -55,6 +56,19 @@ class NodeMetrics:
         self.queue = Gauge(
             "scow_queue_length", "Calls waiting or running.", ["function"], registry=r
         )
+        # The pool's sizing decision and what it was made from (pool/sizing.py).
+        self.target = Gauge(
+            "scow_pool_target", "Containers the pool keeps ready or being made.",
+            ["function", "rule"], registry=r,
+        )  # fmt: skip
+        self.rate = Gauge(
+            "scow_call_rate", "Calls per second taken by the pool, recently.", ["function"],
+            registry=r,
+        )  # fmt: skip
+        self.make_seconds = Gauge(
+            "scow_make_seconds", "Time to make one container of the pool, recently.",
+            ["function"], registry=r,
+        )  # fmt: skip
         self.redis_rtt = Gauge("scow_redis_rtt_seconds", "Redis round-trip time.", registry=r)
         self._recent: dict[str, dict[str, collections.deque[float]]] = {}
         self._lock = threading.Lock()
@@ -102,16 +116,30 @@ class NodeMetrics:
             self.throttled.labels(function).inc(result.throttled_seconds)
         self._remember(function, "call", total)
 
-    def pools(self, sizes: Iterable[tuple[str, dict[str, int]]]) -> None:
-        for function, states in sizes:
-            for state, count in states.items():
-                self.pool.labels(function, state).set(count)
+    def pools(self, sizes: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Each function's pool: its containers by state, and its sizing decision."""
+        for function, pool in sizes:
+            for state in ("warm", "busy", "creating", "draining"):
+                self.pool.labels(function, state).set(pool[state])
+            with contextlib.suppress(KeyError):  # the rule changed: one series at a time
+                for rule in ("min", "concurrency", "rate", "max"):
+                    if rule != pool["rule"]:
+                        self.target.remove(function, rule)
+            self.target.labels(function, pool["rule"]).set(pool["target"])
+            self.rate.labels(function).set(pool["rate"])
+            self.make_seconds.labels(function).set(pool["make_seconds"])
 
     def forget(self, function: str) -> None:
         """Drop a deleted function's gauges (counters keep their totals)."""
         for state in ("creating", "warm", "busy", "draining"):
             with contextlib.suppress(KeyError):
                 self.pool.remove(function, state)
+        for rule in ("min", "concurrency", "rate", "max"):
+            with contextlib.suppress(KeyError):
+                self.target.remove(function, rule)
+        for gauge in (self.rate, self.make_seconds):
+            with contextlib.suppress(KeyError):
+                gauge.remove(function)
         with contextlib.suppress(KeyError):
             self.queue.remove(function)
         with self._lock:

@@ -1,10 +1,10 @@
 """A warm pool: instances of one function on one node, made before calls need them.
 
-The pool keeps ready as many instances as calls recently needed at once (the
-peak concurrency over the last ``idle_ttl``, divided by the calls one instance takes
-at once), at least ``pool.min``, at most
-``pool.max`` in all; calls that wait make it grow (a call that finds none ready
-waits for the next one made: a cold start). A throwaway instance
+The pool keeps ready or in the making as many instances as ``sizing.target``
+decides (the recent peak of calls at once, and for throwaway functions the call
+rate times the time to make one), at least ``pool.min``, at most ``pool.max`` in
+all; calls that wait make it grow (a call that finds none ready waits for the next
+one made: a cold start). A throwaway instance
 (``max_invocations`` 1) is destroyed after its call and replaced at once; a
 reusable one goes back to the pool until it has served ``max_invocations``
 calls, and while busy it takes more calls, up to the spec's ``concurrency``.
@@ -24,6 +24,7 @@ from typing import Literal
 
 from pool.contract.specs import FunctionSpec
 from pool.instances import Instance, InstanceError
+from pool.sizing import ArrivalRate, MakeTimes, Target, target
 
 log = logging.getLogger("scow.pool")
 
@@ -51,6 +52,9 @@ class WarmPool:
         self._peaks: deque[tuple[float, int]] = deque()  # (when, calls at once)
         # Busy instances that may take more calls at once (concurrency above 1).
         self._shared: list[Instance] = []
+        self.arrivals = ArrivalRate()
+        self.makes = MakeTimes()
+        self.last_target = self.decide()
 
     def _note_demand(self) -> None:
         # A sliding-window maximum: the deque's counts decrease from front to back, so
@@ -66,6 +70,15 @@ class WarmPool:
         while self._peaks and now - self._peaks[0][0] > self.spec.idle_ttl:
             self._peaks.popleft()
         return self._peaks[0][1] if self._peaks else 0
+
+    def decide(self) -> Target:
+        """How many instances to keep ready or being made now (see sizing.py)."""
+        spec = self.spec
+        return target(
+            pool_min=spec.pool_min, pool_max=spec.pool_max, concurrency=spec.concurrency,
+            throwaway=spec.throwaway, peak=self.recent_demand(),
+            rate=self.arrivals.per_second(time.monotonic()), make_seconds=self.makes.seconds,
+        )  # fmt: skip
 
     @property
     def total(self) -> int:
@@ -114,6 +127,7 @@ class WarmPool:
 
     async def acquire(self) -> Instance:
         """A ready instance, or the next one made (marked ``cold``)."""
+        self.arrivals.arrived(time.monotonic())
         if self.ready:
             inst = self.ready.popleft()
             self.busy += 1
@@ -176,9 +190,8 @@ class WarmPool:
     def refill(self) -> None:
         if self._closed:
             return
-        # Calls at once, in instances: one takes up to ``concurrency`` of them.
-        demand = -(-self.recent_demand() // max(self.spec.concurrency, 1))
-        want = max(self.spec.pool_min, len(self._waiters), demand)
+        self.last_target = self.decide()
+        want = max(self.last_target.size, len(self._waiters))
         while len(self.ready) + self.creating < want and self.total < self.spec.pool_max:
             self.creating += 1
             self._spawn(self._create())
@@ -187,7 +200,9 @@ class WarmPool:
     async def _create(self) -> None:
         try:
             async with self._slots:
+                clock = time.monotonic()
                 inst = await self._make()
+                self.makes.made(time.monotonic() - clock)
         except Exception as exc:
             self.creating -= 1
             self.cold_start_errors += 1

@@ -1,4 +1,9 @@
-"""`scow top`'s screen: one row per function and node, from /system/info."""
+"""`scow top`'s screen: one row per function and node, from /system/info.
+
+TARGET is the pool's sizing decision and the rule that made it (pool/sizing.py):
+``rate`` for a throwaway function whose call rate times its make time (MAKE) asks
+for more than the recent peak of calls at once.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +18,19 @@ def _ms(seconds: float | None) -> str:
 def render(info: dict[str, Any]) -> str:
     """The screen for one /system/info answer.
 
-    >>> print(render({"nodes": [{"id": "n1", "live": True, "heartbeat_age": 0.2,
-    ...     "functions": {"hello": {"ready": 1, "busy": 2, "creating": 0, "draining": 0}},
+    >>> screen = render({"nodes": [{"id": "n1", "live": True, "heartbeat_age": 0.2,
+    ...     "functions": {"hello": {"ready": 1, "busy": 2, "creating": 0, "draining": 0,
+    ...                             "target": 6, "rule": "rate", "rate": 10.0,
+    ...                             "make_seconds": 0.2}},
     ...     "latency": {"hello": {"start_p50": 0.03, "start_p99": 0.09,
     ...                           "call_p50": 0.004, "call_p99": 0.02}}}],
-    ...     "queues": {"hello": 3}, "functions": 1}).splitlines()[2:])
-    ... # doctest: +NORMALIZE_WHITESPACE
-    ['FUNCTION  NODE  WARM  BUSY  CREATING  DRAINING  QUEUED  START p50/p99 ms  CALL p50/p99 ms',
-     'hello     n1    1     2     0         0         3       30.0/90.0        4.0/20.0']
+    ...     "queues": {"hello": 3}, "functions": 1}).splitlines()
+    >>> screen[2].split("  ")[6:9], screen[3].split()
+    (['TARGET', 'CALLS/s', 'MAKE ms'], ['hello', 'n1', '1', '2', '0', '0', '6', 'rate', '10.0', \
+'200.0', '3', '30.0/90.0', '4.0/20.0'])
     """
-    header = ["FUNCTION", "NODE", "WARM", "BUSY", "CREATING", "DRAINING", "QUEUED",
-              "START p50/p99 ms", "CALL p50/p99 ms"]  # fmt: skip
+    header = ["FUNCTION", "NODE", "WARM", "BUSY", "CREATING", "DRAINING", "TARGET", "CALLS/s",
+              "MAKE ms", "QUEUED", "START p50/p99 ms", "CALL p50/p99 ms"]  # fmt: skip
     rows = []
     queues = info.get("queues", {})
     for node in info.get("nodes", []):
@@ -34,6 +41,8 @@ def render(info: dict[str, Any]) -> str:
             rows.append([
                 name, node["id"], str(pool.get("ready", 0)), str(pool.get("busy", 0)),
                 str(pool.get("creating", 0)), str(pool.get("draining", 0)),
+                f"{pool.get('target', '-')} {pool.get('rule', '')}".strip(),
+                f"{pool.get('rate', 0.0):.1f}", _ms(pool.get("make_seconds")),
                 str(queues.get(name, 0)),
                 f"{_ms(lat.get('start_p50'))}/{_ms(lat.get('start_p99'))}",
                 f"{_ms(lat.get('call_p50'))}/{_ms(lat.get('call_p99'))}",

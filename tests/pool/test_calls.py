@@ -88,6 +88,23 @@ async def test_python_hello_100_calls_each_in_a_fresh_container(
         await m.stop()
 
 
+@pytest.mark.slow
+async def test_after_a_warm_up_100_calls_in_a_row_find_their_fresh_container_ready(
+    client: PoolClient, manager: PoolManager
+) -> None:
+    """The pool sizes itself by the call rate (pool/sizing.py): one client calling a
+    throwaway function as fast as it answers finds a fresh container ready each time."""
+    await deploy(client, manager, spec(name="row", image="examples/busybox-wc", protocol="stdio"))
+    for _ in range(20):  # the warm-up: the pool learns the rate and its make time
+        assert (await call(client, "row", b"x")).status == 200
+    results = [await call(client, "row", b"x") for _ in range(100)]
+    assert all(r.status == 200 for r in results)
+    assert len({r.container for r in results}) == 100  # each call its own container
+    cold = sum(r.cold for r in results)
+    assert cold <= 1, f"{cold} of 100 calls waited for their container"
+    assert manager.workers["row"].pool.last_target.rule == "rate"
+
+
 async def test_warm_then_cold_after_scale_to_zero(client: PoolClient, manager: PoolManager) -> None:
     s = spec(name="zero", image="examples/busybox-wc", protocol="stdio", idle_ttl="1s",
              pool={"min": 0, "max": 2})  # fmt: skip

@@ -13,6 +13,7 @@ import pytest
 
 from pool.contract.specs import FunctionSpec
 from pool.instances import Instance, InstanceError
+from pool.sizing import MakeTimes
 from pool.warm import WarmPool
 from runtime.records import ContainerRecord
 from runtime.spec import ImageConfig, RunOptions
@@ -72,7 +73,7 @@ async def test_it_fills_to_its_minimum_and_a_call_takes_a_warm_one() -> None:
 async def test_a_call_that_finds_none_ready_waits_for_the_next_made_a_cold_start() -> None:
     factory = Factory()
     factory.gate.clear()
-    pool = pool_of(replace(SPEC, pool_min=0), factory)
+    pool = pool_of(replace(SPEC, pool_min=0, max_invocations=0), factory)
     call = asyncio.create_task(pool.acquire())
     await settle()
     assert not call.done() and pool.creating == 1
@@ -153,7 +154,7 @@ async def test_concurrency_shares_one_instance_up_to_its_limit() -> None:
 
 async def test_a_cold_start_that_fails_fails_the_waiting_call_with_its_reason() -> None:
     factory = Factory(fail=True)
-    pool = pool_of(replace(SPEC, pool_min=0), factory)
+    pool = pool_of(replace(SPEC, pool_min=0, max_invocations=0), factory)
     with pytest.raises(InstanceError, match="no such image"):
         await asyncio.wait_for(pool.acquire(), 5)
     assert pool.cold_start_errors == 1 and pool.total == 0
@@ -206,3 +207,25 @@ async def test_close_fails_waiting_calls_and_destroys_what_it_holds() -> None:
         pool.release(inst, reusable=True)  # after close: destroyed, not kept
     await settle()
     assert {i.id for i in factory.destroyed} == {i.id for i in factory.made}
+
+
+class HalfASecond(MakeTimes):
+    @property
+    def seconds(self) -> float:
+        return 0.5
+
+
+async def test_a_throwaway_pool_keeps_rate_times_make_time_in_the_making() -> None:
+    """Calls arriving faster than one make time apart: more than one kept ready."""
+    factory = Factory()
+    pool = pool_of(replace(SPEC, pool_min=1, pool_max=16), factory)
+    pool.makes = HalfASecond()  # as if each instance took half a second to make
+    for _ in range(20):  # 20 calls in well under a second: a rate of 20/s
+        inst = await pool.acquire()
+        pool.release(inst, reusable=False)
+    decided = pool.last_target
+    # 20/s x 0.5 s = 10 in the making, plus headroom: 10 + 2*sqrt(10) + 1 -> 18, max 16
+    assert decided.rate >= 19 and (decided.size, decided.rule) == (16, "max")
+    await settle()
+    assert len(pool.ready) + pool.creating == 16
+    await pool.close()
