@@ -61,8 +61,10 @@ def test_a_newcomer_gets_an_answer(scow_dirs: tuple[Path, Path], test_bridge: st
             client.close()
         wait_until(lambda: "examples/redis" not in host.scow("env", "ls").stdout, 20, "expiry")
         wait_until(lambda: not _port_open(port), 5, "the port to close")
-        containers = list((host.state / "containers").iterdir())
-        assert len(containers) <= 1  # only hello's warm one is left
+        roles = [json.loads(record.read_text()).get("labels", {}).get("scow.role")
+                 for record in (host.state / "containers").glob("*/container.json")]  # fmt: skip
+        assert "environment" not in roles, roles  # only hello's warm pool is left
+        assert set(roles) <= {"function"}, roles
 
 
 def _port_open(port: int) -> bool:

@@ -307,12 +307,22 @@ async def running(api: httpx.AsyncClient, script: str, **config: object) -> str:
     return cid
 
 
+async def _until_present(api: httpx.AsyncClient, cid: str, path: str) -> None:
+    """Started is not the same as done with its first command: wait for ``path``."""
+    for _ in range(200):
+        if (await api.head(f"/containers/{cid}/archive", params={"path": path})).status_code == 200:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"{path} never appeared in {cid}")
+
+
 @pytest.mark.parametrize("case", hostile.CASES, ids=hostile.case_ids())
 async def test_docker_cp_of_a_hostile_tar_into_a_container(
     case: hostile.Case, canary: hostile.Canary, api: httpx.AsyncClient, node: PoolManager
 ) -> None:
     cid = await running(api, "mkdir -p /in; exec sleep 60")
     try:
+        await _until_present(api, cid, "/in")
         response = await api.put(f"/containers/{cid}/archive", params={"path": "/in"},
                                  content=case.build(canary))  # fmt: skip
         if _refuses(case, 4 << 30):
