@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import httpx
-
 from pool.contract.messages import CallRequest, CallResult
 from pool.contract.specs import FunctionSpec
+from pool.httpclient import Connections, ReplyError, ReplyTooLarge
 from runtime.engine import Runtime, Stdio
 from runtime.errors import ContainerError
 from runtime.monitor import ExitStatus
@@ -169,7 +168,7 @@ def _log_tail(runtime: Runtime, cid: str) -> str:
 
 
 async def invoke(
-    runtime: Runtime, http: httpx.AsyncClient, inst: Instance, req: CallRequest,
+    runtime: Runtime, http: Connections, inst: Instance, req: CallRequest,
     limit: int = DEFAULT_RESPONSE_LIMIT,
 ) -> CallResult:
     """Run ``req`` in ``inst`` before the request's deadline; a reply over ``limit`` bytes
@@ -316,26 +315,18 @@ def _crash(req: CallRequest, status: ExitStatus, stderr: str) -> CallResult:
 
 
 async def _http(
-    runtime: Runtime, http: httpx.AsyncClient, inst: Instance, req: CallRequest, limit: int
+    runtime: Runtime, http: Connections, inst: Instance, req: CallRequest, limit: int
 ) -> CallResult:
-    url = f"http://{inst.record.ip}:{inst.spec.port}{req.path}"
     headers = [(k, v) for k, v in req.headers if k.lower() not in HOP_HEADERS]
     headers.append(("x-call-id", req.id))  # the runtime hands it to the handler
     try:
-        async with http.stream(
-            req.method, url, params=req.query or None, headers=headers, content=req.body,
-            timeout=None,
-        ) as response:  # fmt: skip
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                return too_large(req, limit)
-            chunks, size = [], 0
-            async for chunk in response.aiter_raw():
-                size += len(chunk)
-                if size > limit:
-                    return too_large(req, limit)
-                chunks.append(chunk)
-    except httpx.HTTPError as exc:
+        reply = await http.request(
+            inst.id, inst.record.ip, inst.spec.port, req.method, req.path, req.query, headers,
+            req.body, limit,
+        )  # fmt: skip
+    except ReplyTooLarge:
+        return too_large(req, limit)
+    except ReplyError as exc:
         record = runtime.get(inst.id)
         if record.status == "exited":
             status = await runtime.wait(inst.id)
@@ -343,5 +334,5 @@ async def _http(
         return CallResult.failure(
             req.id, 502, "bad_response", f"the function's reply was not HTTP: {exc}"
         )
-    kept = tuple((k, v) for k, v in response.headers.multi_items() if k.lower() not in HOP_HEADERS)
-    return CallResult(req.id, response.status_code, kept, b"".join(chunks))
+    kept = tuple((k, v) for k, v in reply.headers if k not in HOP_HEADERS)
+    return CallResult(req.id, reply.status, kept, reply.body)

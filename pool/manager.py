@@ -24,7 +24,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 import redis.asyncio as aioredis
 
 from images.store import ImageStore
@@ -42,6 +41,7 @@ from pool.downloads import fetcher
 from pool.environments import reap_expired
 from pool.events import EventSink
 from pool.functions import Functions
+from pool.httpclient import Connections
 from pool.metrics import NodeMetrics
 from pool.replies import Replier
 from pool.supervisor import Supervisor
@@ -78,7 +78,7 @@ class PoolManager:
         allow = os.environ.get("SCOW_CALLBACK_ALLOW", "") if callback_allow is None else (
             callback_allow)  # fmt: skip
         self.replier = Replier(redis, outbound.Allow.parse(allow))
-        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1024), timeout=None)
+        self.http = Connections()  # to function containers (the callbacks have their own)
         handling: set[bytes] = set()
         parts = WorkerParts(
             node_id=self.node_id, redis=redis, runtime=runtime, images=images,
@@ -182,7 +182,7 @@ class PoolManager:
         await self.supervisor.close()
         await self.functions.stop()
         await self.replier.close()
-        await self.http.aclose()
+        self.http.close()
         await self.events.close()
         self.metrics.close()
         # Kept while Docker containers (which outlive their node) are in it.

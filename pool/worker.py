@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis.asyncio as aioredis
 
 from images.errors import ImageError
@@ -26,6 +25,7 @@ from pool.contract import keys
 from pool.contract.messages import CallRecord, CallRequest, CallResult
 from pool.contract.outage import Outage, cancellation_requested
 from pool.contract.specs import FunctionSpec
+from pool.httpclient import Connections
 from pool.instances import Instance, InstanceError, invoke, make_instance
 from pool.metrics import NodeMetrics
 from pool.replies import Replier
@@ -48,7 +48,7 @@ class WorkerParts:
     images: ImageStore
     replier: Replier
     metrics: NodeMetrics
-    http: httpx.AsyncClient
+    http: Connections  # kept connections to the instances
     response_limit: int  # a function's reply, in bytes
     slots: asyncio.Semaphore  # containers being made at once on this node
     # Entries this process is running: pending entries under this node's name that are
@@ -84,6 +84,7 @@ class FunctionWorker:
 
     async def _destroy(self, inst: Instance) -> None:
         inst.close_pipes()
+        self.parts.http.forget(inst.id)
         self.parts.draining[inst.spec.name] += 1
         try:
             await self.parts.runtime.remove(inst.id, force=True)

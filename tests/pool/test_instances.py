@@ -17,11 +17,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 
 from pool.contract.messages import CallRequest, CallResult
 from pool.contract.specs import FunctionSpec
+from pool.httpclient import Connections
 from pool.instances import Instance, invoke
 from runtime.logs import LogLine
 from runtime.monitor import ExitStatus
@@ -90,14 +90,24 @@ def call(body: bytes = b"", seconds: float = 10.0, **kw: Any) -> CallRequest:
 async def run(
     runtime: FakeRuntime, inst: Instance, req: CallRequest, limit: int = 1 << 20
 ) -> CallResult:
-    async with httpx.AsyncClient() as http:
-        try:
-            return await invoke(runtime, http, inst, req, limit)  # type: ignore[arg-type]
-        finally:
-            inst.close_pipes()
-            if runtime.proc is not None and runtime.proc.poll() is None:
-                runtime.proc.kill()
-                runtime.proc.wait()
+    http = Connections()
+    try:
+        return await run_on(http, runtime, inst, req, limit)
+    finally:
+        http.close()
+
+
+async def run_on(
+    http: Connections, runtime: FakeRuntime, inst: Instance, req: CallRequest,
+    limit: int = 1 << 20,
+) -> CallResult:  # fmt: skip
+    try:
+        return await invoke(runtime, http, inst, req, limit)  # type: ignore[arg-type]
+    finally:
+        inst.close_pipes()
+        if runtime.proc is not None and runtime.proc.poll() is None:
+            runtime.proc.kill()
+            runtime.proc.wait()
 
 
 # -- stdio ---------------------------------------------------------------------------------
@@ -273,3 +283,64 @@ async def test_http_past_the_deadline_is_a_504_and_the_container_is_killed(
     assert (result.status, result.part) == (504, "run") and rt.killed == ["KILL"]
 
 
+async def test_http_a_connection_is_kept_between_calls(function_server: Serve) -> None:
+    accepted = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        while True:
+            try:
+                await _request_head(reader)
+            except asyncio.IncompleteReadError:
+                return
+            _answer(writer, b"HTTP/1.1 200 OK\r\nContent-Length: 2", b"ok")
+            await writer.drain()
+
+    inst = await function_server(handler)
+    http = Connections()
+    for _ in range(5):
+        result = await run_on(http, FakeRuntime(), inst, call())
+        assert (result.status, result.body) == (200, b"ok")
+    assert accepted == 1
+    http.forget(inst.id)
+
+
+async def test_http_a_kept_connection_the_function_closed_is_tried_again_once(
+    function_server: Serve,
+) -> None:
+    """The keep-alive race: the function closes an idle connection just as a call is
+    written to it. The call goes again on a new connection; it never ran."""
+    seen = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal seen
+        await _request_head(reader)
+        seen += 1
+        # keep-alive promised, then the connection is closed unasked once answered
+        _answer(writer, b"HTTP/1.1 200 OK\r\nContent-Length: 2", b"ok")
+        await writer.drain()
+
+    inst = await function_server(handler)
+    http = Connections()
+    first = await run_on(http, FakeRuntime(), inst, call())
+    await asyncio.sleep(0.05)  # the server's side is closed by now
+    second = await run_on(http, FakeRuntime(), inst, call())
+    assert (first.status, second.status) == (200, 200) and seen == 2
+    http.forget(inst.id)
+
+
+async def test_http_a_body_delimited_by_the_close_and_a_head_reply(function_server: Serve) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await _request_head(reader)
+        if head[0].startswith(b"HEAD"):
+            _answer(writer, b"HTTP/1.1 200 OK\r\nContent-Length: 999")
+        else:
+            _answer(writer, b"HTTP/1.0 200 OK", b"until the end")
+        await writer.drain()
+
+    inst = await function_server(handler)
+    got = await run(FakeRuntime(), inst, call())
+    assert (got.status, got.body) == (200, b"until the end")
+    head = await run(FakeRuntime(), inst, call(method="HEAD"))
+    assert (head.status, head.body) == (200, b"")
