@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import os
+import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -82,23 +86,86 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
-def serve(config: HostConfig, token: str, socket_path: Path | None) -> None:
-    """The gateway of ``config`` on its TCP address and ``socket_path``, until a signal."""
+def serve(config: HostConfig, token: str, socket_path: Path | None, workers: int = 1) -> None:
+    """The gateway of ``config`` on its TCP address and ``socket_path``, until a signal.
+
+    With ``workers`` > 1 the sockets are bound once and that many processes accept on
+    them (the kernel spreads connections); each has its own Redis connections and its
+    own reply stream, so a result goes straight to the process whose client waits."""
     configure_logging(getattr(logging, config.log_level.upper()))
+    if workers < 1:
+        raise ValueError(f"invalid gateway workers {workers}: at least 1")
     sockets = [bind_tcp(config.http_host, config.http_port)]
     if socket_path is not None:
         sockets.append(bind_unix(socket_path))
+    try:
+        if workers == 1:
+            _serve_one(config, token, sockets)
+        else:
+            _prefork(workers, lambda: _serve_one(config, token, sockets))
+    finally:
+        for s in sockets:
+            s.close()
+        if socket_path is not None:
+            socket_path.unlink(missing_ok=True)
+
+
+def _serve_one(config: HostConfig, token: str, sockets: list[socket.socket]) -> None:
     server_config = uvicorn.Config(
         create_app(config, token), http=HijackingProtocol, log_level="warning", lifespan="on",
         access_log=False,
         log_config=None, server_header=False, date_header=False,  # a function sends its own
     )  # fmt: skip
     server = uvicorn.Server(server_config)
-    try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(server.serve(sockets=sockets))
-    finally:
-        for s in sockets:
-            s.close()
-        if socket_path is not None:
-            socket_path.unlink(missing_ok=True)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(server.serve(sockets=sockets))
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _prefork(count: int, run: Callable[[], None]) -> None:
+    """Fork ``count`` workers that each ``run()``; a signal here stops them all; one that
+    dies on its own stops the rest and ends this process with an error (``scow up``
+    starts the gateway again, whole)."""
+    log = logging.getLogger("scow.gateway")
+    children: set[int] = set()
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the worker
+            code = 1
+            try:
+                # A group of its own: a terminal's Ctrl-C reaches the parent only, which
+                # stops each worker once; and a worker never outlives its parent.
+                os.setpgid(0, 0)
+                ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+                run()
+                code = 0
+            except BaseException:
+                log.exception("gateway worker %d failed", os.getpid())
+            finally:
+                os._exit(code)
+        children.add(pid)
+    log.info("gateway: %d workers (%s)", count, " ".join(map(str, sorted(children))))
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    failed = False
+    while children:
+        pid, status = os.wait()
+        children.discard(pid)
+        if not stopping:
+            log.error("gateway worker %d ended (status %d): stopping the others", pid, status)
+            failed = True
+            stop(signal.SIGTERM, None)
+    if failed:
+        raise SystemExit(1)

@@ -157,7 +157,8 @@ class Host:
             "any free port" if cfg.node_metrics_port == 0 else f"127.0.0.1:{cfg.node_metrics_port}"
         )
         self.out(f"node      pool manager, state in {cfg.state_dir}, metrics on {where}")
-        gateway_args = ["--host", cfg.http_host, "--port", str(cfg.http_port)]
+        gateway_args = ["--host", cfg.http_host, "--port", str(cfg.http_port),
+                        "--workers", str(cfg.gateway_workers)]  # fmt: skip
         token = "SCOW_TOKEN" if os.environ.get("SCOW_TOKEN") else str(cfg.token_file)
         if not os.environ.get("SCOW_TOKEN"):
             load_or_create_token(cfg.token_file)

@@ -44,7 +44,7 @@ class Host:
 
 
 @contextmanager
-def scow_up(state: Path, run: Path) -> Iterator[Host]:
+def scow_up(state: Path, run: Path, *options: str) -> Iterator[Host]:
     """The host's output goes to a file beside ``state`` (a pipe nobody reads would fill
     up and block its logging), and its tail is shown when the host did not stop cleanly."""
     port = free_port()
@@ -54,7 +54,7 @@ def scow_up(state: Path, run: Path) -> Iterator[Host]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "up", "--state-dir", str(state), "--run-dir",
          str(run), "--port", str(port), "--bridge", TEST_BRIDGE, "--subnet", str(TEST_SUBNET),
-         "--node-metrics-port", "0"],
+         "--node-metrics-port", "0", *options],
         stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
     )  # fmt: skip
     try:
@@ -72,14 +72,14 @@ def scow_up(state: Path, run: Path) -> Iterator[Host]:
 
 
 @contextmanager
-def scratch_host(prefix: str) -> Iterator[Host]:
+def scratch_host(prefix: str, *options: str) -> Iterator[Host]:
     """``scow up`` on dirs of its own under /tmp, removed after."""
     base = Path(tempfile.mkdtemp(prefix=prefix))
     leakcheck.watch_mounts_under(base)
     (base / "state").mkdir()
     (base / "run").mkdir()
     try:
-        with scow_up(base / "state", base / "run") as running:
+        with scow_up(base / "state", base / "run", *options) as running:
             yield running
     finally:
         shutil.rmtree(base, ignore_errors=True)

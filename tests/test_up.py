@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from gateway.up import MAX_BACKOFF, Restarts, accepts_connections
+from tests.hosts import scratch_host
 from tests.utils import free_port, wait_until
 
 
@@ -217,3 +218,35 @@ def test_restarts_forget_deaths_older_than_the_window() -> None:
     assert restarts.after_death(22) is None
     big = Restarts(limit=100, window=1e9)
     assert [big.after_death(t) for t in range(7)][-2:] == [MAX_BACKOFF, MAX_BACKOFF]
+
+
+@pytest.mark.slow
+def test_gateway_workers_share_the_port_and_each_answers_calls(test_bridge: str) -> None:
+    """`scow up --gateway-workers 2`: two processes accept on the one port, each answers
+    function calls through its own reply stream, and Ctrl-C stops both."""
+    with scratch_host("scow-workers-", "--gateway-workers", "2") as host:
+        assert host.scow("image", "bootstrap", "busybox").returncode == 0
+        deployed = host.scow("fn", "deploy", "cat", "--image", "busybox", "--protocol", "stdio",
+                             "--command", "cat", "--pool-min", "2")  # fmt: skip
+        assert deployed.returncode == 0, deployed.stderr
+        gateway = psutil.Process(roles(host.process.pid)["gateway"])
+        workers = {w.pid for w in gateway.children()}
+        assert len(workers) == 2, workers
+        token = (host.state / "token").read_text().strip()
+        clients = [httpx.Client(base_url=f"http://127.0.0.1:{host.port}", timeout=30,
+                                headers={"Authorization": f"Bearer {token}"})
+                   for _ in range(24)]  # fmt: skip
+        try:
+            for i, api in enumerate(clients):  # one connection each, kept open
+                answer = api.post("/function/cat", content=f"call {i}".encode())
+                assert (answer.status_code, answer.text) == (200, f"call {i}"), answer.text
+            served = {pid: sum(1 for c in psutil.Process(pid).net_connections("tcp")
+                               if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == host.port)
+                      for pid in workers}  # fmt: skip
+        finally:
+            for api in clients:
+                api.close()
+        assert sum(served.values()) == len(clients), served
+        assert all(n > 0 for n in served.values()), served  # both accepted and answered
+    for pid in (gateway.pid, *workers):
+        assert not psutil.pid_exists(pid), pid

@@ -155,9 +155,13 @@ def info(fmt: str) -> None:
     "--redis-maxmemory", default=DEFAULTS.redis_maxmemory, show_default=True,
     help="The memory of the Redis started here; when full, calls get 503, nothing is evicted",
 )  # fmt: skip
+@click.option(
+    "--gateway-workers", default=DEFAULTS.gateway_workers, show_default=True,
+    type=click.IntRange(1, 64), help="Gateway processes on the same sockets (one per core)",
+)  # fmt: skip
 def up(
     state_dir: Path | None, run_dir: Path | None, host: str, port: int, redis_url: str | None,
-    bridge: str, subnet: str, node_metrics_port: int, redis_maxmemory: str,
+    bridge: str, subnet: str, node_metrics_port: int, redis_maxmemory: str, gateway_workers: int,
 ) -> None:  # fmt: skip
     """Run the whole host in the foreground: Redis, a node, the gateway. One that dies is
     started again; Ctrl-C stops them all."""
@@ -167,7 +171,7 @@ def up(
     config = HostConfig.from_env(
         state_dir=state_dir, run_dir=run_dir, http_host=host, http_port=port, redis_url=redis_url,
         bridge=bridge, subnet=subnet, node_metrics_port=node_metrics_port,
-        redis_maxmemory=redis_maxmemory,
+        redis_maxmemory=redis_maxmemory, gateway_workers=gateway_workers,
     )  # fmt: skip
     try:
         code = Host(config, out=click.echo).run()
@@ -203,9 +207,14 @@ def up(
 )  # fmt: skip
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default=DEFAULTS.log_level,
               show_default=True)  # fmt: skip
+@click.option(
+    "--workers", default=DEFAULTS.gateway_workers, show_default=True, type=click.IntRange(1, 64),
+    help="Processes accepting on the same sockets, each with its own reply stream",
+)  # fmt: skip
 def gateway(
     redis_url: str, host: str, port: int, socket_path: Path | None, token_file: Path,
     body_limit: int, max_queue: int, allowed_hosts: str, callback_allow: str, log_level: str,
+    workers: int,
 ) -> None:  # fmt: skip
     """Run one gateway against a Redis (to scale out beside `scow up`)."""
     import os
@@ -220,7 +229,7 @@ def gateway(
             max_queue=max_queue, allowed_hosts=allowed_hosts, callback_allow=callback_allow,
             log_level=log_level,
         )  # fmt: skip
-        serve(config, token, socket_path)
+        serve(config, token, socket_path, workers)
     except OSError as exc:
         click.echo(f"scow gateway: {exc}", err=True)
         sys.exit(1)

@@ -40,6 +40,7 @@ class HostConfig:
     allowed_hosts: str = ""  # host names the TCP API answers besides addresses, localhost
     callback_allow: str = ""  # where X-Callback-Url may point beyond public addresses
     log_level: LogLevel = "info"
+    gateway_workers: int = 1  # processes accepting on the gateway's sockets
 
     @classmethod
     def from_env(cls, **overrides: object) -> HostConfig:
