@@ -97,6 +97,19 @@ class WarmPool:
             or self.busy + len(self._waiters) < self.spec.pool_max
         )
 
+    def free_slots(self) -> int:
+        """How many calls read now would each get an instance without exceeding
+        ``pool.max``: what a node may take off the queue in one read.
+
+        Ready instances, the room left in shared busy ones, and the instances that may
+        still be made, each taking ``concurrency`` calls, less the calls already waiting.
+        """
+        per = self.spec.concurrency
+        shared = sum(per - i.inflight for i in self._shared
+                     if i.inflight < per and not i.retired and self._has_budget(i))  # fmt: skip
+        unmade = max(0, self.spec.pool_max - self.total)
+        return max(0, len(self.ready) * per + shared + unmade * per - len(self._waiters))
+
     def _has_budget(self, inst: Instance) -> bool:
         limit = self.spec.max_invocations
         return limit == 0 or inst.calls < limit

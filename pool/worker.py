@@ -36,6 +36,7 @@ log = logging.getLogger("scow.pool")
 
 REPLY_PATIENCE = 60.0  # how long a node holds a result that Redis cannot take
 STOPPING_PATIENCE = 5.0  # the same for a node that is stopping: its stop must not hang
+READ_BATCH = 16  # calls taken off the queue in one read, at most
 
 
 @dataclass(frozen=True)
@@ -131,12 +132,16 @@ class FunctionWorker:
                     self.run(entry_id, fields)
 
     async def _read_calls(self) -> list[Any]:
-        """The next call for this node (a second's wait at most), as XREADGROUP gives it."""
+        """The next calls for this node (a second's wait at most), as XREADGROUP gives
+        them: as many as the pool can start now (up to READ_BATCH), so that under load
+        one round trip brings several calls, and a node never holds calls it cannot
+        start while another node could."""
         key = keys.calls_key(self.spec.name)
         redis = self.parts.redis
+        count = max(1, min(READ_BATCH, self.pool.free_slots()))
         try:
             batches = await redis.xreadgroup(
-                keys.GROUP, self.parts.node_id, {key: ">"}, count=1, block=1000
+                keys.GROUP, self.parts.node_id, {key: ">"}, count=count, block=1000
             )  # fmt: skip
         except aioredis.ResponseError as exc:
             # UNBLOCKED: the function was deleted (its stream with it) while we read;

@@ -229,3 +229,28 @@ async def test_a_throwaway_pool_keeps_rate_times_make_time_in_the_making() -> No
     await settle()
     assert len(pool.ready) + pool.creating == 16
     await pool.close()
+
+
+async def test_free_slots_counts_what_a_read_may_take_and_never_past_the_maximum() -> None:
+    factory = Factory()
+    spec = replace(SPEC, pool_min=1, pool_max=3, concurrency=2, max_invocations=0)
+    pool = pool_of(spec, factory)
+    pool.refill()
+    await settle()
+    assert pool.free_slots() == 6  # one ready and two more to make, two calls each
+    a = await pool.acquire()
+    await settle()
+    assert pool.free_slots() == 5  # one call in a, room for one more there
+    taken = [a]
+    for _ in range(5):  # one after another: a made instance goes to one waiting call
+        taken.append(await pool.acquire())
+        await settle()
+    assert pool.free_slots() == 0 and not pool.can_serve()
+    waiting = asyncio.create_task(pool.acquire())
+    await settle()
+    assert pool.free_slots() == 0  # a waiting call holds a slot
+    for inst in taken:
+        pool.release(inst, reusable=True)
+    await asyncio.wait_for(waiting, 5)
+    assert pool.free_slots() == 5
+    await pool.close()
