@@ -9,12 +9,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from loadtests import cli_start, gateway_calls, pool_calls, runtime_start
+from loadtests import cli_start, gateway_calls, hey_calls, pool_calls, runtime_start
 
 SCENARIOS: dict[str, Callable[[int, Path, str], str]] = {
     "cli-start": cli_start.run,
     "cold-start": runtime_start.run,
     "gateway-calls": gateway_calls.run,
+    "hey-calls": hey_calls.run,
     "pool-calls": pool_calls.run,
 }
 

@@ -68,7 +68,7 @@ class BenchHost:
 
 
 @contextlib.contextmanager
-def bench_host() -> Iterator[BenchHost]:
+def bench_host(*options: str) -> Iterator[BenchHost]:
     base = Path(tempfile.mkdtemp(prefix="scow-bench-host-"))
     port = free_port()
     log = open(base / "up.log", "wb")  # noqa: SIM115
@@ -76,7 +76,7 @@ def bench_host() -> Iterator[BenchHost]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "up", "--state-dir", str(base / "state"),
          "--run-dir", str(base / "run"), "--port", str(port), "--bridge", BENCH_BRIDGE,
-         "--subnet", BENCH_SUBNET, "--node-metrics-port", "0"],
+         "--subnet", BENCH_SUBNET, "--node-metrics-port", "0", *options],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
     )  # fmt: skip
     try:
