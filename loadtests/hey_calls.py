@@ -126,7 +126,7 @@ def load(host: BenchHost, url: str, count: int, clients: int, auth: bool = True)
 
 def _deploy(api: httpx.Client, spec: dict[str, object]) -> None:
     api.post("/system/functions", json=spec).raise_for_status()
-    want = spec.get("pool", {}).get("min", 1)  # type: ignore[union-attr]
+    want = spec.get("pool", {}).get("min", 1)  # type: ignore[attr-defined]
     for _ in range(1200):
         if api.get(f"/system/function/{spec['name']}").json()["availableReplicas"] >= want:
             return
