@@ -105,10 +105,12 @@ class WarmPool:
         still be made, each taking ``concurrency`` calls, less the calls already waiting.
         """
         per = self.spec.concurrency
-        shared = sum(per - i.inflight for i in self._shared
-                     if i.inflight < per and not i.retired and self._has_budget(i))  # fmt: skip
+        shared = sum(per - i.inflight for i in filter(self._may_take, self._shared))
         unmade = max(0, self.spec.pool_max - self.total)
         return max(0, len(self.ready) * per + shared + unmade * per - len(self._waiters))
+
+    def _may_take(self, inst: Instance) -> bool:
+        return inst.inflight < self.spec.concurrency and not inst.retired and self._has_budget(inst)
 
     def _has_budget(self, inst: Instance) -> bool:
         limit = self.spec.max_invocations
@@ -116,11 +118,7 @@ class WarmPool:
 
     def _room(self) -> Instance | None:
         """A busy instance that can take one more call now, the least loaded."""
-        open_ = [
-            i for i in self._shared
-            if i.inflight < self.spec.concurrency and not i.retired and self._has_budget(i)
-        ]  # fmt: skip
-        return min(open_, key=lambda i: i.inflight, default=None)
+        return min(filter(self._may_take, self._shared), key=lambda i: i.inflight, default=None)
 
     def _take(self, inst: Instance, source: Literal["pool", "cold"]) -> Instance:
         inst.calls += 1
@@ -155,15 +153,16 @@ class WarmPool:
         self._note_demand()
         self.refill()
         try:
-            inst = await fut
+            return await fut  # taken for us by _hand_over
         except BaseException:
             if fut in self._waiters:
                 self._waiters.remove(fut)
                 self._changed.set()  # a slot is free again: the reader may take a call
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self._hand_over(fut.result())  # made for us, but we are gone: not used
+                unused = fut.result()  # taken for us, but we are gone: given back unused
+                unused.calls -= 1
+                self.release(unused, reusable=True)
             raise
-        return self._take(inst, "cold")
 
     def release(self, inst: Instance, *, reusable: bool) -> None:
         """After a call: back to the pool if it may serve again, else destroyed.
@@ -188,14 +187,22 @@ class WarmPool:
         self.refill()
 
     def _hand_over(self, inst: Instance) -> None:
-        """Give a ready instance to the first waiting call, or keep it ready."""
+        """Give a ready instance to the calls waiting, as many as it takes at once (its
+        concurrency, its budget of invocations), or keep it ready. Taken here, not when
+        each waiting call resumes, so that the next call counts what is already given."""
         self.busy -= 1
-        while self._waiters:
+        given = 0
+        while self._waiters and self._may_take(inst):
             fut = self._waiters.popleft()
-            if not fut.done():
+            if fut.done():
+                continue
+            if not given:
                 self.busy += 1
-                fut.set_result(inst)
-                return
+            self._take(inst, "cold")
+            fut.set_result(inst)
+            given += 1
+        if given:
+            return
         inst.last_used = time.monotonic()
         self.ready.append(inst)
         self._changed.set()

@@ -232,6 +232,9 @@ async def test_a_throwaway_pool_keeps_rate_times_make_time_in_the_making() -> No
 
 
 async def test_free_slots_counts_what_a_read_may_take_and_never_past_the_maximum() -> None:
+    """Five calls at once on a pool with room for five: a made instance goes to as many
+    waiting calls as its concurrency takes (before, to one, and the next waited for a
+    release)."""
     factory = Factory()
     spec = replace(SPEC, pool_min=1, pool_max=3, concurrency=2, max_invocations=0)
     pool = pool_of(spec, factory)
@@ -241,10 +244,8 @@ async def test_free_slots_counts_what_a_read_may_take_and_never_past_the_maximum
     a = await pool.acquire()
     await settle()
     assert pool.free_slots() == 5  # one call in a, room for one more there
-    taken = [a]
-    for _ in range(5):  # one after another: a made instance goes to one waiting call
-        taken.append(await pool.acquire())
-        await settle()
+    taken = [a, *(await asyncio.wait_for(asyncio.gather(*(pool.acquire() for _ in range(5))), 5))]
+    await settle()
     assert pool.free_slots() == 0 and not pool.can_serve()
     waiting = asyncio.create_task(pool.acquire())
     await settle()
