@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from loadtests import cli_start, gateway_calls, hey_calls, pool_calls, runtime_start
+from loadtests import cli_start, gateway_calls, hey_calls, pool_calls, runtime_start, scale
 
 SCENARIOS: dict[str, Callable[[int, Path, str], str]] = {
     "cli-start": cli_start.run,
@@ -17,6 +17,7 @@ SCENARIOS: dict[str, Callable[[int, Path, str], str]] = {
     "gateway-calls": gateway_calls.run,
     "hey-calls": hey_calls.run,
     "pool-calls": pool_calls.run,
+    "scale": scale.run,
 }
 
 

@@ -54,11 +54,12 @@ class Run:
         return seconds / max(1, len(self.latencies)) * MS
 
 
-def hey(url: str, count: int, clients: int, headers: dict[str, str]) -> tuple[list[float], int,
-                                                                           float]:  # fmt: skip
+def hey(
+    url: str, count: int, clients: int, headers: dict[str, str], ok: str = "200"
+) -> tuple[list[float], int, float]:
     """``count`` POSTs at ``clients`` concurrency (hey sends ``count // clients`` on each
-    client): the latencies of the 200s, the number of other answers and of requests that
-    got none, the seconds from the first request to the last answer."""
+    client): the latencies of the answers with status ``ok``, the number of other answers
+    and of requests that got none, the seconds from the first request to the last answer."""
     argv = ["hey", "-n", str(count), "-c", str(clients), "-m", "POST", "-d", "x", "-o", "csv",
             "-t", "60"]  # fmt: skip
     for name, value in headers.items():
@@ -68,7 +69,7 @@ def hey(url: str, count: int, clients: int, headers: dict[str, str]) -> tuple[li
     for row in csv.DictReader(io.StringIO(done.stdout)):
         took, offset = float(row["response-time"]), float(row["offset"])
         end = max(end, offset + took)
-        if row["status-code"] == "200":
+        if row["status-code"] == ok:
             latencies.append(took)
         else:
             errors += 1
