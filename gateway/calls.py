@@ -17,8 +17,9 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from starlette.requests import Request
@@ -29,10 +30,10 @@ from gateway.auth import authorized, carries_token
 from gateway.http import ApiError, query, read_body
 from gateway.state import Gateway, gateway_of
 from pool.contract import keys, outbound
-from pool.contract.client import Idempotency
-from pool.contract.errors import IdempotencyConflict, QueueFull, TooManyKeys
+from pool.contract.client import Deployed, Idempotency
+from pool.contract.errors import IdempotencyConflict, QueueFull, StaleSpec, TooManyKeys
 from pool.contract.keys import new_call_id
-from pool.contract.messages import CallRequest
+from pool.contract.messages import CallRequest, CallResult
 from pool.contract.specs import FunctionSpec
 
 # Not passed to the function: they describe this hop, or belong to the gateway.
@@ -51,23 +52,50 @@ def forwarded(spec: FunctionSpec, name: str, value: str, token: str) -> bool:
 MAX_IDEMPOTENCY_KEY = 255
 
 
-async def _function(gw: Gateway, request: Request) -> FunctionSpec:
+T = TypeVar("T")
+SPEC_TRIES = 3  # a function redeployed while its call was judged: judged again
+
+
+async def _function(gw: Gateway, request: Request) -> Deployed:
+    """The function called and may this request call it. The spec may be the gateway's
+    kept copy: the submit checks it is still the stored one, atomically, and a call on
+    a changed spec is judged again (``_submitted``), so a function that now needs the
+    token never runs a call made without it."""
     name = request.path_params["name"]
+    allowed = authorized(request.scope, gw.token)
     try:
-        spec = await gw.pool.get(name)
+        deployed = await gw.pool.deployed(name)
+        if deployed is not None and deployed.spec.auth and not allowed:
+            gw.pool.forget(name)  # a refusal is said on the stored spec, not a kept one
+            deployed = await gw.pool.deployed(name)
     except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
         raise ApiError(503, "redis_unavailable", f"cannot reach Redis: {exc}") from None
-    if spec is None:
+    if deployed is None:
         raise ApiError(404, "not_found", f"no function {name!r}")
-    if spec.auth and not authorized(request.scope, gw.token):
+    if deployed.spec.auth and not allowed:
         raise ApiError(401, "unauthorized", f"function {name!r} needs Authorization: Bearer")
-    return spec
+    return deployed
 
 
-async def _request(
-    gw: Gateway, request: Request, spec: FunctionSpec, reply_to: str, keep_result: bool = False
-) -> CallRequest:
+async def _submitted(
+    gw: Gateway, request: Request, submit: Callable[[Deployed, bytes], Awaitable[T]],
+) -> T:  # fmt: skip
+    """``submit(deployed, body)`` for the function called, judged again on a fresh spec
+    each time the stored one changed under it."""
+    deployed = await _function(gw, request)
     body = await read_body(request, gw.config.body_limit)
+    for _ in range(SPEC_TRIES - 1):
+        try:
+            return await submit(deployed, body)
+        except StaleSpec:
+            deployed = await _function(gw, request)
+    return await submit(deployed, body)  # StaleSpec again: a 503 that says so
+
+
+def _request(
+    gw: Gateway, request: Request, spec: FunctionSpec, body: bytes, reply_to: str,
+    keep_result: bool = False,
+) -> CallRequest:  # fmt: skip
     token = gw.token
     headers = tuple((k, v) for k, v in request.headers.items() if forwarded(spec, k, v, token))
     now = time.time()
@@ -117,6 +145,11 @@ def _callback_url(request: Request) -> str:
     return url
 
 
+def _changing(exc: StaleSpec) -> ApiError:
+    return ApiError(503, "function_changing", f"{exc}, {SPEC_TRIES} times: try again",
+                    {"Retry-After": "1"})  # fmt: skip
+
+
 def _queue_full(gw: Gateway, exc: QueueFull | TooManyKeys) -> ApiError:
     error = "queue_full" if isinstance(exc, QueueFull) else "too_many_idempotency_keys"
     gw.metrics.rejected.labels(exc.function, error).inc()
@@ -125,13 +158,21 @@ def _queue_full(gw: Gateway, exc: QueueFull | TooManyKeys) -> ApiError:
 
 async def invoke(request: Request) -> Response:
     gw = gateway_of(request)
-    spec = await _function(gw, request)
     key = _idempotency_key(request)
-    call = await _request(gw, request, spec, gw.pool.reply_stream, keep_result=key is not None)
     started = time.perf_counter()
+
+    async def submit(deployed: Deployed, body: bytes) -> tuple[CallRequest, CallResult]:
+        nonlocal started
+        call = _request(gw, request, deployed.spec, body, gw.pool.reply_stream,
+                        keep_result=key is not None)  # fmt: skip
+        started = time.perf_counter()
+        return call, await gw.pool.call(call, max_queue=gw.config.max_queue,
+                                        idempotency=_idempotency(key, call), spec=deployed)
+
     try:
-        result = await gw.pool.call(call, max_queue=gw.config.max_queue,
-                                    idempotency=_idempotency(key, call))  # fmt: skip
+        call, result = await _submitted(gw, request, submit)
+    except StaleSpec as exc:
+        raise _changing(exc) from None
     except (QueueFull, TooManyKeys) as exc:
         raise _queue_full(gw, exc) from None
     except IdempotencyConflict as exc:
@@ -139,7 +180,7 @@ async def invoke(request: Request) -> Response:
     except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
         raise ApiError(503, "redis_unavailable", f"cannot reach Redis: {exc}") from None
     elapsed = time.perf_counter() - started
-    gw.metrics.observe(spec.name, result, elapsed)
+    gw.metrics.observe(call.function, result, elapsed)
     headers = [(k, v) for k, v in result.headers if k.lower() not in ("content-length",)]
     response = Response(result.body, result.status)
     for k, v in headers:
@@ -154,11 +195,17 @@ async def invoke(request: Request) -> Response:
 
 async def invoke_async(request: Request) -> Response:
     gw = gateway_of(request)
-    spec = await _function(gw, request)
     key = _idempotency_key(request)
-    call = await _request(gw, request, spec, reply_to="")
+
+    async def submit(deployed: Deployed, body: bytes) -> tuple[CallRequest, str | None]:
+        call = _request(gw, request, deployed.spec, body, reply_to="")
+        return call, await gw.pool.submit(call, gw.config.max_queue, _idempotency(key, call),
+                                          deployed)  # fmt: skip
+
     try:
-        earlier = await gw.pool.submit(call, gw.config.max_queue, _idempotency(key, call))
+        call, earlier = await _submitted(gw, request, submit)
+    except StaleSpec as exc:
+        raise _changing(exc) from None
     except (QueueFull, TooManyKeys) as exc:
         raise _queue_full(gw, exc) from None
     except IdempotencyConflict as exc:

@@ -44,19 +44,27 @@ class CgroupStats:
     pids_refused: int = 0  # forks refused at the pids limit
 
 
-def _read(path: Path) -> str:
+def _read(path: Path | str) -> str:
+    """A cgroup file's text ('' when the cgroup is gone). With os calls, not pathlib's
+    buffered text file: these are read around every call, and they are one page."""
     try:
-        return path.read_text()
-    except (FileNotFoundError, ProcessLookupError, OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
         return ""
+    try:
+        return os.read(fd, 65536).decode(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
-def _read_int(path: Path) -> int:
+def _read_int(path: Path | str) -> int:
     text = _read(path).strip()
     return int(text) if text.isdigit() else 0
 
 
-def _keyed(path: Path) -> dict[str, int]:
+def _keyed(path: Path | str) -> dict[str, int]:
     """Files of ``key value`` lines (memory.events, cpu.stat, memory.oom_control)."""
     out = {}
     for line in _read(path).splitlines():
@@ -120,10 +128,11 @@ class Cgroups:
         """(CPU used, CPU throttled) in ns: the two figures read around every call,
         without the rest of ``stats``."""
         if self.version == "v2":
-            cpu = _keyed(self._dir("", cid) / "cpu.stat")
+            cpu = _keyed(f"{self.root}/{self.parent}/{cid}/cpu.stat")
             return cpu.get("usage_usec", 0) * 1000, cpu.get("throttled_usec", 0) * 1000
-        used = _read_int(self._dir("cpuacct", cid) / "cpuacct.usage")
-        return used, _keyed(self._dir("cpu", cid) / "cpu.stat").get("throttled_time", 0)
+        used = _read_int(f"{self.root}/cpuacct/{self.parent}/{cid}/cpuacct.usage")
+        throttled = _keyed(f"{self.root}/cpu/{self.parent}/{cid}/cpu.stat")
+        return used, throttled.get("throttled_time", 0)
 
     def pids(self, cid: str) -> list[int]:
         """The processes in the container's cgroup (``docker top``)."""

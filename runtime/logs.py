@@ -85,6 +85,9 @@ def read_from(path: Path, offset: int) -> tuple[list[LogLine], int]:
     start again.
     """
     try:
+        size = os.stat(path).st_size
+        if size == offset:  # the common case, around every call: nothing new
+            return [], offset
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_size < offset:
                 offset = 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import secrets
@@ -30,6 +31,7 @@ from pool.contract.errors import (
     CommandFailed,
     IdempotencyConflict,
     QueueFull,
+    StaleSpec,
     TooManyKeys,
     TooManySecrets,
 )
@@ -87,14 +89,20 @@ class Idempotency:
 
 # Queue a call unless its function already has ARGV[1] (> 0) calls waiting or running;
 # -1 when queued, else the queue's length. Atomic, so concurrent gateways respect the cap.
-# With an idempotency key (KEYS[4]) already set, nothing is queued and the key's value
-# (the earlier call's id and fingerprint) is returned; otherwise the key is set to ARGV[9],
-# unless the function used ARGV[10] keys this hour (counted in KEYS[5]): then -2.
+# With ARGV[9] (the SHA-1 of the function's spec as the gateway read it) and the spec in
+# KEYS[4] (the functions hash) now different or gone, nothing is queued: {'stale'}.
+# With an idempotency key (KEYS[5]) already set, nothing is queued and the key's value
+# (the earlier call's id and fingerprint) is returned; otherwise the key is set to
+# ARGV[10], unless the function used ARGV[11] keys this hour (counted in KEYS[6]): -2.
 # The shebang makes Redis judge "out of memory" before the script runs, not at each of
 # its writes: at maxmemory a submit is refused whole, never half-done.
 _SUBMIT = """#!lua
-if KEYS[4] then
-  local earlier = redis.call('GET', KEYS[4])
+if ARGV[9] ~= '' then
+  local spec = redis.call('HGET', KEYS[4], ARGV[4])
+  if not spec or redis.sha1hex(spec) ~= ARGV[9] then return {'stale'} end
+end
+if KEYS[5] then
+  local earlier = redis.call('GET', KEYS[5])
   if earlier then return earlier end
 end
 local cap = tonumber(ARGV[1])
@@ -102,11 +110,11 @@ if cap > 0 then
   local length = redis.call('XLEN', KEYS[2])
   if length >= cap then return length end
 end
-if KEYS[4] then
-  local used = redis.call('INCR', KEYS[5])
-  if used == 1 then redis.call('EXPIRE', KEYS[5], ARGV[2]) end
-  if used > tonumber(ARGV[10]) then return -2 end
-  redis.call('SET', KEYS[4], ARGV[9], 'EX', ARGV[2])
+if KEYS[5] then
+  local used = redis.call('INCR', KEYS[6])
+  if used == 1 then redis.call('EXPIRE', KEYS[6], ARGV[2]) end
+  if used > tonumber(ARGV[11]) then return -2 end
+  redis.call('SET', KEYS[5], ARGV[10], 'EX', ARGV[2])
 end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'function', ARGV[4], 'enqueued', ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -115,6 +123,17 @@ redis.call('LPUSH', KEYS[3], ARGV[3])
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[8]) - 1)
 return -1
 """
+
+SPECS_CACHED = 4096  # functions whose spec a gateway keeps; past it, it starts over
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """A function's spec as a gateway read it, and the SHA-1 of its stored form: a call
+    built on it is queued only while the stored spec is still this one."""
+
+    spec: FunctionSpec
+    digest: str
 
 
 @dataclass
@@ -126,6 +145,9 @@ class PoolClient:
     _waiting: dict[str, asyncio.Future[CallResult]] = field(default_factory=dict)
     _reader: asyncio.Task[None] | None = None
     _submit: Any = None  # the registered submit script
+    # Specs read for calls, checked at every submit (so never trusted stale): a call
+    # costs one round trip, not a read of its spec and then a submit.
+    _specs: dict[str, Deployed] = field(default_factory=dict)
 
     @property
     def reply_stream(self) -> str:
@@ -191,11 +213,30 @@ class PoolClient:
         with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: the group exists
             await self.redis.xgroup_create(calls_key(spec.name), GROUP, id="0", mkstream=True)
         created: int = await self.redis.hset(FUNCTIONS, spec.name, spec.to_json())
+        self.forget(spec.name)
         return created == 1
 
     async def get(self, name: str) -> FunctionSpec | None:
         raw = await self.redis.hget(FUNCTIONS, name)
         return FunctionSpec.from_json(raw) if raw else None
+
+    async def deployed(self, name: str) -> Deployed | None:
+        """The spec a call to ``name`` is built on: read once, then kept until a submit
+        finds it changed (``forget``). Not found is never kept."""
+        if (known := self._specs.get(name)) is not None:
+            return known
+        raw = await self.redis.hget(FUNCTIONS, name)
+        if not raw:
+            return None
+        data = raw if isinstance(raw, bytes) else str(raw).encode()
+        found = Deployed(FunctionSpec.from_json(data), hashlib.sha1(data).hexdigest())
+        if len(self._specs) >= SPECS_CACHED:
+            self._specs.clear()
+        self._specs[name] = found
+        return found
+
+    def forget(self, name: str) -> None:
+        self._specs.pop(name, None)
 
     async def functions(self) -> list[FunctionSpec]:
         raw = await self.redis.hgetall(FUNCTIONS)
@@ -223,6 +264,7 @@ class PoolClient:
 
     async def remove(self, name: str) -> bool:
         removed: int = await self.redis.hdel(FUNCTIONS, name)
+        self.forget(name)
         await self.redis.delete(calls_key(name), calls_index_key(name), logs_key(name))
         return removed == 1
 
@@ -237,27 +279,33 @@ class PoolClient:
     # -- calls ----------------------------------------------------------------------
 
     async def submit(
-        self, request: CallRequest, max_queue: int = 0, idempotency: Idempotency | None = None
-    ) -> str | None:
+        self, request: CallRequest, max_queue: int = 0, idempotency: Idempotency | None = None,
+        spec: Deployed | None = None,
+    ) -> str | None:  # fmt: skip
         """Record the call and queue it, in one round trip.
 
         With ``max_queue`` above zero, raises QueueFull instead when that many calls
         of the function are already waiting or running. With ``idempotency``, a key
         seen in the last hour queues nothing: the earlier call's id is returned (or
-        IdempotencyConflict raised when that call was a different request).
+        IdempotencyConflict raised when that call was a different request). With
+        ``spec``, raises StaleSpec (nothing queued, the spec forgotten) when the
+        function's stored spec is no longer that one.
         """
         if self._submit is None:
             self._submit = self.redis.register_script(_SUBMIT)
         f = request.to_fields()
         touched = [record_key(request.id), calls_key(request.function),
-                   calls_index_key(request.function)]  # fmt: skip
+                   calls_index_key(request.function), FUNCTIONS]  # fmt: skip
         argv = [max_queue, RECORD_TTL, f["id"], f["fn"], f["meta"], f["body"], request.enqueued,
-                CALLS_INDEXED]  # fmt: skip
+                CALLS_INDEXED, spec.digest if spec is not None else ""]  # fmt: skip
         if idempotency is not None:
             touched += [idempotency_key(request.function, idempotency.key),
                         idempotency_count_key(request.function)]  # fmt: skip
             argv += [f"{request.id} {idempotency.fingerprint}", keys.MAX_IDEMPOTENCY_KEYS]
         answer = await self._submit(keys=touched, args=argv)
+        if isinstance(answer, list):
+            self.forget(request.function)
+            raise StaleSpec(request.function)
         if isinstance(answer, bytes):
             assert idempotency is not None
             earlier, fingerprint = answer.decode().split(" ", 1)
@@ -272,7 +320,7 @@ class PoolClient:
 
     async def call(
         self, request: CallRequest, grace: float = 1.0, max_queue: int = 0,
-        idempotency: Idempotency | None = None,
+        idempotency: Idempotency | None = None, spec: Deployed | None = None,
     ) -> CallResult:  # fmt: skip
         """Queue ``request`` and wait for its result; a 504 when its deadline passes first.
 
@@ -285,7 +333,7 @@ class PoolClient:
         self._waiting[request.id] = fut
         call_id = request.id
         try:
-            earlier = await self.submit(request, max_queue, idempotency)
+            earlier = await self.submit(request, max_queue, idempotency, spec)
             if earlier is not None:
                 call_id = earlier
                 return await self._recorded_result(earlier, request.deadline + grace)

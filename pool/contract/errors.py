@@ -32,6 +32,15 @@ class TooManyKeys(ContractError):
                          "its limit")  # fmt: skip
 
 
+class StaleSpec(ContractError):
+    """The function was changed or removed since the spec a call was built on was read:
+    nothing was queued (read it again, and judge the call again)."""
+
+    def __init__(self, function: str) -> None:
+        self.function = function
+        super().__init__(f"function {function!r} changed while the call was made")
+
+
 class TooManySecrets(ContractError):
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -76,6 +76,33 @@ async def test_auth_function_needs_the_token_and_does_not_see_it(
     assert "authorization" not in allowed.json()["headers"]
 
 
+async def test_a_gateway_keeps_a_spec_but_never_calls_on_a_changed_one(
+    gateway: RunningGateway, settings: HostConfig, run_dir: Path, echo_images: ImageStore,
+    manager: PoolManager, redis_client: aioredis.Redis,
+) -> None:  # fmt: skip
+    """The gateway keeps the spec it read (one round trip a call), and the submit checks
+    it is still the stored one: a function redeployed with auth through another gateway
+    refuses the next anonymous call here at once; one removed there is a 404 here."""
+    spec = {**ECHO, "name": "changing"}
+    async with (
+        gateway.tcp(token=None) as anonymous, serve(settings, run_dir / "b") as other,
+        other.tcp() as there,
+    ):
+        assert (await there.post("/system/functions", json=spec)).status_code == 201
+        first = await anonymous.post("/function/changing", content=b"x")
+        assert first.status_code == 200, first.text  # read and kept here
+        redeployed = await there.put("/system/functions", json={**spec, "auth": True})
+        assert redeployed.status_code == 200, redeployed.text
+        refused = await anonymous.post("/function/changing", content=b"x")
+        assert refused.status_code == 401, refused.text
+        queued = await redis_client.xlen(keys.calls_key("changing"))
+        assert queued == 0  # nothing was queued on the old spec
+        assert (await there.delete("/system/functions", params={"name": "changing"})
+                ).status_code == 200  # fmt: skip
+        gone = await anonymous.post("/function/changing", content=b"x")
+        assert gone.status_code == 404, gone.text
+
+
 async def test_body_over_the_limit_is_413_and_nothing_is_queued(
     gateway: RunningGateway, redis_client: aioredis.Redis, manager: PoolManager,
     api: httpx.AsyncClient,
