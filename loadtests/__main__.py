@@ -6,6 +6,7 @@ import argparse
 import datetime
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,9 +33,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     sections = []
+    failed = []
     for name in names:
         clock = time.monotonic()
-        sections.append(SCENARIOS[name](args.runs, args.out, stamp))
+        try:
+            sections.append(SCENARIOS[name](args.runs, args.out, stamp))
+        except Exception as exc:  # the report keeps the other scenarios, and says this
+            traceback.print_exc()
+            failed.append(name)
+            sections.append(f"## {name}: failed\n\n```\n{type(exc).__name__}: {exc}\n```\n")
         print(f"{name}: {time.monotonic() - clock:.0f}s", file=sys.stderr)
     sections.append(f"Whole run: {time.monotonic() - started:.0f}s.\n")
     path = args.out / f"{stamp}.md"
@@ -42,6 +49,8 @@ def main() -> None:
     path.write_text(text)
     print(text)
     print(f"written to {path}")
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,20 @@ from runtime.records import ContainerRecord
 log = logging.getLogger("scow.pool")
 
 
+READERS = 65536  # connections for blocking reads: one per function being read
+
+
+def reads_client(redis: aioredis.Redis) -> aioredis.Redis:
+    """A client on the same Redis for the functions' blocking reads (XREADGROUP BLOCK
+    holds its connection for up to a second): a pool of their own, so that a node with
+    many functions never starves its heartbeat, replies and commands of a connection
+    (redis-py's default pool holds 100; a node with 200 functions was taken for dead)."""
+    pool = redis.connection_pool
+    return aioredis.Redis(connection_pool=aioredis.ConnectionPool(
+        connection_class=pool.connection_class, max_connections=READERS,
+        **pool.connection_kwargs))  # fmt: skip
+
+
 class PoolManager:
     def __init__(
         self,
@@ -79,9 +93,10 @@ class PoolManager:
             callback_allow)  # fmt: skip
         self.replier = Replier(redis, outbound.Allow.parse(allow))
         self.http = Connections()  # to function containers (the callbacks have their own)
+        self.reads = reads_client(redis)
         handling: set[bytes] = set()
         parts = WorkerParts(
-            node_id=self.node_id, redis=redis, runtime=runtime, images=images,
+            node_id=self.node_id, redis=redis, reads=self.reads, runtime=runtime, images=images,
             replier=self.replier, metrics=self.metrics, http=self.http,
             response_limit=response_limit,
             slots=asyncio.Semaphore(create_slots or max(2, (os.cpu_count() or 1) * 2)),
@@ -183,6 +198,7 @@ class PoolManager:
         await self.functions.stop()
         await self.replier.close()
         self.http.close()
+        await self.reads.aclose()
         await self.events.close()
         self.metrics.close()
         # Kept while Docker containers (which outlive their node) are in it.

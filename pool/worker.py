@@ -45,6 +45,7 @@ class WorkerParts:
 
     node_id: str
     redis: aioredis.Redis
+    reads: aioredis.Redis  # the same Redis, for the blocking reads of calls only
     runtime: Runtime
     images: ImageStore
     replier: Replier
@@ -140,7 +141,7 @@ class FunctionWorker:
         redis = self.parts.redis
         count = max(1, min(READ_BATCH, self.pool.free_slots()))
         try:
-            batches = await redis.xreadgroup(
+            batches = await self.parts.reads.xreadgroup(
                 keys.GROUP, self.parts.node_id, {key: ">"}, count=count, block=1000
             )  # fmt: skip
         except aioredis.ResponseError as exc:

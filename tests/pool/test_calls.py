@@ -293,3 +293,25 @@ async def test_stdio_input_and_output_far_past_a_pipe_buffer(
     result = await call(client, "echo", body)
     assert result.status == 200, result
     assert len(result.body) == len(body) and result.body == body
+
+
+@pytest.mark.slow
+async def test_a_node_with_more_functions_than_connections_in_a_pool_still_answers(
+    client: PoolClient, manager: PoolManager
+) -> None:
+    """Each function's reader blocks on a connection of its own for up to a second; 150 of
+    them (redis-py's pool holds 100) once starved the node's replies and heartbeat, and a
+    node with 200 functions was taken for dead. Now the readers have a pool of their own."""
+    idle = [spec(name=f"idle{i:03d}", image="examples/busybox-wc", protocol="stdio",
+                 pool={"min": 0}) for i in range(150)]  # fmt: skip
+    for s in idle:
+        await client.deploy(s)
+    await manager.sync_functions()
+    await asyncio.sleep(1.5)  # every reader in its blocking read
+    await deploy(client, manager, spec(name="wc", image="examples/busybox-wc", protocol="stdio"))
+    results = [await call(client, "wc", b"one two three", timeout=15) for _ in range(3)]
+    assert [r.status for r in results] == [200, 200, 200], [r.message for r in results]
+    await manager._heartbeat_once()  # noqa: SLF001 - the beat itself, not its loop's timing
+    assert (await client.nodes())[manager.node_id]["live"]
+    for s in idle:
+        await client.remove(s.name)

@@ -117,7 +117,7 @@ def worker(
 ) -> Made:
     replies, redis, metrics = replies or Replies(), redis or FakeRedis(), Metrics()
     parts = WorkerParts(
-        node_id="node-1", redis=redis, runtime=None, images=Images(missing_image),  # type: ignore[arg-type]
+        node_id="node-1", redis=redis, reads=redis, runtime=None, images=Images(missing_image),  # type: ignore[arg-type]
         replier=replies, metrics=metrics, http=None, response_limit=1 << 20,  # type: ignore[arg-type]
         slots=asyncio.Semaphore(1), handling=set(), stopping=asyncio.Event(),
         draining=collections.Counter(),
