@@ -311,7 +311,7 @@ async def test_a_node_with_more_functions_than_connections_in_a_pool_still_answe
     await deploy(client, manager, spec(name="wc", image="examples/busybox-wc", protocol="stdio"))
     results = [await call(client, "wc", b"one two three", timeout=15) for _ in range(3)]
     assert [r.status for r in results] == [200, 200, 200], [r.message for r in results]
-    await manager._heartbeat_once()  # noqa: SLF001 - the beat itself, not its loop's timing
+    await manager._heartbeat_once()  # the beat itself, not its loop's timing
     assert (await client.nodes())[manager.node_id]["live"]
     for s in idle:
         await client.remove(s.name)
