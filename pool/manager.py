@@ -62,7 +62,8 @@ def reads_client(redis: aioredis.Redis) -> aioredis.Redis:
     many functions never starves its heartbeat, replies and commands of a connection
     (redis-py's default pool holds 100; a node with 200 functions was taken for dead)."""
     pool = redis.connection_pool
-    return aioredis.Redis(connection_pool=aioredis.ConnectionPool(
+    # from_pool: the client owns its pool, and closing it closes the pool's connections.
+    return aioredis.Redis.from_pool(aioredis.ConnectionPool(
         connection_class=pool.connection_class, max_connections=READERS,
         **pool.connection_kwargs))  # fmt: skip
 
