@@ -78,7 +78,7 @@ def hey(
     return latencies, errors, end
 
 
-def _cpu(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
         try:
@@ -110,10 +110,10 @@ class Processes:
 @contextmanager
 def measured(procs: Processes) -> Iterator[dict[str, float]]:
     spent: dict[str, float] = {}
-    node, gateway = _cpu(procs.node), _cpu(procs.gateway)
+    node, gateway = cpu_seconds(procs.node), cpu_seconds(procs.gateway)
     yield spent
-    spent["node"] = _cpu(procs.node) - node
-    spent["gateway"] = _cpu(procs.gateway) - gateway
+    spent["node"] = cpu_seconds(procs.node) - node
+    spent["gateway"] = cpu_seconds(procs.gateway) - gateway
 
 
 def load(host: BenchHost, url: str, count: int, clients: int, auth: bool = True) -> Run:

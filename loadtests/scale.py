@@ -20,7 +20,7 @@ import redis
 
 from loadtests.bench import BenchHost, bench_host
 from loadtests.gateway_calls import prepare
-from loadtests.hey_calls import Processes, _cpu, hey
+from loadtests.hey_calls import Processes, cpu_seconds, hey
 
 FUNCTIONS = 200
 QUEUED = 10_000
@@ -79,9 +79,9 @@ def many_functions(host: BenchHost, api: httpx.Client) -> list[str]:
     used = before_avail - _mem_available()
     child_rss = _rss(children) - before_children
     node_rss = psutil.Process(node).memory_info().rss - before_node
-    cpu = _cpu(procs.node)
+    cpu = cpu_seconds(procs.node)
     time.sleep(10)
-    idle_cpu = (_cpu(procs.node) - cpu) / 10
+    idle_cpu = (cpu_seconds(procs.node) - cpu) / 10
     for name in names:
         api.delete("/system/functions", params={"name": name})
     mib = 1 << 20
