@@ -152,6 +152,9 @@ class Conmon:
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE, pass_fds=(sync_w,),
                 env={**os.environ, "_OCI_SYNCPIPE": str(sync_w)},
+                # conmon writes a file named "oom" into its working directory when the
+                # container is OOM-killed: the container's own directory, not ours.
+                cwd=bundle.parent,
             )  # fmt: skip
             os.close(sync_w)
             sync_w = -1

@@ -18,9 +18,12 @@ ALLOC_64M = ("dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
 
 
 async def test_over_memory_limit_is_oom_not_crash(runtime: Runtime, busybox_layer: Path) -> None:
+    stray = Path.cwd() / "oom"  # conmon's OOM marker, once written wherever the node ran
+    there_before = stray.exists()
     small = await run(runtime, busybox_layer, *ALLOC_64M, memory=32 << 20)
     assert small.status.oom_killed, small
     assert "OOM-killed" in str(small.status)
+    assert there_before or not stray.exists(), "conmon wrote its oom file outside the container"
 
     big = await run(runtime, busybox_layer, *ALLOC_64M, memory=128 << 20)
     assert big.code == 0 and not big.status.oom_killed, big
