@@ -290,7 +290,10 @@ async def logs(request: Request) -> Response:
     if not follow:
         return Response(b"".join(_line(name, i, f) for i, f in entries),
                         media_type="application/x-ndjson")  # fmt: skip
-    last = entries[-1][0] if entries else (b"$" if start == "-" else f"{int(start) - 1}")
+    if entries:
+        last: bytes | str = entries[-1][0]
+    else:
+        last = await gw.pool.logs_end(name) if start == "-" else f"{int(start) - 1}"
 
     async def stream() -> AsyncIterator[bytes]:
         for entry_id, fields in entries:

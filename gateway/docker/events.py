@@ -82,8 +82,10 @@ async def events(request: Request) -> StreamingResponse:
                 out.append(json.dumps(e).encode() + b"\n")
         return out, False
 
+    now = await gw.pool.events_end()  # before answering: no event after this is lost
+
     async def body() -> AsyncIterator[bytes]:
-        cursor: bytes | str = "$"
+        cursor = now
         batches = []
         if start is not None:
             batches.append(await gw.pool.events_since(start))

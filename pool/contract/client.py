@@ -469,6 +469,19 @@ class PoolClient:
     def follow_logs(self, function: str, cursor: bytes | str) -> AsyncIterator[Entries]:
         return self.follow(logs_key(function), cursor)
 
+    async def _end_of(self, key: str) -> bytes | str:
+        """The id of a stream's last entry now ("0-0" when it has none): a cursor to follow
+        it from. XREAD's "$" would mean the end at the time of the read, which loses
+        what came between the client's request and the first read."""
+        last = await self.redis.xrevrange(key, "+", "-", count=1)
+        return last[0][0] if last else "0-0"
+
+    async def logs_end(self, function: str) -> bytes | str:
+        return await self._end_of(logs_key(function))
+
+    async def events_end(self) -> bytes | str:
+        return await self._end_of(EVENTS)
+
     async def events_since(self, start: str) -> Entries:
         return list(await self.redis.xrange(EVENTS, start, "+"))
 
