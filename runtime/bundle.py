@@ -16,14 +16,14 @@ import resource
 import secrets
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from runtime.cgroups import Cgroups
-from runtime.etcfiles import hosts_file, resolv_conf
-from runtime.network import BridgeNetwork
+from runtime.etcfiles import resolv_conf
+from runtime.network import NETNS_DIR, BridgeNetwork, Networks, netns_name
 from runtime.oci import Mount, make_config
-from runtime.records import ContainerPaths, ContainerRecord, write_private
+from runtime.records import ContainerPaths, ContainerRecord, NetworkEndpoint, write_private
 from runtime.rootdir import RootDir
 from runtime.rootfs import make_skeleton, mount_overlay
 from runtime.secrets import TARGETS as SECRET_TARGETS
@@ -34,13 +34,12 @@ from runtime.volumes import VolumeStore, seed_new_volumes, volume_mounts
 
 class Bundles:
     def __init__(
-        self, containers: Path, skeletons: Path, volumes: VolumeStore, network: BridgeNetwork,
+        self, containers: Path, skeletons: Path, volumes: VolumeStore, networks: Networks,
         cgroups: Cgroups, init_binary: str | None,
     ) -> None:  # fmt: skip
         self.containers, self.skeletons = containers, skeletons
-        self.volumes, self.network, self.cgroups = volumes, network, cgroups
+        self.volumes, self.networks, self.cgroups = volumes, networks, cgroups
         self.init_binary = init_binary
-        self._bridge_ready = False
 
     def base_skeleton(self, layers: Sequence[Path]) -> Path:
         """The mount points every container of these layers needs, made once per image.
@@ -63,18 +62,36 @@ class Bundles:
                 shutil.rmtree(tmp)  # another create for this image made it first
         return path
 
+    async def attach(
+        self, cid: str, net: BridgeNetwork, index: int, *, name: str, network_id: str = "",
+        aliases: tuple[str, ...] = (), ip: str = "", isolated: bool = False,
+    ) -> NetworkEndpoint:  # fmt: skip
+        """Container ``cid`` on ``net`` as ``eth<index>`` (its bridge made when missing)."""
+        await asyncio.to_thread(self.networks.ensure, net)
+        endpoint = await asyncio.to_thread(
+            functools.partial(net.attach, cid, index=index, isolated=isolated, ip=ip)
+        )
+        return NetworkEndpoint(
+            network=name, bridge=net.name, subnet=str(net.subnet), ip=str(endpoint.ip),
+            gateway=str(endpoint.gateway), interface=endpoint.interface, mac=endpoint.mac,
+            network_id=network_id, aliases=aliases,
+        )  # fmt: skip
+
     async def lay_out(
         self,
         record: ContainerRecord,
         layers: Sequence[Path],
         sources: list[ContainerRecord],
-        links: list[tuple[ContainerRecord, str]],
+        hosts: Callable[[ContainerRecord], str],
         secret_values: Mapping[str, bytes],
     ) -> ContainerRecord:
-        """The record with what was made for it: its address, volumes and phase times."""
+        """The record with what was made for it: its networks, volumes and phase times.
+
+        ``hosts`` gives its /etc/hosts once its addresses are known (links and the
+        other members of its networks are the runtime's to know)."""
         cid, opts, paths = record.id, record.options, ContainerPaths(self.containers / record.id)
         clock = time.perf_counter()
-        mounts, volumes, anonymous = volume_mounts(self.volumes, record, sources)
+        mounts, volumes, anonymous, unseeded = volume_mounts(self.volumes, record, sources)
         extra_points = [m.destination for m in mounts] + list(opts.tmpfs)
         if secret_values:
             extra_points += SECRET_TARGETS
@@ -94,25 +111,27 @@ class Bundles:
                 image_root.read_text("/etc/passwd"),
                 image_root.read_text("/etc/group"),
             )
-            await asyncio.to_thread(seed_new_volumes, image_root, volumes, self.volumes)
+            seeded = [(name, target) for name, target in volumes if name not in unseeded]
+            await asyncio.to_thread(seed_new_volumes, image_root, seeded, self.volumes)
         if secret_values:
             mounts += mount_secrets(paths.secrets, secret_values, user.uid, user.gid)
 
         phases = {"rootfs": time.perf_counter() - clock}
         clock = time.perf_counter()
-        netns_path = None
-        ip = ""
+        endpoints: list[NetworkEndpoint] = []
         if opts.network == "bridge":
-            if not self._bridge_ready:
-                await asyncio.to_thread(self.network.ensure_bridge)
-                self._bridge_ready = True
-            endpoint = await asyncio.to_thread(
-                functools.partial(self.network.attach, cid, isolated=opts.isolated)
-            )
-            netns_path, ip = endpoint.netns_path, str(endpoint.ip)
-        link_rows = [(r.ip, alias or r.name, r.name) for r, alias in links]
+            endpoints.append(await self.attach(cid, self.networks.default, 0, name="bridge",
+                                               isolated=opts.isolated))  # fmt: skip
+        for a in opts.attachments:
+            net = self.networks.user(a.bridge, a.subnet)
+            endpoints.append(await self.attach(
+                cid, net, len(endpoints), name=a.network, network_id=a.network_id,
+                aliases=a.aliases, ip=a.ip))  # fmt: skip
+        netns_path = str(NETNS_DIR / netns_name(cid)) if endpoints else None
+        record = record.evolve(ip=endpoints[0].ip if endpoints else "",
+                               endpoints=tuple(endpoints))  # fmt: skip
         etc = {
-            "hosts": hosts_file(ip, record.hostname, link_rows),
+            "hosts": hosts(record),
             "resolv.conf": _read_text(Path("/etc/resolv.conf"))
             if opts.network == "host"
             else resolv_conf(_read_text(Path("/etc/resolv.conf"))),
@@ -130,7 +149,7 @@ class Bundles:
             nofile_hard=resource.getrlimit(resource.RLIMIT_NOFILE)[1],
         )  # fmt: skip
         write_private(paths.bundle / "config.json", json.dumps(config, indent=1), 0o600)
-        return record.evolve(ip=ip, volumes=tuple(volumes), anonymous_volumes=tuple(anonymous),
+        return record.evolve(volumes=tuple(volumes), anonymous_volumes=tuple(anonymous),
                              phases=phases)  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -35,9 +36,17 @@ from runtime import logs as logfiles
 from runtime.bundle import Bundles
 from runtime.cgroups import DEFAULT_ROOT, Cgroups, CgroupStats
 from runtime.errors import Conflict, InvalidOption, NotFound
-from runtime.execs import exec_process
-from runtime.monitor import Conmon, ExitStatus, ExitWatcher, become_subreaper
-from runtime.network import BridgeNetwork
+from runtime.etcfiles import hosts_file
+from runtime.execs import exec_process, exec_terminal
+from runtime.monitor import (
+    Conmon,
+    ExitStatus,
+    ExitWatcher,
+    attach_socket,
+    become_subreaper,
+    resize,
+)
+from runtime.network import BridgeNetwork, Networks
 from runtime.ports import bind_ports, spawn_proxy
 from runtime.records import (
     ContainerPaths,
@@ -45,11 +54,12 @@ from runtime.records import (
     ContainerStore,
     PublishedPort,
     StdioMode,
+    write_private,
 )
 from runtime.rootdir import RootDir
 from runtime.rootfs import changes, is_mounted
 from runtime.runc import Runc
-from runtime.spec import NAME_RE, ImageConfig, Port, RunOptions
+from runtime.spec import NAME_RE, Attachment, ImageConfig, Port, RunOptions
 from runtime.teardown import Teardown
 from runtime.volumes import VolumeStore
 
@@ -89,6 +99,7 @@ class Runtime:
         self.runc = Runc(config.run_dir / "runc", config.runc)
         self.cgroups = Cgroups(config.cgroup_root, config.cgroup_parent)
         self.network = BridgeNetwork(config.state_dir, config.bridge, config.subnet)
+        self.networks = Networks(config.state_dir, self.network)
         self.exits = ExitWatcher()
         self._conmon: Conmon | None = None
         self._proxies: dict[str, subprocess.Popen[bytes]] = {}
@@ -96,10 +107,10 @@ class Runtime:
         # reports them; it must not block (the pool manager queues them for Redis).
         self.on_event: Callable[[str, ContainerRecord], None] = lambda action, record: None
         skeletons = config.state_dir / "skeletons"
-        self.bundles = Bundles(self.store.root, skeletons, self.volumes, self.network,
+        self.bundles = Bundles(self.store.root, skeletons, self.volumes, self.networks,
                                self.cgroups, config.init_binary)  # fmt: skip
         self.teardown = Teardown(
-            store=self.store, runc=self.runc, exits=self.exits, network=self.network,
+            store=self.store, runc=self.runc, exits=self.exits, state_dir=config.state_dir,
             cgroups=self.cgroups, volumes=self.volumes, run_dir=config.run_dir,
             skeletons=skeletons, proxies=self._proxies,
             events=lambda action, record: self.on_event(action, record),
@@ -154,6 +165,8 @@ class Runtime:
         try:
             record = await self._spawn(record, sockets, pipes)
             self.on_event("create", record)
+            if record.options.attachments:
+                self.refresh_hosts({a.network for a in record.options.attachments})
             return record
         except BaseException:
             await self.destroy(record.id)
@@ -216,10 +229,10 @@ class Runtime:
                     "volume", f"{v.source}:{v.target}", f"host path {v.source} does not exist"
                 )
         sources = [self.store.find(ref) for ref in opts.volumes_from]
-        links = [(self.store.find(ref), alias) for ref, alias in opts.links.items()]
-        for linked, _ in links:
+        for ref, _ in opts.links:
+            linked = self.store.find(ref)
             if not linked.ip:
-                raise InvalidOption("link", linked.name, "that container is not on the bridge")
+                raise InvalidOption("link", linked.name, "that container is on no network")
         ports = list(opts.ports)
         if opts.publish_all:
             taken = {p.container_port for p in ports}
@@ -228,7 +241,13 @@ class Runtime:
                 if number not in taken:
                     ports.append(Port(container_port=number))
         name = opts.name or f"scow-{cid[:12]}"
-        sockets = bind_ports(ports)
+        bridge_ip = ""
+        if ports:  # published on 127.0.0.1 and on the address of its first network's bridge
+            first = self.network if opts.network == "bridge" else self.networks.user(
+                opts.attachments[0].bridge, opts.attachments[0].subnet)  # fmt: skip
+            await asyncio.to_thread(self.networks.ensure, first)
+            bridge_ip = str(first.gateway)
+        sockets = bind_ports(ports, bridge_ip)
         try:
             self.store.claim_name(name, cid)
             record = ContainerRecord(
@@ -240,7 +259,8 @@ class Runtime:
             try:
                 self.paths(cid).root.mkdir(mode=0o700, parents=True)
                 self.store.save(record)
-                record = await self.bundles.lay_out(record, layers, sources, links, secret_values)
+                record = await self.bundles.lay_out(record, layers, sources, self.hosts_text,
+                                                    secret_values)  # fmt: skip
                 if record.anonymous_volumes:
                     self.store.save(record)  # so that a crash from here on still finds them
             except BaseException:
@@ -262,7 +282,7 @@ class Runtime:
         cid, paths, ip, phases = record.id, self.paths(record.id), record.ip, dict(record.phases)
         clock = time.perf_counter()
         if record.stdio == "logs":
-            pid, monitor_pid = await self._monitored_create(cid)
+            pid, monitor_pid = await self._monitored_create(cid, record.options)
         else:
             p = pipes or Stdio()
             pid = await self.runc.create(
@@ -277,8 +297,8 @@ class Runtime:
         record = record.evolve(status="created", pid=pid, monitor_pid=monitor_pid, phases=phases)
         if sockets:
             published = tuple(
-                PublishedPort(port.container_port, port.host_ip, s.getsockname()[1])
-                for s, port in sockets
+                PublishedPort(port.container_port, port.host_ip, port.host_port, port.protocol)
+                for _, port in sockets
             )
             proxy = spawn_proxy(cid, ip, sockets)
             self._proxies[cid] = proxy
@@ -286,13 +306,18 @@ class Runtime:
         self.store.save(record)
         return record
 
-    async def _monitored_create(self, cid: str) -> tuple[int, int]:
-        """``runc create`` under conmon, which keeps the log and the exit code; (init, conmon)."""
+    async def _monitored_create(self, cid: str, opts: RunOptions) -> tuple[int, int]:
+        """``runc create`` under conmon, which keeps the log and the exit code; (init, conmon).
+
+        A terminal's stdin is never closed by a client leaving (Docker keeps a TTY's open
+        for the next ``attach``); a plain stdin is with ``stdin_once``."""
         paths = self.paths(cid)
         pid, monitor_pid = await self.conmon.create(
             cid, paths.bundle, log_path=paths.log, exit_dir=paths.exit_dir,
             pid_file=paths.pid_file, conmon_pid_file=paths.monitor_pid_file,
-            socket_dir=self.config.run_dir / "conmon",
+            socket_dir=self.config.run_dir / "conmon", terminal=opts.tty,
+            stdin=opts.stdin_open,
+            leave_stdin_open=opts.tty or (opts.stdin_open and not opts.stdin_once),
         )  # fmt: skip
         self.exits.watch(monitor_pid)
         return pid, monitor_pid
@@ -330,7 +355,7 @@ class Runtime:
         for pid in (record.pid, record.monitor_pid):
             self.exits.forget(pid)
         shutil.rmtree(paths.exit_dir, ignore_errors=True)
-        pid, monitor_pid = await self._monitored_create(cid)
+        pid, monitor_pid = await self._monitored_create(cid, record.options)
         record = record.evolve(
             status="created", pid=pid, monitor_pid=monitor_pid, exit_code=None,
             oom_killed=False, finished_at=0.0,
@@ -396,6 +421,14 @@ class Runtime:
         await self.runc.resume(record.id)
         self.store.save(record.evolve(status="running"))
 
+    def note(self, ref: str, **changes: Any) -> ContainerRecord:
+        """Keep what the container's owner tracks with it (its health, restart count, a
+        stop by hand) in its record; the record as saved."""
+        record = self.store.find(ref)
+        record = record.evolve(**changes)
+        self.store.save(record)
+        return record
+
     def rename(self, ref: str, name: str) -> ContainerRecord:
         record = self.store.find(ref)
         if not NAME_RE.match(name):
@@ -431,6 +464,83 @@ class Runtime:
         async with exec_process(self.runc, record, self.paths(record.id), argv, env=env,
                                 user=user, workdir=workdir, stdin=stdin) as proc:  # fmt: skip
             yield proc
+
+    async def exec_terminal(
+        self, ref: str, argv: Sequence[str], *, env: Sequence[str] = (), user: str = "",
+        workdir: str = "", size: tuple[int, int] = (0, 0),
+    ) -> tuple[int, int]:  # fmt: skip
+        """A command running in a running container in a terminal of its own: its pid (our
+        child: ``wait_pid``) and the terminal's master fd, which the caller closes."""
+        record = self.get(ref)
+        if record.status != "running":
+            raise Conflict(f"container {record.name} is not running")
+        pid, master = await exec_terminal(
+            self.runc, record, self.paths(record.id), self.config.run_dir / "consoles", argv,
+            env=env, user=user, workdir=workdir, size=size,
+        )  # fmt: skip
+        self.exits.watch(pid)
+        return pid, master
+
+    async def wait_pid(self, pid: int) -> int:
+        """The exit code of a process of ours in a container (an exec in a terminal)."""
+        try:
+            code = await self.exits.watch(pid)
+        finally:
+            self.exits.forget(pid)
+        return code if code is not None else -1
+
+    def attach_socket(self, ref: str) -> socket.socket:
+        """A connection to the container's attach socket (see monitor.attach_socket): its
+        output as it comes, and its stdin when it was created with one."""
+        record = self.get(ref)
+        if record.stdio != "logs" or record.status not in ("created", "running", "paused"):
+            raise Conflict(f"container {record.name} is {record.status}: nothing to attach to")
+        try:
+            return attach_socket(self.paths(record.id).bundle)
+        except OSError as exc:
+            raise Conflict(f"container {record.name} cannot be attached to: {exc}") from None
+
+    def resize(self, ref: str, rows: int, columns: int) -> None:
+        """Resize the container's terminal."""
+        record = self.get(ref)
+        if not record.options.tty:
+            raise Conflict(f"container {record.name} has no terminal")
+        if record.status not in ("created", "running", "paused"):
+            raise Conflict(f"container {record.name} is {record.status}")
+        try:
+            resize(self.paths(record.id).bundle, rows, columns)
+        except OSError as exc:
+            raise Conflict(f"cannot resize {record.name}'s terminal: {exc}") from None
+
+    async def update(
+        self, ref: str, *, memory: int | None = None, cpu_shares: int | None = None,
+        pids_limit: int | None = None, **kept: Any,
+    ) -> ContainerRecord:  # fmt: skip
+        """New limits for a container (applied at once when it runs, kept for its next
+        start), and new values of what its owner keeps with it (``restart``...)."""
+        record = self.get(ref)
+        changes: dict[str, Any] = {**kept}
+        if memory is not None:
+            changes["memory"] = memory
+        if cpu_shares is not None:
+            changes["cpu_shares"] = cpu_shares
+        if pids_limit is not None:
+            changes["pids_limit"] = pids_limit
+        options = replace(record.options, **changes)  # checked by RunOptions itself
+        if record.status in ("created", "running", "paused"):
+            await self.runc.update(record.id, memory=memory, cpu_shares=cpu_shares,
+                                   pids_limit=pids_limit)  # fmt: skip
+        config_path = self.paths(record.id).bundle / "config.json"
+        config = json.loads(config_path.read_text())
+        limits = config["linux"]["resources"]
+        limits["memory"]["limit"] = options.memory
+        limits["cpu"]["shares"] = options.cpu_shares
+        limits["pids"]["limit"] = options.pids_limit
+        write_private(config_path, json.dumps(config, indent=1), 0o600)
+        record = self.store.load(record.id) or record
+        record = record.evolve(options=options)
+        self.store.save(record)
+        return record
 
     async def exec(
         self,
@@ -514,7 +624,101 @@ class Runtime:
 
     async def destroy(self, cid: str, *, remove_volumes: bool = False) -> None:
         """Remove everything container ``cid`` has, from its id alone. Idempotent."""
+        record = self.store.load(cid)
         await self.teardown.destroy(cid, remove_volumes=remove_volumes)
+        networks = {e.network for e in record.endpoints if e.network_id} if record else set()
+        if networks:
+            self.refresh_hosts(networks)
+
+    # -- user-defined networks ------------------------------------------------------
+
+    async def connect(self, ref: str, attachment: Attachment) -> ContainerRecord:
+        """Put a container on one more user-defined network (``docker network connect``):
+        a new interface in its netns, at once, whatever its state."""
+        record = self.get(ref)
+        if record.options.network in ("none", "host"):
+            raise Conflict(f"container {record.name} is on network {record.options.network}: "
+                           "it cannot join another network")  # fmt: skip
+        if any(e.network == attachment.network for e in record.endpoints):
+            raise Conflict(f"container {record.name} is already on network {attachment.network}")
+        used = {int(e.interface.removeprefix("eth")) for e in record.endpoints
+                if e.interface.removeprefix("eth").isdigit()}  # fmt: skip
+        index = next(i for i in range(len(used) + 1) if i not in used)
+        net = self.networks.user(attachment.bridge, attachment.subnet)
+        endpoint = await self.bundles.attach(
+            record.id, net, index, name=attachment.network, network_id=attachment.network_id,
+            aliases=attachment.aliases, ip=attachment.ip,
+        )  # fmt: skip
+        latest = self.store.load(record.id) or record
+        options = replace(latest.options, attachments=(*latest.options.attachments, attachment))
+        record = latest.evolve(endpoints=(*latest.endpoints, endpoint), options=options,
+                               ip=latest.ip or endpoint.ip)  # fmt: skip
+        self.store.save(record)
+        self.refresh_hosts({attachment.network})
+        self.on_event("connect", record)
+        return record
+
+    async def disconnect(self, ref: str, network: str) -> ContainerRecord:
+        """Take a container off a network: its interface there goes, its address too."""
+        record = self.get(ref)
+        found = [e for e in record.endpoints if e.network == network]
+        if not found:
+            raise Conflict(f"container {record.name} is not on network {network}")
+        endpoint = found[0]
+        index = int(endpoint.interface.removeprefix("eth") or 0)
+        net = (self.network if endpoint.bridge == self.network.name
+               else self.networks.user(endpoint.bridge, endpoint.subnet))  # fmt: skip
+        await asyncio.to_thread(net.detach_interface, record.id, index)
+        latest = self.store.load(record.id) or record
+        endpoints = tuple(e for e in latest.endpoints if e.network != network)
+        options = replace(
+            latest.options,
+            attachments=tuple(a for a in latest.options.attachments if a.network != network),
+        )
+        record = latest.evolve(endpoints=endpoints, options=options,
+                               ip=endpoints[0].ip if endpoints else "")  # fmt: skip
+        self.store.save(record)
+        self.refresh_hosts({network} | {e.network for e in endpoints})
+        self.on_event("disconnect", record)
+        return record
+
+    def network_members(self, network_id: str) -> list[ContainerRecord]:
+        """The containers on the user-defined network ``network_id``."""
+        return [r for r in self.store.all()
+                if any(e.network_id == network_id for e in r.endpoints)]  # fmt: skip
+
+    # -- names on user-defined networks ------------------------------------------------
+
+    def hosts_text(self, record: ContainerRecord) -> str:
+        """Container ``record``'s /etc/hosts: itself, its links (each alias), and every
+        member of its user-defined networks by name, aliases and host name (kept current
+        as members come and go: ``refresh_hosts``)."""
+        links = []
+        for ref, alias in record.options.links:
+            try:
+                linked = self.store.find(ref)
+            except NotFound:
+                continue  # removed since: its names go
+            if linked.ip:
+                links.append((linked.ip, alias or linked.name, linked.name))
+        members: list[tuple[str, list[str]]] = []
+        mine = {e.network for e in record.endpoints if e.network_id}
+        if mine:
+            others = [r for r in self.store.all() if r.id != record.id and r.status != "creating"]
+            for r in [record, *others]:
+                for e in r.endpoints:
+                    if e.network in mine:
+                        members.append((e.ip, [r.name, *e.aliases, r.hostname]))
+        return hosts_file(record.ip, record.hostname, links, members)
+
+    def refresh_hosts(self, networks: set[str]) -> None:
+        """Rewrite, in place (each is bind-mounted into its container), the /etc/hosts of
+        every container on one of ``networks``."""
+        for r in self.store.all():
+            if r.status == "creating" or not any(e.network in networks for e in r.endpoints):
+                continue
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                write_private(self.paths(r.id).root / "hosts", self.hosts_text(r), 0o644)
 
     def volume_users(self, name: str) -> list[str]:
         return self.store.volume_users(name)

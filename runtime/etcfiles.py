@@ -5,17 +5,36 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
-def hosts_file(ip: str, hostname: str, links: Iterable[tuple[str, str, str]] = ()) -> str:
-    r"""``links`` are (address, alias, container name) of linked containers.
+def hosts_file(
+    ip: str,
+    hostname: str,
+    links: Iterable[tuple[str, str, str]] = (),
+    members: Iterable[tuple[str, Iterable[str]]] = (),
+) -> str:
+    r"""``links`` are (address, alias, container name) of linked containers, a container
+    once per alias; ``members`` (address, names) of everyone on the container's user-defined
+    networks, itself included. A name comes once, on the first address given for it.
 
-    >>> hosts_file("10.0.0.2", "web", [("10.0.0.3", "db", "pg1")]).splitlines()[2:]
-    ['10.0.0.2\tweb', '10.0.0.3\tdb pg1']
+    >>> hosts_file("10.0.0.2", "web", [("10.0.0.3", "db", "pg1"), ("10.0.0.3", "pg", "pg1")],
+    ...            [("10.1.0.5", ["cache", "redis"])]).splitlines()[2:]
+    ['10.0.0.2\tweb', '10.0.0.3\tdb pg1 pg', '10.1.0.5\tcache redis']
     """
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    lines.append(f"{ip or '127.0.0.1'}\t{hostname}")
+    rows: dict[str, list[str]] = {ip or "127.0.0.1": [hostname]}
+    seen = {hostname}
     for addr, alias, name in links:
-        names = alias if alias == name else f"{alias} {name}"
-        lines.append(f"{addr}\t{names}")
+        rows.setdefault(addr, [])
+        for n in (alias, name):
+            if n not in seen:
+                seen.add(n)
+                rows[addr].append(n)
+    for addr, names in members:
+        rows.setdefault(addr, [])
+        for n in names:
+            if n not in seen:
+                seen.add(n)
+                rows[addr].append(n)
+    lines += [f"{addr}\t{' '.join(names)}" for addr, names in rows.items() if names]
     return "\n".join(lines) + "\n"
 
 

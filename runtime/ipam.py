@@ -49,13 +49,33 @@ class Ipam:
                 tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
                 os.replace(tmp, self.path)
 
-    def allocate(self, owner: str) -> IPv4Address:
-        """An address for ``owner``; the same one again if it already holds one."""
+    @classmethod
+    def from_file(cls, path: Path) -> Ipam | None:
+        """The IPAM kept in ``path``, with the subnet it was kept for (None: unreadable)."""
+        try:
+            return cls(path, IPv4Network(json.loads(path.read_text())["subnet"]))
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
+    def allocate(self, owner: str, want: str = "") -> IPv4Address:
+        """An address for ``owner``; the same one again if it already holds one. ``want``:
+        that address, or an error naming it when it is taken or outside the subnet."""
         with self._locked() as data:
             leases: dict[str, str] = data["leases"]
             for ip, who in leases.items():
                 if who == owner:
                     return IPv4Address(ip)
+            if want:
+                address = IPv4Address(want)
+                if (address not in self.subnet or address == self.gateway
+                        or address in (self.subnet.network_address,
+                                       self.subnet.broadcast_address)):  # fmt: skip
+                    raise NetworkError(f"address {want} is not one of {self.subnet}'s "
+                                       "addresses for containers")  # fmt: skip
+                if want in leases:
+                    raise NetworkError(f"address {want} is already in use")
+                leases[want] = owner
+                return address
             first = int(self.gateway) + 1
             last = int(self.subnet.broadcast_address) - 1
             size = last - first + 1

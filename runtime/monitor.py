@@ -24,10 +24,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.errors import ContainerError, RuncError
+from runtime.errors import ContainerError, InvalidOption, RuncError
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -135,8 +136,17 @@ class Conmon:
         pid_file: Path,
         conmon_pid_file: Path,
         socket_dir: Path,
+        terminal: bool = False,
+        stdin: bool = False,
+        leave_stdin_open: bool = False,
     ) -> tuple[int, int]:
-        """Start conmon, which runs ``runc create``; returns (container pid, conmon pid)."""
+        """Start conmon, which runs ``runc create``; returns (container pid, conmon pid).
+
+        ``terminal``: conmon takes the container's pseudo-terminal from runc and keeps
+        it (the log has what the terminal shows); ``stdin``: conmon holds the container's
+        stdin open for clients of its attach socket (``attach_socket``), closing it when
+        the first of them leaves unless ``leave_stdin_open``. Resizes go to its control
+        fifo (``resize``)."""
         exit_dir.mkdir(parents=True, exist_ok=True)
         socket_dir.mkdir(parents=True, exist_ok=True)
         sync_r, sync_w = os.pipe()
@@ -148,6 +158,8 @@ class Conmon:
                 "--exit-dir", str(exit_dir), "--socket-dir-path", str(socket_dir),
                 "--runtime-arg", "--root", "--runtime-arg", str(self.runc_root),
                 "--log-level", "error",
+                *(("--terminal",) if terminal else ()), *(("--stdin",) if stdin else ()),
+                *(("--leave-stdin-open",) if leave_stdin_open else ()),
                 *(("--log-size-max", str(self.log_size_max)) if self.log_size_max else ()),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE, pass_fds=(sync_w,),
@@ -176,6 +188,40 @@ class Conmon:
                 ["runc", "create", cid], pid, message.get("message", "") or err.decode()
             )
         return pid, int(conmon_pid_file.read_text())
+
+
+ATTACH_STDOUT, ATTACH_STDERR = 2, 3  # the first byte of what conmon's attach socket sends
+ATTACH_BUFFER = 8192 + 1
+
+
+def attach_socket(bundle: Path) -> socket.socket:
+    """A connection to conmon's attach socket for the container of ``bundle``: each packet
+    read is one byte of stream (ATTACH_STDOUT, ATTACH_STDERR) and the data; what is sent
+    goes to the container's stdin; shutting the write side closes it (see ``create``).
+
+    The socket's path may be longer than a Unix socket's name can be: it is reached
+    through a descriptor of its directory."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    dirfd = os.open(bundle, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sock.connect(f"/proc/self/fd/{dirfd}/attach")
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.close(dirfd)
+    return sock
+
+
+def resize(bundle: Path, rows: int, columns: int) -> None:
+    """Tell conmon the container's terminal has ``rows`` x ``columns`` (its control fifo)."""
+    if not (0 < rows <= 1000 and 0 < columns <= 1000):  # conmon's own bounds
+        raise InvalidOption("size", f"{rows}x{columns}", "rows and columns from 1 to 1000")
+    fd = os.open(bundle / "ctl", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        os.write(fd, f"1 {rows} {columns}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def _read_line(fd: int) -> str:

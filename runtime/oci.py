@@ -141,7 +141,9 @@ def make_config(
     return {
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": False,
+            "terminal": opts.tty,
+            **({"consoleSize": {"height": opts.console[0], "width": opts.console[1]}}
+               if opts.tty and all(opts.console) else {}),
             "user": {
                 "uid": user.uid,
                 "gid": user.gid,

@@ -9,35 +9,70 @@ restart of this process; teardown stops it by pid.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from runtime.errors import Conflict
 from runtime.spec import Port
 
+LOOPBACK = "127.0.0.1"
 
-def bind_ports(ports: list[Port]) -> list[tuple[socket.socket, Port]]:
-    """Listening sockets for ``ports``; all or none (a taken port closes the others)."""
+
+def _bind_one(host_ip: str, port: Port, host_port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
+    kind = socket.SOCK_DGRAM if port.protocol == "udp" else socket.SOCK_STREAM
+    s = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host_ip, host_port))
+        if kind == socket.SOCK_STREAM:
+            s.listen(128)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def bind_ports(ports: list[Port], bridge_ip: str = "") -> list[tuple[socket.socket, Port]]:
+    """Bound sockets for ``ports``; all or none (a taken port closes the others).
+
+    A port without an address is bound on 127.0.0.1 and on ``bridge_ip`` (the address of
+    the container's bridge, where clients in other containers find it), the same port
+    number on both; each socket comes with its port, its ``host_ip`` filled in.
+    """
     bound: list[tuple[socket.socket, Port]] = []
     try:
         for port in ports:
-            family = socket.AF_INET6 if ":" in port.host_ip else socket.AF_INET
-            s = socket.socket(family, socket.SOCK_STREAM)
-            bound.append((s, port))
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((port.host_ip, port.host_port))
-            except OSError as exc:
-                raise Conflict(
-                    f"cannot publish port {port.container_port} on "
-                    f"{port.host_ip}:{port.host_port}: {exc.strerror}"
-                ) from None
-            s.listen(128)
+            addresses = [port.host_ip] if port.host_ip else [LOOPBACK, bridge_ip]
+            addresses = [a for a in addresses if a]
+            for attempt in range(20):  # a free port on the first address may be taken on the next
+                sockets: list[tuple[socket.socket, Port]] = []
+                number = port.host_port
+                address = addresses[0]
+                try:
+                    for address in addresses:
+                        s = _bind_one(address, port, number)
+                        number = s.getsockname()[1]
+                        sockets.append((s, replace(port, host_ip=address, host_port=number)))
+                except OSError as exc:
+                    for s, _ in sockets:
+                        s.close()
+                    if port.host_port or attempt == 19 or exc.errno != errno.EADDRINUSE:
+                        raise Conflict(
+                            f"cannot publish port {port.container_port}/{port.protocol} on "
+                            f"{address}:{number}: {exc.strerror}"
+                        ) from None
+                    continue
+                bound += sockets
+                break
     except BaseException:
         for s, _ in bound:
             s.close()
@@ -50,7 +85,7 @@ def spawn_proxy(
 ) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "runtime.portproxy", "--container", cid]
     for s, port in sockets:
-        args += ["--map", f"{s.fileno()}:{ip}:{port.container_port}"]
+        args += ["--map", f"{s.fileno()}:{ip}:{port.container_port}/{port.protocol}"]
     return subprocess.Popen(
         args,
         pass_fds=[s.fileno() for s, _ in sockets],

@@ -34,6 +34,31 @@ class PublishedPort:
     container_port: int
     host_ip: str
     host_port: int
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True)
+class NetworkEndpoint:
+    """The container on one network: ``bridge`` (scow's default) or a user-defined one."""
+
+    network: str
+    bridge: str
+    subnet: str
+    ip: str
+    gateway: str
+    interface: str  # eth0, eth1 ...
+    mac: str
+    network_id: str = ""
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Health:
+    """A container's health as its checks found it (Docker's ``State.Health``)."""
+
+    status: str = "starting"  # starting, healthy, unhealthy
+    failing_streak: int = 0
+    log: tuple[dict[str, Any], ...] = ()  # the last five: Start, End, ExitCode, Output
 
 
 @dataclass(frozen=True)
@@ -62,6 +87,11 @@ class ContainerRecord:
     labels: dict[str, str] = field(default_factory=dict)
     # Seconds spent in each phase of setup: rootfs, netns, create, start.
     phases: dict[str, float] = field(default_factory=dict)
+    endpoints: tuple[NetworkEndpoint, ...] = ()  # the networks it is on, eth0 first
+    health: Health | None = None  # None: no healthcheck
+    restart_count: int = 0  # restarts by its policy since it was last started by hand
+    restarting: bool = False  # waiting out its back-off before a restart
+    stopped_by_hand: bool = False  # stopped by a client: unless-stopped keeps it down
 
     def evolve(self, **changes: Any) -> ContainerRecord:
         return replace(self, **changes)
@@ -79,6 +109,13 @@ class ContainerRecord:
         d["options"] = options_from_json(d["options"])
         d["layers"] = tuple(d["layers"])
         d["ports"] = tuple(PublishedPort(**p) for p in d.get("ports", ()))
+        d["endpoints"] = tuple(
+            NetworkEndpoint(**{**e, "aliases": tuple(e.get("aliases") or ())})
+            for e in d.get("endpoints", ())
+        )
+        if d.get("health") is not None:
+            h = d["health"]
+            d["health"] = Health(h["status"], h["failing_streak"], tuple(h.get("log") or ()))
         d["volumes"] = tuple(tuple(v) for v in d.get("volumes", ()))
         d["anonymous_volumes"] = tuple(d.get("anonymous_volumes", ()))
         return cls(**d)

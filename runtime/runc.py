@@ -47,6 +47,25 @@ class Runc:
         code = proc.returncode if proc.returncode is not None else -1
         return code, out or b"", (err or b"").decode(errors="replace")
 
+    async def run_command(self, *args: str) -> tuple[int, bytes, str]:
+        """runc with ``args`` (after ``--root``): its exit code, output and error text."""
+        return await self._run(*args)
+
+    async def update(
+        self, cid: str, *, memory: int | None = None, cpu_shares: int | None = None,
+        pids_limit: int | None = None,
+    ) -> None:  # fmt: skip
+        """``runc update``: new limits for a running container's cgroup (v1 or v2)."""
+        args = []
+        if memory is not None:
+            args += ["--memory", str(memory)]
+        if cpu_shares is not None:
+            args += ["--cpu-share", str(cpu_shares)]
+        if pids_limit is not None:
+            args += ["--pids-limit", str(pids_limit)]
+        if args:
+            await self._check("update", *args, cid)
+
     async def _check(self, *args: str, tolerate_gone: bool = False) -> bytes:
         code, out, err = await self._run(*args)
         if code != 0:

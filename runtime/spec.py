@@ -17,8 +17,10 @@ from typing import Any, Literal
 from runtime.errors import InvalidOption
 
 # none: loopback only; bridge: scow's bridge; host: the host's own network (build steps,
-# as ``docker build`` runs RUN; never for functions).
-NetworkMode = Literal["none", "bridge", "host"]
+# as ``docker build`` runs RUN; never for functions); or the name of a user-defined network
+# (then the first of ``RunOptions.attachments``).
+BUILTIN_NETWORKS = ("none", "bridge", "host")
+NETWORK_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 
 DEFAULT_MEMORY = 512 << 20
 DEFAULT_CPU_SHARES = 1024
@@ -40,6 +42,7 @@ class ImageConfig:
     volumes: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     stop_signal: str = ""
+    healthcheck: Mapping[str, Any] | None = None  # Docker's Healthcheck, as the image has it
 
     @classmethod
     def from_oci(cls, config: Mapping[str, Any] | None) -> ImageConfig:
@@ -54,7 +57,11 @@ class ImageConfig:
             volumes=tuple(sorted(c.get("Volumes") or {})),
             labels=dict(c.get("Labels") or {}),
             stop_signal=c.get("StopSignal") or "",
+            healthcheck=dict(c["Healthcheck"]) if c.get("Healthcheck") else None,
         )
+
+
+PROPAGATIONS = ("shared", "rshared", "slave", "rslave", "private", "rprivate")
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,8 @@ class Volume:
     target: str
     source: str = ""  # "" anonymous; a name; or an absolute host path
     read_only: bool = False
+    propagation: str = ""  # a bind's; "" is rprivate
+    nocopy: bool = False  # a new volume is not seeded from the image
 
     @property
     def kind(self) -> Literal["anonymous", "named", "bind"]:
@@ -78,8 +87,33 @@ class Port:
 
     container_port: int
     host_port: int = 0  # 0: a free port chosen when the container starts
-    host_ip: str = "127.0.0.1"
-    protocol: str = "tcp"
+    host_ip: str = ""  # "": 127.0.0.1 and the address of the container's bridge
+    protocol: str = "tcp"  # or udp
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A user-defined network a container is on: its bridge and subnet (the network's
+    record), the names the other members know it by, and an address asked for (``--ip``)."""
+
+    network: str
+    network_id: str = ""
+    bridge: str = ""
+    subnet: str = ""
+    aliases: tuple[str, ...] = ()
+    ip: str = ""
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    """Docker's healthcheck in seconds; empty ``test`` and zero times: the image's."""
+
+    test: tuple[str, ...] = ()
+    interval: float = 0.0
+    timeout: float = 0.0
+    start_period: float = 0.0
+    start_interval: float = 0.0
+    retries: int = 0
 
 
 @dataclass(frozen=True)
@@ -119,16 +153,26 @@ class RunOptions:
     cpuset_cpus: str = ""
     ulimits: tuple[Ulimit, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
-    network: NetworkMode = "none"
+    network: str = "none"  # BUILTIN_NETWORKS, or a user-defined network's name
+    attachments: tuple[Attachment, ...] = ()  # the user-defined networks it is on
     ports: tuple[Port, ...] = ()
     publish_all: bool = False
-    links: Mapping[str, str] = field(default_factory=dict)  # container name or id -> alias
+    links: tuple[tuple[str, str], ...] = ()  # (container name or id, alias)
     # On the bridge, reach only the host: not the other containers (functions of other
     # tenants), which cannot reach this one either.
     isolated: bool = False
     init: bool = True
     # Capabilities beyond the default three (docker's --cap-add), e.g. for build steps.
     cap_add: tuple[str, ...] = ()
+    tty: bool = False  # a pseudo-terminal as its stdin, stdout and stderr
+    stdin_open: bool = False  # its stdin stays open for attaching clients
+    stdin_once: bool = False  # ... until the first of them leaves
+    console: tuple[int, int] = (0, 0)  # the TTY's first size (rows, columns)
+    # Kept with the container for its owner (the node acts on them, not the runtime).
+    restart: str = "no"
+    restart_retries: int = 0
+    healthcheck: Healthcheck | None = None
+    stop_timeout: int | None = None
 
     def __post_init__(self) -> None:
         checks = (_check_name, _check_env, _check_limits, _check_paths, _check_mounts,
@@ -180,14 +224,17 @@ def _check_mounts(o: RunOptions) -> None:
             raise InvalidOption("volume", v.target, "the container path must be absolute, no '..'")
         if v.source and not v.source.startswith("/") and not NAME_RE.match(v.source):
             raise InvalidOption("volume", v.source, "neither a host path nor a volume name")
+        if v.propagation and (v.propagation not in PROPAGATIONS or v.kind != "bind"):
+            raise InvalidOption("volume", v.propagation, "a bind's propagation: "
+                                + ", ".join(PROPAGATIONS))  # fmt: skip
 
 
 def _check_ports(o: RunOptions) -> None:
     for p in o.ports:
         if not 1 <= p.container_port <= 65535 or not 0 <= p.host_port <= 65535:
             raise InvalidOption("port", f"{p.host_port}:{p.container_port}", "outside 1-65535")
-        if p.protocol != "tcp":
-            raise InvalidOption("port", p.protocol, "only tcp ports can be published")
+        if p.protocol not in ("tcp", "udp"):
+            raise InvalidOption("port", p.protocol, "only tcp and udp ports can be published")
 
 
 def _check_ulimits(o: RunOptions) -> None:
@@ -200,10 +247,20 @@ def _check_ulimits(o: RunOptions) -> None:
 
 
 def _check_network(o: RunOptions) -> None:
-    if o.network not in ("none", "bridge", "host"):
-        raise InvalidOption("network", o.network, "expected 'none', 'bridge' or 'host'")
-    if o.network != "bridge" and (o.ports or o.links):
-        raise InvalidOption("network", o.network, "ports and links need the bridge network")
+    if o.network not in BUILTIN_NETWORKS and not NETWORK_NAME_RE.match(o.network):
+        raise InvalidOption("network", o.network, "expected none, bridge, host or a network name")
+    user = o.network not in BUILTIN_NETWORKS
+    if user and (not o.attachments or o.attachments[0].network != o.network):
+        raise InvalidOption("network", o.network, "a user-defined network needs its record")
+    names = [a.network for a in o.attachments]
+    for a in o.attachments:
+        if names.count(a.network) > 1:
+            raise InvalidOption("network", a.network, "the container is on it already")
+        if not a.bridge or not a.subnet:
+            raise InvalidOption("network", a.network, "its bridge and subnet are not known")
+    if o.network in ("none", "host") and (o.ports or o.links or o.attachments):
+        raise InvalidOption("network", o.network,
+                            "ports, links and other networks need a bridge network")  # fmt: skip
 
 
 CAPABILITIES = {
@@ -239,7 +296,7 @@ def options_to_json(o: RunOptions) -> dict[str, Any]:
     data = asdict(o)
     data["tmpfs"] = dict(o.tmpfs)
     data["labels"] = dict(o.labels)
-    data["links"] = dict(o.links)
+    data["links"] = [list(pair) for pair in o.links]
     return data
 
 
@@ -254,6 +311,19 @@ def options_from_json(data: Mapping[str, Any]) -> RunOptions:
     d["volumes"] = tuple(Volume(**v) for v in d.get("volumes", ()))
     d["ports"] = tuple(Port(**p) for p in d.get("ports", ()))
     d["ulimits"] = tuple(Ulimit(**u) for u in d.get("ulimits", ()))
+    d["attachments"] = tuple(
+        Attachment(**{**a, "aliases": tuple(a.get("aliases") or ())})
+        for a in d.get("attachments", ())
+    )
+    links = d.get("links") or ()
+    # Records made before a container could link one container under several aliases
+    # kept links as a mapping.
+    d["links"] = tuple((str(k), str(v)) for k, v in (links.items() if isinstance(links, dict)
+                                                    else links))  # fmt: skip
+    d["console"] = tuple(d.get("console") or (0, 0))
+    if d.get("healthcheck") is not None:
+        h = d["healthcheck"]
+        d["healthcheck"] = Healthcheck(**{**h, "test": tuple(h.get("test") or ())})
     return RunOptions(**d)
 
 
@@ -271,4 +341,6 @@ def image_config_to_json(c: ImageConfig) -> dict[str, Any]:
     }
     if c.stop_signal:
         out["StopSignal"] = c.stop_signal
+    if c.healthcheck:
+        out["Healthcheck"] = dict(c.healthcheck)
     return out

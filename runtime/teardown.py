@@ -14,12 +14,20 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
+from ipaddress import IPv4Network
 from pathlib import Path
 
 from runtime.cgroups import Cgroups
 from runtime.errors import NotFound
+from runtime.ipam import Ipam
 from runtime.monitor import ExitWatcher
-from runtime.network import BridgeNetwork, remove_netns, scow_netns
+from runtime.network import (
+    detach_all,
+    lease_owners,
+    release_everywhere,
+    remove_netns,
+    scow_netns,
+)
 from runtime.ports import orphan_proxies, stop_proxy
 from runtime.records import ContainerPaths, ContainerRecord, ContainerStore
 from runtime.rootfs import is_mounted, unmount
@@ -30,12 +38,12 @@ from runtime.volumes import VolumeStore
 
 class Teardown:
     def __init__(
-        self, *, store: ContainerStore, runc: Runc, exits: ExitWatcher, network: BridgeNetwork,
+        self, *, store: ContainerStore, runc: Runc, exits: ExitWatcher, state_dir: Path,
         cgroups: Cgroups, volumes: VolumeStore, run_dir: Path, skeletons: Path,
         proxies: dict[str, subprocess.Popen[bytes]],
         events: Callable[[str, ContainerRecord], None],
     ) -> None:  # fmt: skip
-        self.store, self.runc, self.exits, self.network = store, runc, exits, network
+        self.store, self.runc, self.exits, self.state_dir = store, runc, exits, state_dir
         self.cgroups, self.volumes = cgroups, volumes
         self.run_dir, self.skeletons = run_dir, skeletons
         self.proxies, self.events = proxies, events
@@ -57,8 +65,8 @@ class Teardown:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self.exits.watch(pid)), 5)
                 self.exits.forget(pid)
-        if record is None or record.options.network == "bridge":
-            await asyncio.to_thread(self.network.detach, cid)
+        if record is None or record.endpoints or record.options.network == "bridge":
+            await asyncio.to_thread(self._detach, cid, record)
         if paths.rootfs.exists() or is_mounted(paths.rootfs):
             await asyncio.to_thread(unmount, paths.rootfs)
         if paths.secrets.exists():
@@ -74,6 +82,18 @@ class Teardown:
             for name in record.anonymous_volumes:
                 with contextlib.suppress(NotFound):
                     self.volumes.remove(name, in_use_by=self.store.volume_users(name))
+
+    def _detach(self, cid: str, record: ContainerRecord | None) -> None:
+        """Its veths and netns, and its addresses: in its networks' IPAM, or (no record
+        left to say which) in every network's."""
+        if record is None or not record.endpoints:  # or a record older than endpoints
+            detach_all(cid, None if record is None else 1)
+            release_everywhere(self.state_dir, cid)
+            return
+        detach_all(cid, len(record.endpoints))
+        for e in record.endpoints:
+            ipam = Ipam(self.state_dir / "network" / f"{e.bridge}.json", IPv4Network(e.subnet))
+            ipam.release(cid)
 
     def _remove_unused_skeletons(self) -> None:
         """Skeletons of images whose layers are gone (removed images), and strays."""
@@ -101,7 +121,7 @@ class Teardown:
         kept = {r.id for r in self.store.all() if r.status != "creating"}
         found = set(self.store.ids()) | self.cgroups.ids()
         found |= {c["id"] for c in await self.runc.list_all()}
-        found |= set(self.network.ipam.leases().values())
+        found |= lease_owners(self.state_dir)
         reaped = sorted(found - kept)
         for cid in reaped:
             await self.destroy(cid)

@@ -93,11 +93,14 @@ class VolumeStore:
 
 def volume_mounts(
     store: VolumeStore, record: ContainerRecord, sources: list[ContainerRecord]
-) -> tuple[list[Mount], list[tuple[str, str]], list[str]]:
-    """Mounts for -v, the image's VOLUMEs and --volumes-from; new anonymous volumes."""
+) -> tuple[list[Mount], list[tuple[str, str]], list[str], set[str]]:
+    """Mounts for -v, the image's VOLUMEs and --volumes-from: the mounts, the volumes
+    (name, container path), the new anonymous ones, and those never to be seeded from the
+    image (``nocopy``)."""
     opts = record.options
     mounts: list[Mount] = []
     named: list[tuple[str, str]] = []
+    unseeded: set[str] = set()  # nocopy: mounted, never seeded from the image
     anonymous: list[str] = []
     targets = {v.target for v in opts.volumes}
     wanted = list(opts.volumes)
@@ -105,12 +108,15 @@ def volume_mounts(
     for v in wanted:
         mode = "ro" if v.read_only else "rw"
         if v.kind == "bind":
-            mounts.append(Mount(v.target, v.source, "bind", ("rbind", mode)))
+            propagation = (v.propagation,) if v.propagation else ()
+            mounts.append(Mount(v.target, v.source, "bind", ("rbind", mode, *propagation)))
             continue
         vol = store.create(v.source, anonymous=v.kind == "anonymous")
         if vol.anonymous:
             anonymous.append(vol.name)
         named.append((vol.name, v.target))
+        if v.nocopy:
+            unseeded.add(vol.name)
         mounts.append(Mount(v.target, str(vol.path), "bind", ("rbind", mode)))
     for src in sources:
         for vol_name, target in src.volumes:
@@ -122,7 +128,7 @@ def volume_mounts(
             if v.kind == "bind" and v.target not in targets:
                 mode = "ro" if v.read_only else "rw"
                 mounts.append(Mount(v.target, v.source, "bind", ("rbind", mode)))
-    return mounts, named, anonymous
+    return mounts, named, anonymous, unseeded
 
 
 def seed_new_volumes(image: RootDir, volumes: list[tuple[str, str]], store: VolumeStore) -> None:
