@@ -33,6 +33,7 @@ from pool.commands.copies import CopyCommands
 from pool.commands.environments import EnvironmentCommands
 from pool.commands.execs import ExecCommands
 from pool.commands.images import ImageCommands
+from pool.commands.networks import NetworkCommands
 from pool.commands.volumes import VolumeCommands
 from pool.contract import keys, outbound
 from pool.contract.config import DEFAULTS
@@ -41,9 +42,11 @@ from pool.downloads import fetcher
 from pool.environments import reap_expired
 from pool.events import EventSink
 from pool.functions import Functions
+from pool.health import HealthChecks
 from pool.httpclient import Connections
 from pool.metrics import NodeMetrics
 from pool.replies import Replier
+from pool.restarts import Restarts
 from pool.supervisor import Supervisor
 from pool.takeover import TakeOver
 from pool.worker import FunctionWorker, WorkerParts
@@ -105,7 +108,9 @@ class PoolManager:
         )  # fmt: skip
         self.functions = Functions(parts)
         self.take_over = TakeOver(redis, self.node_id, self.functions, self.replier, handling)
-        self.supervisor = Supervisor(runtime, redis, self.node_id)
+        health = HealthChecks(runtime, self._container_event)
+        self.supervisor = Supervisor(runtime, redis, self.node_id,
+                                     Restarts(runtime, on_start=health.watch), health)  # fmt: skip
         self.environments = EnvironmentCommands(runtime, images, redis, self.node_id,
                                                 max_environments)  # fmt: skip
         handlers: dict[str, Handler] = {
@@ -116,6 +121,7 @@ class PoolManager:
             **ExecCommands(runtime, redis, self.node_id, self.supervisor).commands,
             **CopyCommands(runtime).commands,
             **VolumeCommands(runtime).commands,
+            **NetworkCommands(runtime).commands,
             **self.environments.commands,
         }
         self.commands = CommandServer(redis, self.node_id, handlers, self.stopping)

@@ -1,7 +1,9 @@
-"""What must outlive one node command: the containers that remove themselves.
+"""What must outlive one node command: the containers that remove themselves, restart
+or are checked.
 
 ``Supervisor`` removes ``--rm`` containers once they exit (after attached readers
-have drained their output), keeps the map of which node has which Docker-API
+have drained their output), has their restart policies applied (restarts.py) and
+their healthchecks run (health.py), keeps the map of which node has which Docker-API
 container in Redis, wakes whoever waits on a container's next change, and holds
 detached execs.
 """
@@ -20,6 +22,8 @@ import redis.asyncio as aioredis
 
 from pool.contract import keys
 from pool.contract.messages import AUTO_REMOVE
+from pool.health import HealthChecks
+from pool.restarts import Restarts
 from runtime.engine import Runtime
 from runtime.errors import NotFound
 from runtime.records import ContainerRecord
@@ -28,8 +32,12 @@ DRAIN = 5.0  # how long an exited --rm container waits for its attached readers
 
 
 class Supervisor:
-    def __init__(self, runtime: Runtime, redis: aioredis.Redis, node_id: str) -> None:
+    def __init__(
+        self, runtime: Runtime, redis: aioredis.Redis, node_id: str, restarts: Restarts,
+        health: HealthChecks,
+    ) -> None:  # fmt: skip
         self.runtime, self.redis, self.node_id = runtime, redis, node_id
+        self.restarts, self.health = restarts, health
         self.readers: collections.Counter[str] = collections.Counter()  # attach streams
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._detached: set[asyncio.Task[None]] = set()  # exec -d
@@ -54,6 +62,16 @@ class Supervisor:
     async def untrack(self, cid: str) -> None:
         await self.redis.hdel(keys.CONTAINERS, cid)
 
+    def started(self, record: ContainerRecord) -> None:
+        """A client started the container: its restart policy and healthcheck apply from
+        now on, and a ``--rm`` one is removed when it exits."""
+        self.restarts.watch(record)
+        self.health.watch(record)
+        self.watch(record)
+
+    def removed(self, cid: str) -> None:
+        self.health.forget(cid)
+
     def watch(self, record: ContainerRecord) -> None:
         """Remove a ``--rm`` container when it exits."""
         if record.labels.get(AUTO_REMOVE) == "1" and record.id not in self._watchers:
@@ -77,8 +95,12 @@ class Supervisor:
 
     async def reconcile(self) -> None:
         """After a restart: claim this node's containers under its new id, watch running
-        ``--rm`` containers again, and remove the exited ones."""
+        ``--rm`` containers again, and remove the exited ones; restart policies and
+        healthchecks go on."""
+        await self.restarts.reconcile()
         for record in self.runtime.containers():
+            if record.status == "running" and record.options.restart == "no":
+                self.health.watch(record)
             if record.labels.get("scow.role") == "function":
                 continue
             await self.track(record)
@@ -97,6 +119,8 @@ class Supervisor:
 
     async def close(self) -> None:
         """Stop watching (the containers themselves keep running, as environments do)."""
+        await self.restarts.close()
+        await self.health.close()
         tasks = [*self._watchers.values(), *self._detached]
         for task in tasks:
             task.cancel()

@@ -55,6 +55,10 @@ async def _nowhere(chunk: bytes, stream: str = "") -> None:
     raise CommandError("invalid", "this command's output has nowhere to go")
 
 
+async def _no_input() -> bytes:
+    return b""
+
+
 @dataclass(frozen=True)
 class Command:
     """One command's input: JSON arguments, bulk bytes, and where progress lines go."""
@@ -69,6 +73,9 @@ class Command:
     # True once the caller went away or the node is stopping: commands that follow or
     # wait (logs -f, attach, wait) check it between steps and end.
     cancelled: Callable[[], Awaitable[bool]] = _never
+    # What the caller sends while the command runs (an attached client's stdin), a chunk
+    # at a time as it comes; b"" once it ended (or the caller sends none).
+    receive: Callable[[], Awaitable[bytes]] = _no_input
 
 
 Handler = Callable[[Command], Awaitable[Any]]
@@ -178,7 +185,7 @@ class CommandServer:
                 return True
             return bool(await self.redis.exists(keys.cancel_key(req.id)))
 
-        cmd = Command(req.args, req.blob, progress, send, cancelled)
+        cmd = Command(req.args, req.blob, progress, send, cancelled, Input(self.redis, req.id))
         try:
             value = await run_command(self.handlers, req.name, cmd)
             body = json.dumps(value).encode()
@@ -224,3 +231,27 @@ class CommandServer:
             pipe.xadd(key, entry, maxlen=maxlen)
             pipe.expire(key, 3600)
             await pipe.execute()
+
+
+class Input:
+    """A command's input as its asker sends it (``PoolClient.command(input=...)``): each
+    call the next chunk, waiting for it; b"" at its end. What was read is deleted, which
+    lets the asker send more."""
+
+    def __init__(self, redis: aioredis.Redis, command_id: str) -> None:
+        self.redis, self.key = redis, keys.input_key(command_id)
+        self.cursor: bytes | str = "0-0"
+        self.ended = False
+
+    async def __call__(self) -> bytes:
+        while not self.ended:
+            found = await self.redis.xread({self.key: self.cursor}, block=1000, count=1)
+            for _, entries in found or []:
+                for entry_id, fields in entries:
+                    self.cursor = entry_id
+                    await self.redis.xdel(self.key, entry_id)
+                    if b"eof" in fields:
+                        self.ended = True
+                        return b""
+                    return bytes(fields.get(b"data", b""))
+        return b""

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from pool.supervisor import Supervisor
 from runtime.engine import Runtime
 from runtime.errors import Conflict, NotFound
 from runtime.logs import LogLine
-from runtime.monitor import ExitStatus
+from runtime.monitor import ATTACH_BUFFER, ATTACH_STDERR, ExitStatus
 from runtime.records import ContainerRecord
 from runtime.spec import ImageConfig, RunOptions, options_from_json
 
@@ -41,6 +42,7 @@ def run_options(spec: ContainerSpec) -> RunOptions:
     data = spec.to_json()
     for key in ("image", "auto_remove", "exposed"):
         data.pop(key)
+    data["attachments"] = data.pop("endpoints")  # the runtime's word for them
     for key in ("memory", "cpu_shares", "pids_limit"):
         if not data[key]:
             data.pop(key)
@@ -104,6 +106,14 @@ def _signal_name(value: str) -> str:
     return name
 
 
+def _size_args(cmd: Command) -> tuple[int, int]:
+    try:
+        rows, columns = int(cmd.args.get("h", 0)), int(cmd.args.get("w", 0))
+    except (TypeError, ValueError):
+        raise CommandError("invalid", "a size is whole rows (h) and columns (w)") from None
+    return rows, columns
+
+
 def _process_row(pid: int) -> dict[str, Any] | None:
     try:
         status = dict(
@@ -139,6 +149,7 @@ class ContainerCommands:
             "container.changes": self.changes, "container.stats": self.stats,
             "container.rename": self.rename, "container.pause": self.pause,
             "container.unpause": self.unpause, "container.prune": self.prune,
+            "container.resize": self.resize, "container.update": self.update,
         }  # fmt: skip
 
     def _record(self, cmd: Command) -> ContainerRecord:
@@ -155,7 +166,7 @@ class ContainerCommands:
         with contextlib.suppress(ImageError):  # the image may have been removed since
             image_id = self.images.get(record.image).id
         return {**record.to_json(), "image_id": image_id,
-                "gateway": str(next(self.runtime.network.subnet.hosts())),
+                "gateway": str(self.runtime.network.gateway), "node": self.supervisor.node_id,
                 "volume_paths": volume_paths,
                 "log_path": str(self.runtime.paths(record.id).log)}  # fmt: skip
 
@@ -176,31 +187,47 @@ class ContainerCommands:
         record = self._record(cmd)
         if record.status in ("running", "paused"):
             return {"modified": False}
+        # Started by hand: its restart count starts over, and a stop by hand is undone.
+        self.runtime.note(record.id, stopped_by_hand=False, restart_count=0, restarting=False)
         if record.status == "exited":
             record = await self.runtime.revive(record.id)
         else:
             record = await self.runtime.start(record.id)
-        self.supervisor.watch(record)
+        self.supervisor.started(record)
         return {"modified": True}
+
+    def _stop_timeout(self, cmd: Command, record: ContainerRecord) -> float:
+        """The client's, else the container's own (``--stop-timeout``), else 10 s."""
+        timeout = cmd.args.get("t")
+        if timeout is not None:
+            return float(timeout)
+        own = record.options.stop_timeout
+        if own is None:
+            return 10.0
+        return float("inf") if own < 0 else float(own)
 
     async def stop(self, cmd: Command) -> Any:
         record = self._record(cmd)
+        if record.restarting:  # waiting out its back-off: it stays down
+            self.runtime.note(record.id, stopped_by_hand=True, restarting=False)
+            return {"modified": True}
         if record.status not in ("running", "paused"):
             return {"modified": False}
-        timeout = cmd.args.get("t")
-        await self.runtime.stop(record.id, float(timeout) if timeout is not None else 10.0)
+        self.runtime.note(record.id, stopped_by_hand=True)  # its restart policy lets it be
+        await self.runtime.stop(record.id, self._stop_timeout(cmd, record))
         return {"modified": True}
 
     async def restart(self, cmd: Command) -> Any:
         record = self._record(cmd)
         if record.status in ("running", "paused"):
-            timeout = cmd.args.get("t")
-            await self.runtime.stop(record.id, float(timeout) if timeout is not None else 10.0)
-        record = self.runtime.get(record.id)
+            self.runtime.note(record.id, stopped_by_hand=True)  # not a restart by its policy
+            await self.runtime.stop(record.id, self._stop_timeout(cmd, record))
+        record = self.runtime.note(record.id, stopped_by_hand=False, restarting=False)
         if record.status == "created":
-            await self.runtime.start(record.id)
+            record = await self.runtime.start(record.id)
         else:
-            await self.runtime.revive(record.id)
+            record = await self.runtime.revive(record.id)
+        self.supervisor.started(record)
         return {"modified": True}
 
     async def kill(self, cmd: Command) -> Any:
@@ -212,6 +239,7 @@ class ContainerCommands:
         record = self._record(cmd)
         await self.runtime.remove(record.id, force=flag(cmd.args, "force"),
                                   volumes=flag(cmd.args, "v"))  # fmt: skip
+        self.supervisor.removed(record.id)
         await self.supervisor.untrack(record.id)
         return {}
 
@@ -256,7 +284,9 @@ class ContainerCommands:
         self, cmd: Command, record: ContainerRecord, offset: int, *, streams: set[str],
         follow: bool,
     ) -> None:  # fmt: skip
-        """Send the log from byte ``offset`` on; with ``follow``, until the container ends."""
+        """Send the log from byte ``offset`` on; with ``follow``, until the container ends.
+        A terminal's log goes as ``tty-log``: what it showed, never split by stream."""
+        kind = "tty-log" if record.options.tty else "log"
         cid = record.id
         ended = asyncio.ensure_future(asyncio.shield(self.runtime.wait(cid))) if follow else None
         try:
@@ -265,7 +295,7 @@ class ContainerCommands:
                 lines, offset = self.runtime.logs_from(cid, offset)
                 data = log_json(ln for ln in lines if ln.stream in streams)
                 if data:
-                    await cmd.send(data, "log")
+                    await cmd.send(data, kind)
                 if finished:
                     return
                 if not data:
@@ -297,33 +327,112 @@ class ContainerCommands:
         if tail != "all":
             lines = lines[-int(tail) :] if int(tail) else []
         if data := log_json(lines):
-            await cmd.send(data, "log")
+            await cmd.send(data, "tty-log" if record.options.tty else "log")
         if flag(cmd.args, "follow") and record.status in ("created", "running", "paused"):
             size = _size(self.runtime.paths(record.id).log)
             await self._follow(cmd, record, size, streams=streams, follow=True)
         return {}
 
     async def attach(self, cmd: Command) -> Any:
-        """The container's output from now (all of it with ``logs``) until it exits."""
+        """The container's output from now (all of it with ``logs``) until it exits; with
+        ``stdin`` (a container made with one) what the client sends goes to it.
+
+        A container with a terminal or a stdin is attached through conmon's attach socket
+        (its output as it comes, ``tty`` when it is a terminal's); any other one follows
+        its log. The first chunk sent, empty, says which and that the client may start
+        the container now."""
         record = self._record(cmd)
         if record.stdio != "logs":
             raise CommandError("conflict", f"container {record.name} has no attachable output")
-        offset = (
-            0
-            if record.status == "created" or flag(cmd.args, "logs")
-            else _size(self.runtime.paths(record.id).log)
-        )
+        stdin = flag(cmd.args, "stdin")
+        if stdin and not record.options.stdin_open:
+            raise CommandError("conflict", f"container {record.name} was not created with "
+                               "an open stdin (docker run -i)")  # fmt: skip
         readers = self.supervisor.readers
         readers[record.id] += 1
         try:
-            await cmd.send(b"", "log")  # attached: the client may start the container now
-            await self._follow(cmd, record, offset, streams=self._streams(cmd),
-                               follow=flag(cmd.args, "stream", True))  # fmt: skip
+            if record.options.tty or stdin:
+                await self._attach_live(cmd, record, stdin)
+            else:
+                offset = (
+                    0
+                    if record.status == "created" or flag(cmd.args, "logs")
+                    else _size(self.runtime.paths(record.id).log)
+                )
+                await cmd.send(b"", "log")  # attached: the client may start the container now
+                await self._follow(cmd, record, offset, streams=self._streams(cmd),
+                                   follow=flag(cmd.args, "stream", True))  # fmt: skip
         finally:
             readers[record.id] -= 1
             if not readers[record.id]:
                 del readers[record.id]
                 self.supervisor.changed("detach", record)  # its --rm removal may go on
+        return {}
+
+    async def _attach_live(self, cmd: Command, record: ContainerRecord, stdin: bool) -> None:
+        tty = record.options.tty
+        streams = self._streams(cmd)
+        if flag(cmd.args, "logs"):
+            lines = [ln for ln in self.runtime.logs(record.id) if ln.stream in streams]
+            if data := log_json(lines):
+                await cmd.send(b"", "tty" if tty else "stdout")
+                await cmd.send(data, "tty-log" if tty else "log")
+        if not flag(cmd.args, "stream", True):
+            await cmd.send(b"", "tty" if tty else "stdout")
+            return
+        sock = self.runtime.attach_socket(record.id)
+        loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+
+        async def pump_input() -> None:
+            while chunk := await cmd.receive():
+                await loop.sock_sendall(sock, chunk)
+            if not tty:  # the client's stdin ended: so does the container's (stdin_once)
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)
+
+        feeding = asyncio.create_task(pump_input()) if stdin else None
+        try:
+            await cmd.send(b"", "tty" if tty else "stdout")  # attached: start it now
+            while True:
+                reading = asyncio.ensure_future(loop.sock_recv(sock, ATTACH_BUFFER))
+                while not reading.done():
+                    await asyncio.wait([reading], timeout=0.5)
+                    if not reading.done() and await cmd.cancelled():
+                        reading.cancel()
+                        return
+                data = reading.result()
+                if not data:
+                    return  # the container ended (conmon closes its socket)
+                kind = "tty" if tty else "stderr" if data[0] == ATTACH_STDERR else "stdout"
+                if tty or kind in streams:
+                    await cmd.send(data[1:], kind)
+        finally:
+            if feeding is not None:
+                feeding.cancel()
+                with contextlib.suppress(asyncio.CancelledError, OSError):
+                    await feeding
+            sock.close()
+
+    async def resize(self, cmd: Command) -> Any:
+        rows, columns = _size_args(cmd)
+        self.runtime.resize(required(cmd.args, "id"), rows, columns)
+        return {}
+
+    async def update(self, cmd: Command) -> Any:
+        """New limits (memory, cpu shares, pids) and restart policy for a container."""
+        record = self._record(cmd)
+        raw = cmd.args.get("changes")
+        if not isinstance(raw, dict):
+            raise CommandError("invalid", "argument 'changes' must be an object")
+        limits = {k: raw[k] for k in ("memory", "cpu_shares", "pids_limit") if raw.get(k)}
+        kept = {k: raw[k] for k in ("restart", "restart_retries") if k in raw}
+        if kept and record.labels.get(AUTO_REMOVE) == "1" and kept.get("restart") != "no":
+            raise CommandError("invalid", f"container {record.name} is removed when it exits "
+                               "(--rm): it cannot have a restart policy")  # fmt: skip
+        record = await self.runtime.update(record.id, **limits, **kept)
+        if record.status in ("running", "paused"):
+            self.supervisor.restarts.watch(record)  # a policy given now applies from now
         return {}
 
     async def top(self, cmd: Command) -> Any:

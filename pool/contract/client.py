@@ -44,6 +44,7 @@ from pool.contract.keys import (
     FUNCTIONS,
     GROUP,
     HEARTBEAT_STALE,
+    INPUT_WINDOW,
     INVOCATIONS,
     MAX_SECRETS,
     NODES,
@@ -55,6 +56,7 @@ from pool.contract.keys import (
     cancel_key,
     idempotency_count_key,
     idempotency_key,
+    input_key,
     logs_key,
     new_call_id,
     node_commands_key,
@@ -63,6 +65,7 @@ from pool.contract.keys import (
     replies_key,
 )
 from pool.contract.messages import CallRecord, CallRequest, CallResult, CommandRequest, text
+from pool.contract.networks import Networks
 from pool.contract.outage import Outage, cancellation_requested
 from pool.contract.specs import FunctionSpec
 
@@ -148,6 +151,10 @@ class PoolClient:
     # Specs read for calls, checked at every submit (so never trusted stale): a call
     # costs one round trip, not a read of its spec and then a submit.
     _specs: dict[str, Deployed] = field(default_factory=dict)
+    networks: Networks = field(init=False)  # user-defined networks' records
+
+    def __post_init__(self) -> None:
+        self.networks = Networks(self.redis)
 
     @property
     def reply_stream(self) -> str:
@@ -370,20 +377,24 @@ class PoolClient:
         timeout: float = 60.0, blob: bytes = b"",
         progress: Callable[[str], Awaitable[None]] | None = None,
         output: Callable[[bytes, str], Awaitable[None]] | None = None,
+        input: asyncio.Queue[bytes | None] | None = None,
     ) -> Any:  # fmt: skip
         """Run a node command (on ``node``, or on any node) and return its JSON result.
 
         ``progress`` is awaited with each progress line the node reports while it works,
         ``output`` with each chunk of its output (an archive, or a container's log lines)
-        and the stream it belongs to ("", ``stdout``, ``stderr``, ``log``), in order.
-        Raises CommandFailed with the node's status and message, or a 504 one when no
-        node answered in time.
+        and the stream it belongs to ("", ``stdout``, ``stderr``, ``log``, ``tty``), in
+        order. What is put in ``input`` while it runs goes to the node (an attached
+        client's stdin; None is its end). Raises CommandFailed with the node's status and
+        message, or a 504 one when no node answered in time.
         """
         req = CommandRequest(new_call_id(), name, args or {}, time.time() + timeout,
                              self.reply_stream, blob)  # fmt: skip
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[CallResult] = loop.create_future()
         self._waiting[req.id] = fut
+        sending = (asyncio.create_task(self._send_input(req.id, input))
+                   if input is not None else None)  # fmt: skip
         try:
             key = node_commands_key(node) if node else COMMANDS
             await self.redis.xadd(key, req.to_fields())
@@ -398,6 +409,12 @@ class PoolClient:
             raise CommandFailed("timeout", message) from None
         finally:
             self._waiting.pop(req.id, None)
+            if sending is not None:
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aioredis.RedisError):
+                    await sending
+                with contextlib.suppress(aioredis.RedisError):
+                    await self.redis.delete(input_key(req.id))
             if not fut.done():  # timed out or cancelled: the node may stop following
                 with contextlib.suppress(aioredis.RedisError):
                     await self.redis.set(cancel_key(req.id), 1, ex=3600)
@@ -406,6 +423,22 @@ class PoolClient:
         if result.error:
             raise CommandFailed(result.error, result.message)
         return json.loads(result.body) if result.body else None
+
+    async def _send_input(self, command_id: str, chunks: asyncio.Queue[bytes | None]) -> None:
+        """Forward what is put in ``chunks`` to the command's input stream, waiting while the
+        node is behind (it deletes what it took), and its end (None) as ``{eof: 1}``."""
+        key = input_key(command_id)
+        while True:
+            chunk = await chunks.get()
+            while await self.redis.xlen(key) >= INPUT_WINDOW:
+                await asyncio.sleep(0.01)
+            entry: dict[str, bytes] = {"eof": b"1"} if chunk is None else {"data": chunk}
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(key, entry)
+                pipe.expire(key, 3600)  # the node may be gone
+                await pipe.execute()
+            if chunk is None:
+                return
 
     async def _follow(
         self, command_id: str, fut: asyncio.Future[CallResult],

@@ -31,6 +31,7 @@ class HostConfig:
     redis_maxmemory: str = "1gb"  # the redis-server `scow up` starts (noeviction)
     bridge: str = "scow0"  # the containers' bridge, and its addresses
     subnet: str = "10.213.0.0/16"
+    network_pool: str = "10.224.0.0/16"  # user-defined networks' subnets, a /24 each
     node_metrics_port: int = 9180  # 0: any free port (`scow info` shows it)
     body_limit: int = 6 << 20  # a call's request body
     max_queue: int = 1024  # calls waiting or running per function before 429; 0: no cap

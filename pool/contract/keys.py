@@ -15,6 +15,8 @@ Version 1. Every key starts with ``scow:v1:``.
     progress:<id>          stream a node command's progress lines or output chunks, then
                                   {end: 1} just before its result
     cancel:<id>            string set when the asker of a command stopped waiting for it
+    input:<id>             stream what a command's asker sends while it runs (a container's
+                                  stdin): {data} entries, then {eof: 1}
     environments           hash   environment id -> its lease and where it runs
     containers             hash   Docker-API container id -> {"node", "name"}
     exec:<id>              string an exec's state, as Docker's exec inspect shows it
@@ -23,6 +25,7 @@ Version 1. Every key starts with ``scow:v1:``.
     idempotency:<fn>:<key> string "<call id> <request fingerprint>", for an hour
     idempotency-count:<fn> string keys the function took this hour (capped)
     secrets                hash   name -> value: the one place a secret's value is kept
+    networks               hash   network id -> NetworkSpec JSON (user-defined networks)
 
 A call's entry is deleted once it is answered, so a stream's length is the
 number of calls waiting or running: the gateway's queue cap reads it.
@@ -45,12 +48,14 @@ EVENTS = f"{PREFIX}:events"
 CONTAINERS = f"{PREFIX}:containers"
 COMMANDS = f"{PREFIX}:commands"
 SECRETS = f"{PREFIX}:secrets"
+NETWORKS = f"{PREFIX}:networks"
 
 LOGS_MAXLEN = 10_000  # lines kept per function
 EVENTS_MAXLEN = 10_000
 EXEC_TTL = 3600  # how long an exec's record is kept after it ends
 CALLS_INDEXED = 1000  # call ids kept per function for `scow fn calls`
 OUTPUT_WINDOW = 16  # chunks of a command's output that may wait for its reader
+INPUT_WINDOW = 64  # chunks of a command's input that may wait for the node
 RECORD_TTL = 3600
 RECORD_BODY_LIMIT = 1 << 20  # a result body a call record keeps (async, idempotent calls)
 MAX_IDEMPOTENCY_KEYS = 100_000  # per function and hour: each is a Redis key for an hour
@@ -99,6 +104,11 @@ def logs_key(function: str) -> str:
 
 def progress_key(command_id: str) -> str:
     return f"{PREFIX}:progress:{command_id}"
+
+
+def input_key(command_id: str) -> str:
+    """What the asker of a command sends it while it runs (an attached client's stdin)."""
+    return f"{PREFIX}:input:{command_id}"
 
 
 def cancel_key(command_id: str) -> str:

@@ -266,6 +266,7 @@ class ImageSettings:
     exposed_ports: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
     stop_signal: str = ""
+    healthcheck: dict[str, Any] | None = None  # Docker's, as the image has it
 
     @classmethod
     def from_oci(cls, c: dict[str, Any] | None) -> ImageSettings:
@@ -277,6 +278,7 @@ class ImageSettings:
             working_dir=c.get("WorkingDir") or "", user=c.get("User") or "",
             exposed_ports=tuple(sorted(c.get("ExposedPorts") or {})),
             volumes=tuple(sorted(c.get("Volumes") or {})), stop_signal=c.get("StopSignal") or "",
+            healthcheck=dict(c["Healthcheck"]) if c.get("Healthcheck") else None,
         )  # fmt: skip
 
 
@@ -286,6 +288,33 @@ class Published:
     host_ip: str
     host_port: int
     protocol: str = "tcp"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A container on one network (``bridge`` is scow's default)."""
+
+    network: str
+    ip: str
+    gateway: str
+    subnet: str
+    mac: str = ""
+    network_id: str = ""
+    aliases: tuple[str, ...] = ()
+    interface: str = ""
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Endpoint:
+        return cls(network=d["network"], ip=d["ip"], gateway=d["gateway"], subnet=d["subnet"],
+                   mac=d.get("mac", ""), network_id=d.get("network_id", ""),
+                   aliases=tuple(d.get("aliases") or ()), interface=d.get("interface", ""))
+
+
+@dataclass(frozen=True)
+class HealthState:
+    status: str  # starting, healthy, unhealthy
+    failing_streak: int = 0
+    log: tuple[dict[str, Any], ...] = ()  # Start, End (epoch seconds), ExitCode, Output
 
 
 @dataclass(frozen=True)
@@ -314,10 +343,16 @@ class ContainerInfo:
     gateway: str = ""
     volume_paths: dict[str, str] = field(default_factory=dict)
     log_path: str = ""
+    endpoints: tuple[Endpoint, ...] = ()
+    health: HealthState | None = None
+    restart_count: int = 0
+    restarting: bool = False
+    node: str = ""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ContainerInfo:
         options = dict(data["options"])
+        options["endpoints"] = options.pop("attachments", ())  # the runtime's word for them
         labels = dict(data.get("labels") or {})
         auto_remove = labels.pop(AUTO_REMOVE, "") == "1"  # scow's mark, shown as AutoRemove
         options["labels"] = {k: v for k, v in (options.get("labels") or {}).items()
@@ -337,6 +372,11 @@ class ContainerInfo:
             exit_code=data.get("exit_code"), oom_killed=bool(data.get("oom_killed")),
             labels=labels, image_id=data.get("image_id", ""), gateway=data.get("gateway", ""),
             volume_paths=dict(data.get("volume_paths") or {}), log_path=data.get("log_path", ""),
+            endpoints=tuple(Endpoint.from_json(e) for e in data.get("endpoints") or ()),
+            health=HealthState(h["status"], int(h.get("failing_streak") or 0),
+                               tuple(h.get("log") or ())) if (h := data.get("health")) else None,
+            restart_count=int(data.get("restart_count") or 0),
+            restarting=bool(data.get("restarting")), node=data.get("node", ""),
         )  # fmt: skip
 
 
