@@ -8,6 +8,7 @@ routes answer with and without it.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import AsyncIterator
 
@@ -19,8 +20,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import calls, environments, functions, secrets, system
 from gateway.auth import HostCheck, TokenAuth
-from gateway.docker import archive, containers, events, execs, images, volumes
+from gateway.docker import archive, containers, events, execs, images, networks, volumes
 from gateway.docker import system as docker_system
+from gateway.docker.system import API_VERSION, MIN_API_VERSION
 from gateway.http import (
     ApiError,
     RequestLog,
@@ -35,19 +37,45 @@ from gateway.state import Gateway
 from pool.contract.client import PoolClient
 from pool.contract.config import HostConfig
 
-_VERSION_PREFIX = re.compile(r"^/v1\.\d+(?=/)")
+_VERSION_PREFIX = re.compile(r"^/v(\d+)\.(\d+)(?=/)")
 
 
 class StripVersion:
-    """ASGI middleware: ``/v1.43/images/json`` is ``/images/json``."""
+    """ASGI middleware: ``/v1.43/images/json`` is ``/images/json``, for every API version
+    from MIN_API_VERSION to API_VERSION (what ``/_ping`` offers; the docker CLI and
+    docker-py take the lower of it and theirs); others are refused as Docker refuses them."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (m := _VERSION_PREFIX.match(scope["path"])):
-            scope = {**scope, "path": scope["path"][m.end() :]}
+            asked = (int(m.group(1)), int(m.group(2)))
+            version = f"{asked[0]}.{asked[1]}"
+            if asked < _version(MIN_API_VERSION):
+                await _refuse(send, f"client version {version} is too old. Minimum supported "
+                              f"API version is {MIN_API_VERSION}, please upgrade your client "
+                              "to a newer version")  # fmt: skip
+                return
+            if asked > _version(API_VERSION):
+                await _refuse(send, f"client version {version} is too new. Maximum supported "
+                              f"API version is {API_VERSION}")  # fmt: skip
+                return
+            scope = {**scope, "path": scope["path"][m.end() :], "scow.api_version": asked}
         await self.app(scope, receive, send)
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition(".")
+    return int(major), int(minor)
+
+
+async def _refuse(send: Send, message: str) -> None:
+    body = json.dumps({"error": "bad_request", "message": message}).encode()
+    await send({"type": "http.response.start", "status": 400,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(config: HostConfig, token: str) -> Starlette:
@@ -75,7 +103,8 @@ def create_app(config: HostConfig, token: str) -> Starlette:
 
     routes = [*system.routes, *docker_system.routes, *functions.routes, *calls.routes,
               *environments.routes, *images.routes, *secrets.routes, *containers.routes,
-              *execs.routes, *archive.routes, *volumes.routes, *events.routes]  # fmt: skip
+              *execs.routes, *archive.routes, *volumes.routes, *networks.routes,
+              *events.routes]  # fmt: skip
     middleware = [
         Middleware(RequestLog),
         Middleware(HostCheck, allowed=[h for h in config.allowed_hosts.split(",") if h.strip()]),

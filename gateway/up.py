@@ -158,7 +158,8 @@ class Host:
         )
         self.out(f"node      pool manager, state in {cfg.state_dir}, metrics on {where}")
         gateway_args = ["--host", cfg.http_host, "--port", str(cfg.http_port),
-                        "--workers", str(cfg.gateway_workers)]  # fmt: skip
+                        "--workers", str(cfg.gateway_workers), "--subnet", cfg.subnet,
+                        "--network-pool", cfg.network_pool]  # fmt: skip
         token = "SCOW_TOKEN" if os.environ.get("SCOW_TOKEN") else str(cfg.token_file)
         if not os.environ.get("SCOW_TOKEN"):
             load_or_create_token(cfg.token_file)

@@ -48,6 +48,9 @@ def test_parse_duration_rejects(bad: object) -> None:
         ("cache:/var/cache", BindSpec("/var/cache", "cache")),
         ("/srv:/srv:ro", BindSpec("/srv", "/srv", read_only=True)),
         ("/data:ro", BindSpec("/data", read_only=True)),
+        ("/srv:/srv:ro,rslave,Z", BindSpec("/srv", "/srv", True, "rslave")),
+        ("cache:/c:nocopy", BindSpec("/c", "cache", nocopy=True)),
+        ("cache:/c:rshared", None),
         ("/a/../b", None),
         ("rel/path", None),
         ("bad name:/x", None),
@@ -69,9 +72,12 @@ def test_volume_parse(text: str, volume: BindSpec | None) -> None:
         ("9000:8080", PortSpec(8080, 9000)),
         ("0.0.0.0:9000:8080", PortSpec(8080, 9000, "0.0.0.0")),
         ("127.0.0.1::80/tcp", PortSpec(80, 0, "127.0.0.1")),
+        ("53:53/udp", PortSpec(53, 53, "", "udp")),
+        ("[::1]:9000:80", PortSpec(80, 9000, "::1")),
         ("70000", None),
-        ("80/udp", None),
+        ("80/sctp", None),
         ("x:80", None),
+        ("nowhere:9000:80", None),
     ],
 )
 def test_port_parse(text: str, port: PortSpec | None) -> None:

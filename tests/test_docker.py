@@ -63,7 +63,8 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
 def test_version_and_run_rm(host: Host) -> None:
     version = ok(docker(host, "version", "--format", "{{json .Server}}"))
     server = json.loads(version)
-    assert server["ApiVersion"] == "1.43" and server["Os"] == "linux"
+    assert server["ApiVersion"] == "1.50" and server["MinAPIVersion"] == "1.24"
+    assert server["Os"] == "linux"
     # busybox is not there yet: the docker CLI pulls it, which makes it here.
     run = docker(host, "run", "--rm", "busybox", "echo", "hi")
     assert run.returncode == 0, run.stderr
@@ -250,8 +251,10 @@ def test_scow_container_verbs(host: Host) -> None:
 
 
 def test_what_scow_lacks_is_a_501_that_names_it(host: Host) -> None:
-    network = docker(host, "network", "create", "mine")
-    assert network.returncode == 1 and "does not offer user-defined networks" in network.stderr
-    tty = docker(host, "run", "--rm", "-t", "busybox", "true")
-    assert tty.returncode != 0 and "TTY" in tty.stderr
+    swarm = docker(host, "swarm", "init")
+    assert swarm.returncode == 1 and "does not offer swarm mode" in swarm.stderr
+    on_host = docker(host, "run", "--rm", "--network", "host", "busybox", "true")
+    assert on_host.returncode != 0 and "host's network" in on_host.stderr
+    overlay = docker(host, "network", "create", "-d", "overlay", "mine")
+    assert overlay.returncode == 1 and "driver 'overlay' is not supported" in overlay.stderr
     assert ok(docker(host, "ps", "-aq")) == ""  # the refused create left nothing

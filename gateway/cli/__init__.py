@@ -147,6 +147,8 @@ def info(fmt: str) -> None:
 @click.option("--bridge", default=DEFAULTS.bridge, show_default=True,
               help="The containers' bridge")  # fmt: skip
 @click.option("--subnet", default=DEFAULTS.subnet, show_default=True, help="Its addresses")
+@click.option("--network-pool", default=DEFAULTS.network_pool, show_default=True,
+              help="Where user-defined networks' subnets come from (a /24 each)")  # fmt: skip
 @click.option(
     "--node-metrics-port", default=DEFAULTS.node_metrics_port, show_default=True,
     help="The node's Prometheus /metrics on 127.0.0.1 (0: any free port)",
@@ -161,7 +163,8 @@ def info(fmt: str) -> None:
 )  # fmt: skip
 def up(
     state_dir: Path | None, run_dir: Path | None, host: str, port: int, redis_url: str | None,
-    bridge: str, subnet: str, node_metrics_port: int, redis_maxmemory: str, gateway_workers: int,
+    bridge: str, subnet: str, network_pool: str, node_metrics_port: int, redis_maxmemory: str,
+    gateway_workers: int,
 ) -> None:  # fmt: skip
     """Run the whole host in the foreground: Redis, a node, the gateway. One that dies is
     started again; Ctrl-C stops them all."""
@@ -170,8 +173,9 @@ def up(
 
     config = HostConfig.from_env(
         state_dir=state_dir, run_dir=run_dir, http_host=host, http_port=port, redis_url=redis_url,
-        bridge=bridge, subnet=subnet, node_metrics_port=node_metrics_port,
-        redis_maxmemory=redis_maxmemory, gateway_workers=gateway_workers,
+        bridge=bridge, subnet=subnet, network_pool=network_pool,
+        node_metrics_port=node_metrics_port, redis_maxmemory=redis_maxmemory,
+        gateway_workers=gateway_workers,
     )  # fmt: skip
     try:
         code = Host(config, out=click.echo).run()
@@ -211,10 +215,14 @@ def up(
     "--workers", default=DEFAULTS.gateway_workers, show_default=True, type=click.IntRange(1, 64),
     help="Processes accepting on the same sockets, each with its own reply stream",
 )  # fmt: skip
+@click.option("--subnet", default=DEFAULTS.subnet, show_default=True,
+              help="The nodes' default bridge subnet (no network may overlap it)")  # fmt: skip
+@click.option("--network-pool", default=DEFAULTS.network_pool, show_default=True,
+              help="Where user-defined networks' subnets come from (a /24 each)")  # fmt: skip
 def gateway(
     redis_url: str, host: str, port: int, socket_path: Path | None, token_file: Path,
     body_limit: int, max_queue: int, allowed_hosts: str, callback_allow: str, log_level: str,
-    workers: int,
+    workers: int, subnet: str, network_pool: str,
 ) -> None:  # fmt: skip
     """Run one gateway against a Redis (to scale out beside `scow up`)."""
     import os
@@ -227,7 +235,7 @@ def gateway(
         config = HostConfig.from_env(
             redis_url=redis_url, http_host=host, http_port=port, body_limit=body_limit,
             max_queue=max_queue, allowed_hosts=allowed_hosts, callback_allow=callback_allow,
-            log_level=log_level,
+            log_level=log_level, subnet=subnet, network_pool=network_pool,
         )  # fmt: skip
         serve(config, token, socket_path, workers)
     except OSError as exc:

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.docker import shapes
+from gateway.docker.networks import placed_spec
 from gateway.docker.nodes import (
     COMMAND_TIMEOUT,
     FOLLOW_TIMEOUT,
@@ -27,8 +28,9 @@ from gateway.docker.nodes import (
     containers_everywhere,
     flag,
     frames,
+    terminal_size,
 )
-from gateway.docker.requests import Unsupported, create_request
+from gateway.docker.requests import Unsupported, create_request, update_request
 from gateway.http import (
     ApiError,
     docker_filters,
@@ -71,7 +73,10 @@ async def create(request: Request) -> JSONResponse:
         raise ApiError(501, "not_implemented", str(exc)) from None
     except InvalidSpec as exc:
         raise ApiError(400, "invalid", str(exc)) from None
-    result = await command(request, "container.create", {"spec": spec.to_json()})
+    gw = gateway_of(request)
+    spec, node = await placed_spec(gw, spec)
+    result = await gw.command("container.create", {"spec": spec.to_json()}, node=node,
+                              timeout=COMMAND_TIMEOUT)  # fmt: skip
     return JSONResponse({"Id": result["id"], "Warnings": []}, 201)
 
 
@@ -170,11 +175,31 @@ async def logs(request: Request) -> Response:
 
 
 async def attach(request: Request) -> Response:
-    if flag(request, "stdin"):
-        raise ApiError(501, "not_implemented", "attaching to a container's stdin is not supported")
+    """The container's output (and, with ``stdin``, its input) over a hijacked connection;
+    the client's ``detachKeys`` end it and leave the container running."""
+    stdin = flag(request, "stdin")
     args = {"stdout": flag(request, "stdout"), "stderr": flag(request, "stderr"),
-            "stream": flag(request, "stream"), "logs": flag(request, "logs")}  # fmt: skip
-    return await frames(request, "container.attach", args)
+            "stream": flag(request, "stream"), "logs": flag(request, "logs"), "stdin": stdin}
+    return await frames(request, "container.attach", args, stdin=stdin,
+                        detach_keys=request.query_params.get("detachKeys", ""))  # fmt: skip
+
+
+async def resize(request: Request) -> Response:
+    await command(request, "container.resize", terminal_size(request))
+    return Response(status_code=200)
+
+
+async def update(request: Request) -> JSONResponse:
+    """``docker update``: memory, cpu shares, pids limit and restart policy."""
+    body = json_object(await read_json(request))
+    try:
+        changes = update_request(body)
+    except Unsupported as exc:
+        raise ApiError(501, "not_implemented", str(exc)) from None
+    except InvalidSpec as exc:
+        raise ApiError(400, "invalid", str(exc)) from None
+    await command(request, "container.update", {"changes": changes})
+    return JSONResponse({"Warnings": []})
 
 
 async def top(request: Request) -> JSONResponse:
@@ -236,11 +261,6 @@ async def prune(request: Request) -> JSONResponse:
     return JSONResponse({"ContainersDeleted": removed, "SpaceReclaimed": 0})
 
 
-async def not_supported(request: Request) -> Response:
-    what = request.url.path.rsplit("/", 1)[-1]
-    raise ApiError(501, "not_implemented", f"{what} is not supported: containers have no TTY")
-
-
 routes = [
     Route("/containers/create", create, methods=["POST"]),
     Route("/containers/json", list_containers, methods=["GET"]),
@@ -259,7 +279,7 @@ routes = [
     Route("/containers/{id}/rename", rename, methods=["POST"]),
     Route("/containers/{id}/pause", pause, methods=["POST"]),
     Route("/containers/{id}/unpause", unpause, methods=["POST"]),
-    Route("/containers/{id}/resize", not_supported, methods=["POST"]),
+    Route("/containers/{id}/resize", resize, methods=["POST"]),
+    Route("/containers/{id}/update", update, methods=["POST"]),
     Route("/containers/{id}", remove, methods=["DELETE"]),
-    Route("/exec/{exec_id}/resize", not_supported, methods=["POST"]),
 ]

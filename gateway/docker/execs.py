@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.docker import shapes
-from gateway.docker.nodes import COMMAND_TIMEOUT, frames, node_of
+from gateway.docker.nodes import COMMAND_TIMEOUT, frames, node_of, terminal_size
 from gateway.http import ApiError, json_object, read_json, read_optional_json
 from gateway.state import Gateway, gateway_of
 
@@ -38,8 +38,6 @@ async def _exec_state(gw: Gateway, exec_id: str) -> dict[str, Any]:
 async def exec_start(request: Request) -> Response:
     gw = gateway_of(request)
     options = await read_optional_json(request)
-    if options.get("Tty"):
-        raise ApiError(501, "not_implemented", "exec with a TTY (-t) is not supported")
     exec_id = request.path_params["exec_id"]
     state = await _exec_state(gw, exec_id)
     if options.get("Detach"):
@@ -47,7 +45,18 @@ async def exec_start(request: Request) -> Response:
                          timeout=COMMAND_TIMEOUT)  # fmt: skip
         return Response(status_code=200)
     args = {"id": exec_id, "node": state["node"]}
-    return await frames(request, "exec.start", args, stdin=state["config"]["stdin"])
+    config = state["config"]
+    return await frames(request, "exec.start", args, stdin=config["stdin"],
+                        detach_keys=config.get("detach_keys", ""))  # fmt: skip
+
+
+async def exec_resize(request: Request) -> Response:
+    gw = gateway_of(request)
+    exec_id = request.path_params["exec_id"]
+    state = await _exec_state(gw, exec_id)
+    await gw.command("exec.resize", {"id": exec_id, **terminal_size(request)}, node=state["node"],
+                     timeout=COMMAND_TIMEOUT)  # fmt: skip
+    return Response(status_code=200)
 
 
 async def exec_inspect(request: Request) -> JSONResponse:
@@ -59,4 +68,5 @@ routes = [
     Route("/containers/{id}/exec", exec_create, methods=["POST"]),
     Route("/exec/{exec_id}/start", exec_start, methods=["POST"]),
     Route("/exec/{exec_id}/json", exec_inspect, methods=["GET"]),
+    Route("/exec/{exec_id}/resize", exec_resize, methods=["POST"]),
 ]

@@ -44,17 +44,6 @@ class RawStream:
         self._eof = not data
         return data
 
-    async def read_all(self, limit: int) -> bytes:
-        """Everything until the client closes its side (``docker exec -i`` closes its
-        write half at the end of stdin); ValueError past ``limit`` bytes."""
-        chunks, size = [], 0
-        while data := await self.read():
-            size += len(data)
-            if size > limit:
-                raise ValueError(f"stdin is over the limit of {limit} bytes")
-            chunks.append(data)
-        return b"".join(chunks)
-
     async def write(self, data: bytes) -> None:
         transport = self._protocol.transport
         if transport.is_closing():

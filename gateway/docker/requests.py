@@ -8,11 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pool.contract.choices import ContainerNetwork
 from pool.contract.containers import (
     DEFAULT_TMPFS_SIZE,
+    RESTART_NAMES,
     BindSpec,
     ContainerSpec,
+    EndpointSpec,
+    HealthSpec,
     PortSpec,
     UlimitSpec,
     parse_tmpfs,
@@ -48,12 +50,11 @@ def _ports(host: Mapping[str, Any]) -> tuple[PortSpec, ...]:
     out = []
     for key, bindings in (host.get("PortBindings") or {}).items():
         number, _, proto = str(key).partition("/")
-        if proto not in ("", "tcp"):
-            raise InvalidSpec("port", key, "only tcp ports can be published")
         for b in bindings or [{}]:
             host_port = str((b or {}).get("HostPort") or "")
-            text = f"{(b or {}).get('HostIp') or '127.0.0.1'}:{host_port}:{number}"
-            out.append(PortSpec.parse(text))
+            ip = (b or {}).get("HostIp") or ""
+            address = f"[{ip}]" if ":" in ip else ip
+            out.append(PortSpec.parse(f"{address}:{host_port}:{number}/{proto or 'tcp'}"))
     return tuple(out)
 
 
@@ -72,28 +73,90 @@ def _mounts(host: Mapping[str, Any]) -> tuple[tuple[BindSpec, ...], dict[str, in
             source = m.get("Source") or ""
             if kind == "bind" and not source.startswith("/"):
                 raise InvalidSpec("mount", source, "a bind mount's source is an absolute path")
-            suffix = ":ro" if m.get("ReadOnly") else ""
-            volumes.append(BindSpec.parse(f"{source}:{target}{suffix}" if source else target))
+            options = ["ro"] if m.get("ReadOnly") else []
+            if propagation := (m.get("BindOptions") or {}).get("Propagation"):
+                options.append(str(propagation))
+            if (m.get("VolumeOptions") or {}).get("NoCopy"):
+                options.append("nocopy")
+            suffix = ":" + ",".join(options) if options else ""
+            volumes.append(BindSpec.parse(f"{source}:{target}{suffix}" if source
+                                          else f"{target}{suffix}"))  # fmt: skip
         else:
             raise Unsupported(f"mounts of type {kind!r} are not supported")
     return tuple(volumes), tmpfs
 
 
-def _network(host: Mapping[str, Any]) -> ContainerNetwork:
-    mode = host.get("NetworkMode") or "default"
-    if mode in ("default", "bridge"):
-        return "bridge"
-    if mode == "none":
-        return "none"
-    raise Unsupported(f"network mode {mode!r} is not supported: use bridge or none")
+def _network(
+    body: Mapping[str, Any], host: Mapping[str, Any]
+) -> tuple[str, tuple[EndpointSpec, ...]]:
+    """The network mode, and the user-defined networks asked for with their aliases and
+    addresses (``NetworkingConfig.EndpointsConfig``); the gateway fills in their records."""
+    mode = str(host.get("NetworkMode") or "default")
+    if mode == "default":
+        mode = "bridge"
+    if mode == "host":
+        raise Unsupported("the host's network (--network host) is not offered to containers")
+    if mode.startswith("container:"):
+        raise Unsupported("sharing another container's network (--network container:) "
+                          "is not supported")  # fmt: skip
+    configs = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    if not isinstance(configs, dict):
+        raise InvalidSpec("NetworkingConfig", configs, "EndpointsConfig must be an object")
+    endpoints = []
+    for name, config in configs.items():
+        if name not in ("bridge", "none", "default"):  # the built-ins' settings: none kept
+            endpoints.append(_endpoint(name, config))
+    if mode not in ("bridge", "none"):
+        primary = next((e for e in endpoints if e.network == mode), None)
+        rest = [e for e in endpoints if e.network != mode]
+        endpoints = [primary or EndpointSpec(mode), *rest]
+    elif endpoints and mode == "none":
+        raise InvalidSpec("network", mode, "a container on no network joins no other network")
+    return mode, tuple(endpoints)
 
 
-def _links(host: Mapping[str, Any]) -> dict[str, str]:
-    links = {}
+def _endpoint(name: str, config: Any) -> EndpointSpec:
+    config = config or {}
+    if not isinstance(config, dict):
+        raise InvalidSpec("EndpointsConfig", name, "expected an object")
+    aliases = config.get("Aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise InvalidSpec("Aliases", aliases, "expected a list of names")
+    ip = str((config.get("IPAMConfig") or {}).get("IPv4Address") or "")
+    return EndpointSpec(network=name, aliases=tuple(dict.fromkeys(aliases)), ip=ip)
+
+
+def _links(host: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """``/name:/self/alias`` (as the docker CLI sends them) or ``name:alias``; one container
+    may come several times with different aliases (Compose sends three a link)."""
+    links = []
     for link in host.get("Links") or []:
         name, _, alias = str(link).partition(":")
-        links[name.lstrip("/")] = alias.rpartition("/")[2]
-    return links
+        pair = (name.lstrip("/"), alias.rpartition("/")[2] or name.lstrip("/"))
+        if pair not in links:
+            links.append(pair)
+    return tuple(links)
+
+
+def _restart(host: Mapping[str, Any]) -> tuple[str, int]:
+    policy = host.get("RestartPolicy") or {}
+    if not isinstance(policy, Mapping):
+        raise InvalidSpec("RestartPolicy", policy, "expected {Name, MaximumRetryCount}")
+    name = str(policy.get("Name") or "no")
+    count = policy.get("MaximumRetryCount") or 0
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise InvalidSpec("RestartPolicy.MaximumRetryCount", count, "expected a count")
+    if name not in RESTART_NAMES:
+        raise InvalidSpec("RestartPolicy.Name", name, f"expected one of {', '.join(RESTART_NAMES)}")
+    return name, count if name == "on-failure" else 0
+
+
+def _console(host: Mapping[str, Any]) -> tuple[int, int]:
+    size = host.get("ConsoleSize") or [0, 0]
+    if (not isinstance(size, list) or len(size) != 2
+            or not all(isinstance(n, int) and 0 <= n <= 10000 for n in size)):  # fmt: skip
+        raise InvalidSpec("ConsoleSize", size, "expected [rows, columns]")
+    return size[0], size[1]
 
 
 def create_request(body: Mapping[str, Any], name: str) -> ContainerSpec:
@@ -102,15 +165,14 @@ def create_request(body: Mapping[str, Any], name: str) -> ContainerSpec:
     image = body.get("Image")
     if not isinstance(image, str) or not image:
         raise InvalidSpec("Image", image, "the container's image is required")
-    if body.get("Tty"):
-        raise Unsupported("a TTY (docker run -t) is not supported")
-    if body.get("OpenStdin"):
-        raise Unsupported("a container's stdin (docker run -i) is not supported; exec -i is")
     if host.get("Privileged"):
         raise Unsupported("privileged containers are not offered")
-    restart = (host.get("RestartPolicy") or {}).get("Name") or "no"
-    if restart != "no":
-        raise Unsupported(f"restart policy {restart!r} is not supported")
+    restart, retries = _restart(host)
+    network, endpoints = _network(body, host)
+    stop_timeout = body.get("StopTimeout")
+    if stop_timeout is not None and (not isinstance(stop_timeout, int)
+                                     or isinstance(stop_timeout, bool)):  # fmt: skip
+        raise InvalidSpec("StopTimeout", stop_timeout, "expected whole seconds")
     volumes, tmpfs = _mounts(host)
     ulimits = tuple(
         UlimitSpec.parse(f"{u['Name']}={u['Soft']}:{u['Hard']}") for u in host.get("Ulimits") or []
@@ -138,14 +200,50 @@ def create_request(body: Mapping[str, Any], name: str) -> ContainerSpec:
         cpuset_cpus=host.get("CpusetCpus") or "",
         ulimits=ulimits,
         labels={str(k): str(v) for k, v in (body.get("Labels") or {}).items()},
-        network=_network(host),
+        network=network,
+        endpoints=endpoints,
         ports=_ports(host),
         publish_all=bool(host.get("PublishAllPorts")),
         links=_links(host),
         init=True if init is None else bool(init),
         cap_add=tuple(host.get("CapAdd") or ()),
+        tty=bool(body.get("Tty")),
+        stdin_open=bool(body.get("OpenStdin")),
+        stdin_once=bool(body.get("StdinOnce")),
+        console=_console(host),
+        restart=restart,
+        restart_retries=retries,
+        healthcheck=HealthSpec.from_docker(body.get("Healthcheck")),
+        stop_timeout=stop_timeout,
         auto_remove=bool(host.get("AutoRemove")),
         exposed=tuple(sorted(body.get("ExposedPorts") or {})),
     )
 
 
+
+
+# docker update's fields scow applies; any other set to something is refused, named.
+_UPDATABLE = {"Memory": "memory", "CpuShares": "cpu_shares", "PidsLimit": "pids_limit"}
+_NOT_UPDATABLE = ("CpuQuota", "CpuPeriod", "CpusetCpus", "CpusetMems", "BlkioWeight",
+                  "KernelMemory", "MemoryReservation", "NanoCpus", "CpuRealtimePeriod",
+                  "CpuRealtimeRuntime", "CpuCount", "CpuPercent")  # fmt: skip
+
+
+def update_request(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``POST /containers/{id}/update`` body in scow's words: new limits and a restart
+    policy. MemorySwap may only repeat Memory (scow gives containers no swap)."""
+    changes: dict[str, Any] = {}
+    for key, name in _UPDATABLE.items():
+        if value := _int(body.get(key), key):
+            changes[name] = value
+    swap = _int(body.get("MemorySwap"), "MemorySwap")
+    if swap and swap not in (changes.get("memory"), -1):
+        raise Unsupported("a swap limit (MemorySwap) other than the memory limit is not offered")
+    for key in _NOT_UPDATABLE:
+        if body.get(key) not in (None, 0, "", -1):
+            raise Unsupported(f"updating {key} is not supported (memory, cpu shares, pids "
+                              "and the restart policy are)")  # fmt: skip
+    if body.get("RestartPolicy"):
+        name, count = _restart(body)
+        changes.update(restart=name, restart_retries=count)
+    return changes

@@ -23,7 +23,9 @@ from gateway.docker.nodes import containers_everywhere
 from gateway.http import ApiError
 from gateway.state import Gateway, gateway_of
 
-API_VERSION = "1.43"
+# The newest Engine API version the docker CLI here sends (Docker 29's CLI refuses a daemon
+# below 1.44); testcontainers and older clients pin versions down to 1.24.
+API_VERSION = "1.50"
 MIN_API_VERSION = "1.24"
 TIMEOUT = 60.0
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
@@ -80,7 +82,7 @@ async def info(request: Request) -> JSONResponse:
         "DockerRootDir": "", "Runtimes": {"runc": {"path": "runc"}}, "DefaultRuntime": "runc",
         "Swarm": {"LocalNodeState": "inactive"}, "LiveRestoreEnabled": True,
         "SecurityOptions": ["name=no-new-privileges"], "Labels": [], "Warnings": [],
-        "Plugins": {"Volume": ["local"], "Network": ["bridge", "none"], "Log": ["k8s-file"]},
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "null"], "Log": ["k8s-file"]},
         "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": [], "Mirrors": []},
         "Nodes": [node for node, n in (await gw.nodes()).items() if n["live"]],
     })  # fmt: skip
@@ -105,7 +107,6 @@ async def disk_usage(request: Request) -> JSONResponse:
 # Parts of the Docker Engine API that scow does not offer: a 501 that names the part,
 # so a client learns why at once instead of from a 404.
 UNSUPPORTED = {
-    "networks": "user-defined networks (containers use the bridge or none)",
     "swarm": "swarm mode", "services": "swarm services", "tasks": "swarm tasks",
     "nodes": "swarm nodes", "secrets": "swarm secrets", "configs": "swarm configs",
     "plugins": "plugins", "session": "BuildKit sessions", "grpc": "BuildKit",

@@ -10,10 +10,16 @@ import pytest
 
 from gateway.docker import shapes
 from gateway.docker.frames import framed, log_frames
-from gateway.docker.requests import Unsupported, create_request
-from pool.contract.containers import BindSpec, ContainerSpec
+from gateway.docker.requests import Unsupported, create_request, update_request
+from pool.contract.containers import BindSpec, ContainerSpec, HealthSpec
 from pool.contract.errors import InvalidSpec
-from pool.contract.messages import ContainerInfo, ImageSettings, Published
+from pool.contract.messages import (
+    ContainerInfo,
+    Endpoint,
+    HealthState,
+    ImageSettings,
+    Published,
+)
 
 
 def test_create_body_maps_to_a_spec() -> None:
@@ -38,8 +44,8 @@ def test_create_body_maps_to_a_spec() -> None:
     assert [(v.source, v.target, v.read_only, v.kind) for v in spec.volumes] == [
         ("data", "/data", False, "named"), ("/tmp", "/host", True, "bind")]  # fmt: skip
     assert [(p.host_ip, p.host_port, p.container_port) for p in spec.ports] == [
-        ("127.0.0.1", 8081, 8080)
-    ]  # published on loopback unless an address is given
+        ("", 8081, 8080)
+    ]  # no address: the node publishes it on 127.0.0.1 and the bridge's address
     assert spec.network == "bridge" and spec.init is False and spec.exposed == ("9090/tcp",)
     assert spec.labels == {"team": "a"}
     assert ContainerSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
@@ -54,11 +60,9 @@ def test_limits_not_given_are_left_to_the_node() -> None:
 @pytest.mark.parametrize(
     ("body", "named"),
     [
-        ({"Image": "x", "Tty": True}, "TTY"),
-        ({"Image": "x", "OpenStdin": True}, "stdin"),
-        ({"Image": "x", "HostConfig": {"NetworkMode": "host"}}, "'host'"),
+        ({"Image": "x", "HostConfig": {"NetworkMode": "host"}}, "host's network"),
+        ({"Image": "x", "HostConfig": {"NetworkMode": "container:web"}}, "container:"),
         ({"Image": "x", "HostConfig": {"Privileged": True}}, "privileged"),
-        ({"Image": "x", "HostConfig": {"RestartPolicy": {"Name": "always"}}}, "'always'"),
         ({"Image": "x", "HostConfig": {"Mounts": [{"Type": "npipe", "Target": "/x"}]}}, "npipe"),
     ],
 )
@@ -74,13 +78,73 @@ def test_what_scow_does_not_offer_is_refused_by_name(body: dict[str, object], na
         ({"Image": "x", "Cmd": [1, 2]}, "Cmd"),
         ({"Image": "x", "HostConfig": {"Binds": ["relative:data"]}}, "relative:data"),
         ({"Image": "x", "HostConfig": {"Memory": "lots"}}, "lots"),
-        ({"Image": "x", "HostConfig": {"PortBindings": {"53/udp": [{}]}}}, "53/udp"),
+        ({"Image": "x", "HostConfig": {"PortBindings": {"53/sctp": [{}]}}}, "sctp"),
+        ({"Image": "x", "HostConfig": {"PortBindings": {"53/tcp": [{"HostIp": "x"}]}}}, "'x'"),
         ({"Image": "x", "Env": "A=1"}, "Env"),
+        ({"Image": "x", "HostConfig": {"RestartPolicy": {"Name": "sometimes"}}}, "sometimes"),
+        ({"Image": "x", "HostConfig": {"RestartPolicy": {"Name": "always"}, "AutoRemove": True}},
+         "--rm"),
+        ({"Image": "x", "Healthcheck": {"Test": ["RUN", "x"]}}, "CMD, CMD-SHELL or NONE"),
+        ({"Image": "x", "Healthcheck": {"Test": ["CMD", "x"], "Interval": "1s"}}, "Interval"),
+        ({"Image": "x", "HostConfig": {"Binds": ["/h:/c:rshared,bogus"]}}, "bogus"),
+        ({"Image": "x", "HostConfig": {"Binds": ["vol:/c:rshared"]}}, "bind mounts only"),
+        ({"Image": "x", "HostConfig": {"ConsoleSize": [24]}}, "ConsoleSize"),
+        ({"Image": "x", "NetworkingConfig": {"EndpointsConfig": {"n": {"Aliases": "a"}}}},
+         "Aliases"),
     ],
 )
 def test_bad_values_are_named(body: dict[str, object], named: str) -> None:
     with pytest.raises(InvalidSpec, match=named):
         create_request(body, "")
+
+
+def test_what_docker_run_sends_for_the_rest_of_what_people_type() -> None:
+    """-it, --restart, --health-*, --network NAME with aliases and an address, --link twice,
+    -p .../udp, a bind's propagation, --stop-timeout."""
+    body = {
+        "Image": "busybox", "Tty": True, "OpenStdin": True, "StdinOnce": True,
+        "AttachStdin": True, "StopTimeout": 3,
+        "Healthcheck": {"Test": ["CMD-SHELL", "true"], "Interval": 500_000_000, "Retries": 2,
+                        "StartPeriod": 2_000_000_000},
+        "HostConfig": {
+            "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 3},
+            "NetworkMode": "backend", "ConsoleSize": [24, 80],
+            "Links": ["/db:/web/database", "/db:/web/pg"],
+            "PortBindings": {"53/udp": [{"HostIp": "", "HostPort": "5353"}]},
+            "Binds": ["/srv:/srv:ro,rslave", "cache:/cache:nocopy"],
+        },
+        "NetworkingConfig": {"EndpointsConfig": {
+            "backend": {"Aliases": ["api", "api"], "IPAMConfig": {"IPv4Address": "10.9.0.9"}},
+            "bridge": {}}},
+    }  # fmt: skip
+    spec = create_request(body, "web")
+    assert (spec.tty, spec.stdin_open, spec.stdin_once, spec.console) == (True, True, True,
+                                                                         (24, 80))  # fmt: skip
+    assert (spec.restart, spec.restart_retries, spec.stop_timeout) == ("on-failure", 3, 3)
+    assert spec.healthcheck is not None
+    assert (spec.healthcheck.test, spec.healthcheck.interval, spec.healthcheck.retries,
+            spec.healthcheck.start_period) == (("CMD-SHELL", "true"), 0.5, 2, 2.0)  # fmt: skip
+    assert spec.network == "backend"
+    assert [(e.network, e.aliases, e.ip) for e in spec.endpoints] == [
+        ("backend", ("api",), "10.9.0.9")]  # fmt: skip
+    assert spec.links == (("db", "database"), ("db", "pg"))  # both aliases kept
+    assert [(p.container_port, p.host_port, p.protocol) for p in spec.ports] == [
+        (53, 5353, "udp")]  # fmt: skip
+    assert [(v.read_only, v.propagation, v.nocopy) for v in spec.volumes] == [
+        (True, "rslave", False), (False, "", True)]  # fmt: skip
+    assert ContainerSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_update_takes_limits_and_a_restart_policy_and_names_the_rest() -> None:
+    changes = update_request({"Memory": 64 << 20, "MemorySwap": 64 << 20, "CpuShares": 256,
+                              "PidsLimit": 50, "CpuQuota": 0,
+                              "RestartPolicy": {"Name": "always"}})  # fmt: skip
+    assert changes == {"memory": 64 << 20, "cpu_shares": 256, "pids_limit": 50,
+                       "restart": "always", "restart_retries": 0}  # fmt: skip
+    with pytest.raises(Unsupported, match="CpuQuota"):
+        update_request({"CpuQuota": 50000})
+    with pytest.raises(Unsupported, match="MemorySwap"):
+        update_request({"Memory": 64 << 20, "MemorySwap": 128 << 20})
 
 
 def _info(**kw: object) -> ContainerInfo:
@@ -161,3 +225,47 @@ def test_output_is_framed_by_its_stream() -> None:
     assert framed("stdout", b"", {}) == struct.pack(">BxxxI", 1, 0)
     assert framed("", b"tar bytes", {}) == b"tar bytes"  # bulk output goes as it is
     assert framed("log", _line("stdout", "hi"), {"timestamps": False})[8:] == b"hi\n"
+
+
+def test_a_terminals_output_goes_without_frames() -> None:
+    assert framed("tty", b"\x1b[1m$ ", {}) == b"\x1b[1m$ "
+    assert framed("tty-log", _line("stdout", "hi"), {}) == b"hi\r\n"
+
+
+def test_inspect_has_the_fields_clients_index() -> None:
+    """Fields docker-py, Compose and testcontainers read: none may be missing (KeyError)."""
+    health = HealthState("unhealthy", 3, ({"start": 1.0, "end": 2.0, "exit_code": 1,
+                                           "output": "no"},))  # fmt: skip
+    spec = ContainerSpec(image="web", restart="always", tty=True, stop_timeout=5,
+                         network="backend")  # fmt: skip
+    endpoint = Endpoint("backend", "10.9.0.2", "10.9.0.1", "10.9.0.0/24", "02:42:0a:09:00:02",
+                        "f" * 64, ("api",), "eth0")  # fmt: skip
+    data = shapes.inspect_json(_info(spec=spec, health=health, restart_count=2,
+                                     endpoints=(endpoint,)))  # fmt: skip
+    host = data["HostConfig"]
+    for key in ("UTSMode", "CgroupnsMode", "Runtime", "Isolation", "DeviceCgroupRules",
+                "VolumeDriver", "ConsoleSize", "ShmSize", "SecurityOpt"):  # fmt: skip
+        assert key in host, key
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {}}
+    assert host["RestartPolicy"] == {"Name": "always", "MaximumRetryCount": 0}
+    assert data["Config"]["Tty"] is True and data["Config"]["StopTimeout"] == 5
+    assert "Healthcheck" not in data["Config"]  # neither the container nor its image has one
+    assert data["RestartCount"] == 2
+    assert data["State"]["Health"]["Status"] == "unhealthy"
+    assert data["State"]["Health"]["Log"][0]["ExitCode"] == 1
+    net = data["NetworkSettings"]["Networks"]["backend"]
+    assert (net["IPAddress"], net["Gateway"], net["IPPrefixLen"]) == ("10.9.0.2", "10.9.0.1", 24)
+    assert net["NetworkID"] == "f" * 64 and "api" in net["Aliases"]
+    assert data["NetworkSettings"]["IPAddress"] == "10.9.0.2"
+    assert shapes.status_text(_info(health=HealthState("healthy")), now=101.0) == (
+        "Up 1 second (healthy)")  # fmt: skip
+
+
+def test_a_healthcheck_is_the_containers_over_its_images() -> None:
+    image = ImageSettings(healthcheck={"Test": ["CMD", "check"], "Interval": 5_000_000_000,
+                                       "Retries": 4})  # fmt: skip
+    own = HealthSpec(interval=1.0)
+    assert shapes.healthcheck(_info(image_config=image, spec=ContainerSpec("w",
+        healthcheck=own))) == {"Test": ["CMD", "check"], "Interval": 1_000_000_000,
+                               "Retries": 4}  # fmt: skip
+    assert shapes.healthcheck(_info(image_config=image)) == image.healthcheck

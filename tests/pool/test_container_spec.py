@@ -20,7 +20,7 @@ def test_a_record_read_back_gives_the_spec_again() -> None:
         image="web", name="web", command=("httpd",), env=("A=1",), tmpfs={"/run": 4096},
         volumes=(BindSpec("/data", "data", True),), memory=64 << 20, cpu_shares=512,
         pids_limit=32, ulimits=(UlimitSpec("nofile", 64, 128),), labels={"team": "a"},
-        ports=(PortSpec(8080, 8081),), links={"db": "database"}, cap_add=("NET_ADMIN",),
+        ports=(PortSpec(8080, 8081),), links=(("db", "database"),), cap_add=("NET_ADMIN",),
         auto_remove=True,
     )  # fmt: skip
     options = run_options(spec)

@@ -43,11 +43,12 @@ async def test_containers_reach_each_other_by_ip_and_link_alias(
             "sleep 0.1; done; wget -q -O - http://web:8080/; cat /etc/hosts"
         )
         r = await run(
-            runtime, busybox_layer, "sh", "-c", fetch, network="bridge", links={"srv": "web"}
+            runtime, busybox_layer, "sh", "-c", fetch, network="bridge",
+            links=(("srv", "web"), ("srv", "www")),
         )
         lines = r.out.splitlines()
         assert lines[:2] == ["hello-from-srv", "hello-from-srv"], r
-        assert f"{server.ip}\tweb srv" in lines
+        assert f"{server.ip}\tweb srv www" in lines  # one container, every alias
     finally:
         await runtime.remove(server.id, force=True)
 
@@ -65,10 +66,13 @@ async def test_published_port_reaches_server(runtime: Runtime, busybox_layer: Pa
     )  # fmt: skip
     await runtime.start(server.id)
     try:
-        (published,) = server.ports
-        assert published.host_ip == "127.0.0.1" and published.host_port > 0
-        response = await get_when_up(f"http://127.0.0.1:{published.host_port}/")
-        assert response.text == "hello-from-pub\n"
+        # On 127.0.0.1 and on the bridge's address (for clients in containers), one port.
+        loopback, bridge = server.ports
+        assert (loopback.host_ip, bridge.host_ip) == ("127.0.0.1", str(runtime.network.gateway))
+        assert loopback.host_port == bridge.host_port > 0
+        for published in server.ports:
+            response = await get_when_up(f"http://{published.host_ip}:{published.host_port}/")
+            assert response.text == "hello-from-pub\n"
     finally:
         await runtime.remove(server.id, force=True)
 
@@ -80,7 +84,9 @@ async def test_publish_all_exposed_ports(runtime: Runtime, busybox_layer: Path) 
     )
     await runtime.start(rec.id)
     try:
-        assert [(p.container_port, p.host_ip) for p in rec.ports] == [(8080, "127.0.0.1")]
+        gateway = str(runtime.network.gateway)
+        assert [(p.container_port, p.host_ip) for p in rec.ports] == [
+            (8080, "127.0.0.1"), (8080, gateway)]  # fmt: skip
         response = await get_when_up(f"http://127.0.0.1:{rec.ports[0].host_port}/")
         assert response.text == "hello-from-all\n"
     finally:

@@ -16,6 +16,7 @@ from runtime.ipam import AddressPoolExhausted, Ipam
 from runtime.oci import CAPABILITIES, make_config, resolve_args
 from runtime.records import ContainerRecord, ContainerStore
 from runtime.spec import (
+    Attachment,
     ImageConfig,
     Port,
     RunOptions,
@@ -38,7 +39,10 @@ from runtime.users import User, resolve_user
         ("env", ("=x",), "KEY=VALUE"),
         ("workdir", "relative", "absolute"),
         ("cpuset_cpus", "zero", "list"),
-        ("network", "overlay", "'none', 'bridge' or 'host'"),
+        ("network", "not a/name", "expected none, bridge, host or a network name"),
+        ("network", "mynet", "a user-defined network needs its record"),
+        ("attachments", (Attachment("mynet"),), "bridge and subnet are not known"),
+        ("volumes", (Volume("/x", "vol", propagation="rshared"),), "a bind's propagation"),
         ("volumes", (Volume("/a/../b"),), "absolute"),
         ("volumes", (Volume("/x", "bad name"),), "neither a host path"),
         ("ulimits", (Ulimit("bogus", 1, 1),), "unknown limit"),
@@ -51,7 +55,7 @@ def test_run_options_checks(field: str, value: object, message: str) -> None:
 
 
 def test_ports_need_the_bridge() -> None:
-    with pytest.raises(InvalidOption, match="need the bridge"):
+    with pytest.raises(InvalidOption, match="need a bridge network"):
         RunOptions(ports=(Port(80),))
 
 
@@ -169,7 +173,7 @@ def test_options_round_trip_through_json() -> None:
     opts = RunOptions(
         name="x", command=("a", "b"), volumes=(Volume("/d", "n"),), ports=(Port(80, 8080),),
         ulimits=(Ulimit("nofile", 1, 2),), tmpfs={"/t": 5}, labels={"k": "v"},
-        network="bridge", links={"db": "database"}, cap_add=("CHOWN",),
+        network="bridge", links=(("db", "database"),), cap_add=("CHOWN",),
     )  # fmt: skip
     assert options_from_json(json.loads(json.dumps(options_to_json(opts)))) == opts
     rec = ContainerRecord("i" * 64, "n", 1.0, "busybox", ImageConfig(cmd=("sh",)), opts, ("/l",),
