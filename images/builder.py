@@ -45,7 +45,7 @@ from images.store import Image, ImageStore
 from runtime.engine import Runtime, Stdio
 from runtime.errors import ContainerError
 from runtime.rootdir import RootDir, UnsafePath
-from runtime.spec import ImageConfig, NetworkMode, RunOptions
+from runtime.spec import ImageConfig, RunOptions
 from runtime.tarfs import UnsafeArchive
 
 Progress = Callable[[str], None]
@@ -289,7 +289,7 @@ class Builder:
             env=tuple(cfg.get("Env") or ()), working_dir=cfg.get("WorkingDir") or ""
         )
         step = ins.flags.get("network", "default")
-        network: NetworkMode = default if step == "default" else "none" if step == "none" else (
+        network: BuildNetwork = default if step == "default" else "none" if step == "none" else (
             "host")  # fmt: skip
         caps = BUILD_CAPABILITIES if network == "host" else (*BUILD_CAPABILITIES, "NET_RAW")
         opts = RunOptions(

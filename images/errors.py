@@ -10,7 +10,7 @@ class ImageError(Exception):
 class ImageNotFound(ImageError):
     def __init__(self, ref: str) -> None:
         self.ref = ref
-        super().__init__(f"no such image: {ref}")
+        super().__init__(f"No such image: {ref}")  # Docker's words: clients match them
 
 
 class InvalidReference(ImageError):

@@ -6,7 +6,8 @@ else the image's; ``NONE`` turns it off. It first runs ``interval`` after the st
 (``start_interval`` while in the start period), then every ``interval``, as an exec in
 the container (``CMD``: the arguments, ``CMD-SHELL``: ``/bin/sh -c``), killed after
 ``timeout``. Exit 0 is healthy; anything else counts against it, ``retries`` in a
-row make it unhealthy, except during ``start_period``, where only a success counts.
+row make it unhealthy, except during ``start_period``, where only a success counts
+(and ends the start period).
 The state and its last five results (each output cut to 4 KiB) are in the container's
 record, shown as ``State.Health``, and every change is a ``health_status: ...`` event.
 """
@@ -126,17 +127,22 @@ class HealthChecks:
     async def _run(self, cid: str, check: Check) -> None:
         started = time.monotonic()
         health = Health("starting")
+        passed_once = False  # a success ends the start period
+
+        def in_start_period() -> bool:
+            return not passed_once and time.monotonic() - started < check.start_period
+
         with contextlib.suppress(NotFound):
             self.runtime.note(cid, health=health)
             while True:
-                in_start = time.monotonic() - started < check.start_period
-                await asyncio.sleep(check.start_interval if in_start else check.interval)
+                await asyncio.sleep(check.start_interval if in_start_period() else check.interval)
                 record = self.runtime.get(cid)
                 if record.status != "running":
                     return
                 begun = time.time()
                 code, output = await self._probe(cid, check)
-                in_start = time.monotonic() - started < check.start_period
+                in_start = in_start_period()
+                passed_once = passed_once or code == 0
                 entry = {"start": begun, "end": time.time(), "exit_code": code, "output": output}
                 new = judged(health, check, code, in_start)
                 new = Health(new.status, new.failing_streak, (*health.log, entry)[-LOG_KEPT:])

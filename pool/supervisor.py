@@ -42,6 +42,9 @@ class Supervisor:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._detached: set[asyncio.Task[None]] = set()  # exec -d
         self._changes: dict[str, asyncio.Event] = {}  # set at a container's next event
+        # Clients attached to a stopped container, told when it is created again and
+        # waited for (until connected) before it starts: none of its output is missed.
+        self._attachers: dict[str, list[tuple[asyncio.Event, asyncio.Future[None]]]] = {}
 
     def next_change(self, cid: str) -> asyncio.Event:
         """An event set at the container's next start, exit or removal, or when its last
@@ -61,6 +64,23 @@ class Supervisor:
 
     async def untrack(self, cid: str) -> None:
         await self.redis.hdel(keys.CONTAINERS, cid)
+
+    def attach_when_created(self, cid: str) -> tuple[asyncio.Event, asyncio.Future[None]]:
+        """For a client attaching to a stopped container: an event set once the container
+        is created again, and a future it sets once connected (the start waits for it)."""
+        pair = (asyncio.Event(), asyncio.get_running_loop().create_future())
+        self._attachers.setdefault(cid, []).append(pair)
+        return pair
+
+    async def created(self, record: ContainerRecord) -> None:
+        """A stopped container was created again: its attachers connect before it starts
+        (a second at most)."""
+        waiting = self._attachers.pop(record.id, [])
+        for created, _ in waiting:
+            created.set()
+        futures = [connected for _, connected in waiting if not connected.done()]
+        if futures:
+            await asyncio.wait(futures, timeout=1.0)
 
     def started(self, record: ContainerRecord) -> None:
         """A client started the container: its restart policy and healthcheck apply from

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from runtime.cgroups import Cgroups
-from runtime.etcfiles import resolv_conf
+from runtime.etcfiles import own_resolv_conf, resolv_conf
 from runtime.network import NETNS_DIR, BridgeNetwork, Networks, netns_name
 from runtime.oci import Mount, make_config
 from runtime.records import ContainerPaths, ContainerRecord, NetworkEndpoint, write_private
@@ -130,13 +130,14 @@ class Bundles:
         netns_path = str(NETNS_DIR / netns_name(cid)) if endpoints else None
         record = record.evolve(ip=endpoints[0].ip if endpoints else "",
                                endpoints=tuple(endpoints))  # fmt: skip
-        etc = {
-            "hosts": hosts(record),
-            "resolv.conf": _read_text(Path("/etc/resolv.conf"))
-            if opts.network == "host"
-            else resolv_conf(_read_text(Path("/etc/resolv.conf"))),
-            "hostname": record.hostname + "\n",
-        }
+        if opts.dns or opts.dns_search or opts.dns_options:
+            resolver = own_resolv_conf(opts.dns, opts.dns_search, opts.dns_options)
+        elif opts.network == "host":
+            resolver = _read_text(Path("/etc/resolv.conf"))
+        else:
+            resolver = resolv_conf(_read_text(Path("/etc/resolv.conf")))
+        etc = {"hosts": hosts(record), "resolv.conf": resolver,
+               "hostname": record.hostname + "\n"}  # fmt: skip
         rw = "ro" if opts.read_only else "rw"
         for fname, text in etc.items():
             write_private(paths.root / fname, text, 0o644)  # the container's user reads them

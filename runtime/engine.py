@@ -26,7 +26,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -342,9 +342,12 @@ class Runtime:
         self.on_event("start", record)
         return record
 
-    async def revive(self, ref: str) -> ContainerRecord:
+    async def revive(
+        self, ref: str, created: Callable[[ContainerRecord], Awaitable[None]] | None = None
+    ) -> ContainerRecord:
         """Start an exited container again (``docker start``/``restart``): a new init in
-        the same rootfs, network and ports; its log goes on where it ended."""
+        the same rootfs, network and ports; its log goes on where it ended. ``created`` is
+        awaited between its creation and its start (clients attach to it then)."""
         record = self.get(ref)
         if record.status != "exited":
             raise Conflict(f"container {record.name} is {record.status}, not exited")
@@ -361,6 +364,8 @@ class Runtime:
             oom_killed=False, finished_at=0.0,
         )  # fmt: skip
         self.store.save(record)
+        if created is not None:
+            await created(record)
         return await self.start(cid)
 
     async def wait(self, ref: str) -> ExitStatus:
@@ -514,7 +519,8 @@ class Runtime:
 
     async def update(
         self, ref: str, *, memory: int | None = None, cpu_shares: int | None = None,
-        pids_limit: int | None = None, **kept: Any,
+        pids_limit: int | None = None, cpu_quota: int | None = None,
+        cpu_period: int | None = None, **kept: Any,
     ) -> ContainerRecord:  # fmt: skip
         """New limits for a container (applied at once when it runs, kept for its next
         start), and new values of what its owner keeps with it (``restart``...)."""
@@ -526,16 +532,22 @@ class Runtime:
             changes["cpu_shares"] = cpu_shares
         if pids_limit is not None:
             changes["pids_limit"] = pids_limit
+        if cpu_quota is not None:
+            changes.update(cpu_quota=cpu_quota, cpu_period=cpu_period or 100_000)
         options = replace(record.options, **changes)  # checked by RunOptions itself
         if record.status in ("created", "running", "paused"):
-            await self.runc.update(record.id, memory=memory, cpu_shares=cpu_shares,
-                                   pids_limit=pids_limit)  # fmt: skip
+            await self.runc.update(
+                record.id, memory=memory, cpu_shares=cpu_shares, pids_limit=pids_limit,
+                cpu_quota=cpu_quota, cpu_period=options.cpu_period if cpu_quota else None,
+            )  # fmt: skip
         config_path = self.paths(record.id).bundle / "config.json"
         config = json.loads(config_path.read_text())
         limits = config["linux"]["resources"]
         limits["memory"]["limit"] = options.memory
         limits["cpu"]["shares"] = options.cpu_shares
         limits["pids"]["limit"] = options.pids_limit
+        if options.cpu_quota:
+            limits["cpu"].update(quota=options.cpu_quota, period=options.cpu_period or 100_000)
         write_private(config_path, json.dumps(config, indent=1), 0o600)
         record = self.store.load(record.id) or record
         record = record.evolve(options=options)
@@ -691,7 +703,8 @@ class Runtime:
 
     def hosts_text(self, record: ContainerRecord) -> str:
         """Container ``record``'s /etc/hosts: itself, its links (each alias), and every
-        member of its user-defined networks by name, aliases and host name (kept current
+        member of its user-defined networks by name, aliases, short id and host name (as
+        Docker's DNS answers them on such a network; kept current
         as members come and go: ``refresh_hosts``)."""
         links = []
         for ref, alias in record.options.links:
@@ -708,7 +721,14 @@ class Runtime:
             for r in [record, *others]:
                 for e in r.endpoints:
                     if e.network in mine:
-                        members.append((e.ip, [r.name, *e.aliases, r.hostname]))
+                        members.append((e.ip, [r.name, *e.aliases, r.id[:12], r.hostname]))
+        gateway = record.endpoints[0].gateway if record.endpoints else ""
+        for name, address in record.options.extra_hosts:  # --add-host
+            if address == "host-gateway":  # Docker's word for the host, as seen from here
+                if not gateway:
+                    continue
+                address = gateway
+            members.append((address, [name]))
         return hosts_file(record.ip, record.hostname, links, members)
 
     def refresh_hosts(self, networks: set[str]) -> None:

@@ -38,6 +38,20 @@ def hosts_file(
     return "\n".join(lines) + "\n"
 
 
+def own_resolv_conf(servers: Iterable[str], search: Iterable[str], options: Iterable[str]) -> str:
+    """A container's own resolver config (``--dns``, ``--dns-search``, ``--dns-option``).
+
+    >>> own_resolv_conf(["10.0.0.53"], ["corp"], ["ndots:2"])
+    'nameserver 10.0.0.53\nsearch corp\noptions ndots:2\n'
+    """
+    lines = [f"nameserver {s}" for s in servers]
+    if search := list(search):
+        lines.append("search " + " ".join(search))
+    if options := list(options):
+        lines.append("options " + " ".join(options))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def resolv_conf(host_resolv: str) -> str:
     """The host's resolver config without loopback nameservers (unreachable from a netns).
 

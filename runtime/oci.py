@@ -113,9 +113,9 @@ def make_config(
     env = merge_env(
         [DEFAULT_PATH, f"HOSTNAME={hostname}", f"HOME={user.home}"], image.env, opts.env
     )
-    caps = sorted(
-        set(CAPABILITIES) | {"CAP_" + c.upper().removeprefix("CAP_") for c in opts.cap_add}
-    )
+    dropped = {"CAP_" + c.upper().removeprefix("CAP_") for c in opts.cap_drop}
+    base = set() if "CAP_ALL" in dropped else set(CAPABILITIES) - dropped
+    caps = sorted(base | {"CAP_" + c.upper().removeprefix("CAP_") for c in opts.cap_add})
     rlimits = {"RLIMIT_NOFILE": (min(1024, nofile_hard), nofile_hard)}
     for u in opts.ulimits:
         rlimits[RLIMITS[u.name]] = (u.soft, u.hard)
@@ -136,6 +136,9 @@ def make_config(
     }
     if opts.cpuset_cpus:
         resources["cpu"]["cpus"] = opts.cpuset_cpus
+    if opts.cpu_quota:
+        resources["cpu"]["quota"] = opts.cpu_quota
+        resources["cpu"]["period"] = opts.cpu_period or 100_000
 
     mounts = base_mounts(opts.read_only, dict(opts.tmpfs)) + extra_mounts
     return {

@@ -53,10 +53,15 @@ class Runc:
 
     async def update(
         self, cid: str, *, memory: int | None = None, cpu_shares: int | None = None,
-        pids_limit: int | None = None,
+        pids_limit: int | None = None, cpu_quota: int | None = None,
+        cpu_period: int | None = None,
     ) -> None:  # fmt: skip
         """``runc update``: new limits for a running container's cgroup (v1 or v2)."""
         args = []
+        if cpu_period is not None:
+            args += ["--cpu-period", str(cpu_period)]
+        if cpu_quota is not None:
+            args += ["--cpu-quota", str(cpu_quota)]
         if memory is not None:
             args += ["--memory", str(memory)]
         if cpu_shares is not None:

@@ -8,6 +8,7 @@ string forms (``-v``, ``-p``, ``--ulimit``, ``--tmpfs``) are parsed at the edge,
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -151,6 +152,8 @@ class RunOptions:
     cpu_shares: int = DEFAULT_CPU_SHARES
     pids_limit: int = DEFAULT_PIDS
     cpuset_cpus: str = ""
+    cpu_quota: int = 0  # CFS microseconds of CPU per period; 0: no quota
+    cpu_period: int = 0  # 0: the kernel's (100 ms)
     ulimits: tuple[Ulimit, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     network: str = "none"  # BUILTIN_NETWORKS, or a user-defined network's name
@@ -164,6 +167,11 @@ class RunOptions:
     init: bool = True
     # Capabilities beyond the default three (docker's --cap-add), e.g. for build steps.
     cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()  # of the default three, or ALL
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # (name, address or "host-gateway")
+    dns: tuple[str, ...] = ()  # nameservers; none: the host's (less loopback ones)
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
     tty: bool = False  # a pseudo-terminal as its stdin, stdout and stderr
     stdin_open: bool = False  # its stdin stays open for attaching clients
     stdin_once: bool = False  # ... until the first of them leaves
@@ -202,6 +210,10 @@ def _check_limits(o: RunOptions) -> None:
         raise InvalidOption("cpu_shares", o.cpu_shares, "cpu shares range from 2 to 262144")
     if o.pids_limit < 1:
         raise InvalidOption("pids_limit", o.pids_limit, "the pids limit must be at least 1")
+    if o.cpu_quota and o.cpu_quota < 1000:
+        raise InvalidOption("cpu_quota", o.cpu_quota, "at least 1000 microseconds (--cpus 0.01)")
+    if o.cpu_period and not 1000 <= o.cpu_period <= 1_000_000:
+        raise InvalidOption("cpu_period", o.cpu_period, "from 1000 to 1000000 microseconds")
     if o.cpuset_cpus and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", o.cpuset_cpus):
         raise InvalidOption("cpuset_cpus", o.cpuset_cpus, "expected a list such as 0 or 0-1,3")
 
@@ -278,6 +290,25 @@ def _check_caps(o: RunOptions) -> None:
     for cap in o.cap_add:
         if cap.upper().removeprefix("CAP_") not in CAPABILITIES:
             raise InvalidOption("cap_add", cap, "not a Linux capability")
+    for cap in o.cap_drop:
+        if cap.upper() != "ALL" and cap.upper().removeprefix("CAP_") not in CAPABILITIES:
+            raise InvalidOption("cap_drop", cap, "not a Linux capability")
+    for name, address in o.extra_hosts:
+        if not re.fullmatch(r"[a-zA-Z0-9]([a-zA-Z0-9.-]{0,252})", name):
+            raise InvalidOption("extra_hosts", name, "not a host name")
+        if address != "host-gateway":
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise InvalidOption("extra_hosts", address, "not an address") from None
+    for server in o.dns:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise InvalidOption("dns", server, "not an address") from None
+    for word in (*o.dns_search, *o.dns_options):
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,253}", word):
+            raise InvalidOption("dns", word, "not a domain or resolver option")
 
 
 def merge_env(*layers: Iterable[str]) -> list[str]:
@@ -297,6 +328,7 @@ def options_to_json(o: RunOptions) -> dict[str, Any]:
     data["tmpfs"] = dict(o.tmpfs)
     data["labels"] = dict(o.labels)
     data["links"] = [list(pair) for pair in o.links]
+    data["extra_hosts"] = [list(pair) for pair in o.extra_hosts]
     return data
 
 
@@ -307,7 +339,9 @@ def options_from_json(data: Mapping[str, Any]) -> RunOptions:
             d[key] = tuple(d[key])
     d["env"] = tuple(d.get("env", ()))
     d["volumes_from"] = tuple(d.get("volumes_from", ()))
-    d["cap_add"] = tuple(d.get("cap_add", ()))
+    for key in ("cap_add", "cap_drop", "dns", "dns_search", "dns_options"):
+        d[key] = tuple(d.get(key, ()))
+    d["extra_hosts"] = tuple((str(n), str(a)) for n, a in d.get("extra_hosts", ()))
     d["volumes"] = tuple(Volume(**v) for v in d.get("volumes", ()))
     d["ports"] = tuple(Port(**p) for p in d.get("ports", ()))
     d["ulimits"] = tuple(Ulimit(**u) for u in d.get("ulimits", ()))

@@ -83,3 +83,24 @@ def scratch_host(prefix: str, *options: str) -> Iterator[Host]:
             yield running
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def docker_env(host: Host) -> dict[str, str]:
+    """The docker CLI's environment for ``host``: its Unix socket, a config dir of its own."""
+    return {**host.env, "DOCKER_HOST": f"unix://{host.run / 'scow.sock'}",
+            "DOCKER_CONFIG": str(host.state.parent / "docker-config")}  # fmt: skip
+
+
+def docker(
+    host: Host, *args: str, input: bytes | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """The real docker CLI against ``host``."""
+    return subprocess.run(
+        ["docker", *args], env=docker_env(host), capture_output=True, text=input is None,
+        input=input, timeout=timeout,
+    )  # fmt: skip
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"{result.args}: {result.stderr}"
+    return result.stdout

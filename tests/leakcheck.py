@@ -32,7 +32,7 @@ import pytest
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 NETNS_DIR = Path("/run/netns")
 # Host-side and peer veth names are s[vp]<hex id>; the bridge and anything else is scow*.
-LINK_RE = re.compile(r"^(scow.*|s[vp][0-9a-f]{6,})$")
+LINK_RE = re.compile(r"^(scow.*|s[vp][0-9a-f]{6,}.*|scn[0-9a-f]{10})$")  # bridges, veths
 
 
 @dataclass(frozen=True)

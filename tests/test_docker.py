@@ -17,7 +17,7 @@ import pytest
 
 from images import archive
 from images.store import ImageStore
-from tests.hosts import Host, scratch_host
+from tests.hosts import Host, docker, docker_env, ok, scratch_host
 from tests.utils import free_port, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI")
@@ -39,25 +39,6 @@ def host(test_bridge: str) -> Iterator[Host]:
             left = docker(running, "ps", "-aq").stdout.split()
             if left:
                 docker(running, "rm", "-f", *left)
-
-
-def docker_env(host: Host) -> dict[str, str]:
-    return {**host.env, "DOCKER_HOST": f"unix://{host.run / 'scow.sock'}",
-            "DOCKER_CONFIG": str(host.state.parent / "docker-config")}  # fmt: skip
-
-
-def docker(
-    host: Host, *args: str, input: bytes | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", *args], env=docker_env(host), capture_output=True, text=input is None,
-        input=input, timeout=timeout,
-    )  # fmt: skip
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"{result.args}: {result.stderr}"
-    return result.stdout
 
 
 def test_version_and_run_rm(host: Host) -> None:
@@ -193,12 +174,15 @@ def test_testcontainers_redis(
         archive.save(redis_images, ["examples/redis"], f, "docker")
     ok(docker(host, "load", "-i", str(tar)))
 
-    # Set before the import: testcontainers reads its settings when it is imported. This
-    # machine is itself a container (/.dockerenv), which would make testcontainers guess
-    # Docker-in-Docker and dial the bridge's gateway; on a plain host it needs no mode.
+    # This machine is itself a container (/.dockerenv), which would make testcontainers
+    # guess Docker-in-Docker and dial the bridge's gateway; on a plain host it needs no mode.
+    # Its settings are read once, at import: set on its config object, undone after.
+    from testcontainers.core.config import ConnectionMode, testcontainers_config
+
     monkeypatch.setenv("DOCKER_HOST", docker_env(host)["DOCKER_HOST"])
-    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
-    monkeypatch.setenv("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
+    monkeypatch.setattr(testcontainers_config, "ryuk_disabled", True)
+    monkeypatch.setattr(testcontainers_config, "connection_mode_override",
+                        ConnectionMode.docker_host)  # fmt: skip
     from testcontainers.community.redis import RedisContainer
 
     with RedisContainer("examples/redis") as redis:

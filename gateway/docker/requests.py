@@ -151,6 +151,70 @@ def _restart(host: Mapping[str, Any]) -> tuple[str, int]:
     return name, count if name == "on-failure" else 0
 
 
+def _strings_of(host: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = host.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidSpec(key, value, "expected a list of strings")
+    return tuple(value)
+
+
+def _extra_hosts(host: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """``--add-host name:address`` (``name=address`` too, and the address may be IPv6)."""
+    out = []
+    for entry in _strings_of(host, "ExtraHosts"):
+        sep = "=" if "=" in entry else ":"
+        name, found, address = entry.partition(sep)
+        if not found or not name or not address:
+            raise InvalidSpec("ExtraHosts", entry, "expected NAME:ADDRESS")
+        out.append((name, address.strip("[]")))
+    return tuple(out)
+
+
+# HostConfig fields scow does not act on: set to anything but their empty value, refused
+# by name (a 501), never ignored.
+_NOT_OFFERED = {
+    "Devices": "devices (--device)", "DeviceRequests": "device requests (--gpus)",
+    "DeviceCgroupRules": "device cgroup rules", "Sysctls": "sysctls",
+    "CgroupParent": "a cgroup parent", "BlkioWeight": "block I/O weights",
+    "KernelMemory": "kernel memory limits",
+    "MemoryReservation": "memory reservations", "OomKillDisable": "disabling the OOM killer",
+    "GroupAdd": "supplementary groups (--group-add)", "Runtime": "other runtimes",
+    "Isolation": "isolation modes",
+}
+_HOST_MODES = {"PidMode": "the host's pid namespace", "IpcMode": "the host's IPC namespace",
+               "UsernsMode": "the host's user namespace", "UTSMode": "the host's UTS namespace",
+               "CgroupnsMode": "the host's cgroup namespace"}  # fmt: skip
+
+
+def _refuse_what_is_not_offered(host: Mapping[str, Any]) -> None:
+    for key, what in _NOT_OFFERED.items():
+        if host.get(key) not in (None, 0, "", [], {}, False, "runc", "default"):
+            raise Unsupported(f"not supported: {what} ({key})")
+    for key, what in _HOST_MODES.items():
+        mode = str(host.get(key) or "")
+        if mode == "host" or mode.startswith("container:"):
+            raise Unsupported(f"{key} {mode!r} is not offered: sharing {what} or another "
+                              "container's")  # fmt: skip
+    for opt in _strings_of(host, "SecurityOpt"):
+        if not opt.startswith("no-new-privileges") and opt not in ("label=disable",):
+            raise Unsupported(f"security option {opt!r} is not supported (every container has "
+                              "scow's seccomp profile and no new privileges)")  # fmt: skip
+
+
+def _cpu_quota(host: Mapping[str, Any]) -> tuple[int, int]:
+    """``--cpus`` (NanoCpus) or ``--cpu-quota``/``--cpu-period``, as a CFS quota and period
+    in microseconds (0: none)."""
+    nanos = _int(host.get("NanoCpus"), "NanoCpus")
+    quota = _int(host.get("CpuQuota"), "CpuQuota")
+    period = _int(host.get("CpuPeriod"), "CpuPeriod")
+    if nanos and (quota or period):
+        raise InvalidSpec("NanoCpus", nanos, "--cpus and --cpu-quota/--cpu-period exclude "
+                          "each other")  # fmt: skip
+    if nanos:
+        return nanos * 100_000 // 1_000_000_000, 100_000
+    return quota, period
+
+
 def _console(host: Mapping[str, Any]) -> tuple[int, int]:
     size = host.get("ConsoleSize") or [0, 0]
     if (not isinstance(size, list) or len(size) != 2
@@ -167,12 +231,14 @@ def create_request(body: Mapping[str, Any], name: str) -> ContainerSpec:
         raise InvalidSpec("Image", image, "the container's image is required")
     if host.get("Privileged"):
         raise Unsupported("privileged containers are not offered")
+    _refuse_what_is_not_offered(host)
     restart, retries = _restart(host)
     network, endpoints = _network(body, host)
     stop_timeout = body.get("StopTimeout")
     if stop_timeout is not None and (not isinstance(stop_timeout, int)
                                      or isinstance(stop_timeout, bool)):  # fmt: skip
         raise InvalidSpec("StopTimeout", stop_timeout, "expected whole seconds")
+    cpu_quota, cpu_period = _cpu_quota(host)
     volumes, tmpfs = _mounts(host)
     ulimits = tuple(
         UlimitSpec.parse(f"{u['Name']}={u['Soft']}:{u['Hard']}") for u in host.get("Ulimits") or []
@@ -198,6 +264,8 @@ def create_request(body: Mapping[str, Any], name: str) -> ContainerSpec:
         cpu_shares=_int(host.get("CpuShares"), "CpuShares"),
         pids_limit=_int(host.get("PidsLimit"), "PidsLimit"),
         cpuset_cpus=host.get("CpusetCpus") or "",
+        cpu_quota=cpu_quota,
+        cpu_period=cpu_period,
         ulimits=ulimits,
         labels={str(k): str(v) for k, v in (body.get("Labels") or {}).items()},
         network=network,
@@ -206,7 +274,12 @@ def create_request(body: Mapping[str, Any], name: str) -> ContainerSpec:
         publish_all=bool(host.get("PublishAllPorts")),
         links=_links(host),
         init=True if init is None else bool(init),
-        cap_add=tuple(host.get("CapAdd") or ()),
+        cap_add=_strings_of(host, "CapAdd"),
+        cap_drop=_strings_of(host, "CapDrop"),
+        extra_hosts=_extra_hosts(host),
+        dns=_strings_of(host, "Dns"),
+        dns_search=_strings_of(host, "DnsSearch"),
+        dns_options=_strings_of(host, "DnsOptions"),
         tty=bool(body.get("Tty")),
         stdin_open=bool(body.get("OpenStdin")),
         stdin_once=bool(body.get("StdinOnce")),
@@ -224,9 +297,9 @@ def create_request(body: Mapping[str, Any], name: str) -> ContainerSpec:
 
 # docker update's fields scow applies; any other set to something is refused, named.
 _UPDATABLE = {"Memory": "memory", "CpuShares": "cpu_shares", "PidsLimit": "pids_limit"}
-_NOT_UPDATABLE = ("CpuQuota", "CpuPeriod", "CpusetCpus", "CpusetMems", "BlkioWeight",
-                  "KernelMemory", "MemoryReservation", "NanoCpus", "CpuRealtimePeriod",
-                  "CpuRealtimeRuntime", "CpuCount", "CpuPercent")  # fmt: skip
+_NOT_UPDATABLE = ("CpusetCpus", "CpusetMems", "BlkioWeight", "KernelMemory",
+                  "MemoryReservation", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpuCount",
+                  "CpuPercent")  # fmt: skip
 
 
 def update_request(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -241,8 +314,11 @@ def update_request(body: Mapping[str, Any]) -> dict[str, Any]:
         raise Unsupported("a swap limit (MemorySwap) other than the memory limit is not offered")
     for key in _NOT_UPDATABLE:
         if body.get(key) not in (None, 0, "", -1):
-            raise Unsupported(f"updating {key} is not supported (memory, cpu shares, pids "
-                              "and the restart policy are)")  # fmt: skip
+            raise Unsupported(f"updating {key} is not supported (memory, cpu shares and quota, "
+                              "pids and the restart policy are)")  # fmt: skip
+    quota, period = _cpu_quota(body)
+    if quota or period:
+        changes.update(cpu_quota=quota, cpu_period=period or 100_000)
     if body.get("RestartPolicy"):
         name, count = _restart(body)
         changes.update(restart=name, restart_retries=count)

@@ -190,7 +190,7 @@ class ContainerCommands:
         # Started by hand: its restart count starts over, and a stop by hand is undone.
         self.runtime.note(record.id, stopped_by_hand=False, restart_count=0, restarting=False)
         if record.status == "exited":
-            record = await self.runtime.revive(record.id)
+            record = await self.runtime.revive(record.id, self.supervisor.created)
         else:
             record = await self.runtime.start(record.id)
         self.supervisor.started(record)
@@ -259,19 +259,12 @@ class ContainerCommands:
         if condition not in ("not-running", "next-exit", "removed"):
             raise CommandError("invalid", f"invalid condition {condition!r}")
         runtime = self.runtime
-        if condition == "not-running" and record.status in ("created", "exited"):
+        if record.status in ("created", "exited") and condition != "next-exit":
             status = ExitStatus(record.exit_code or 0, record.oom_killed)
+            if condition == "removed" and record.status == "created":  # docker run --rm
+                record, status = await self._next_exit(cmd, record)
         else:
-            while True:  # next-exit/removed of one not started yet: until it starts
-                change = self.supervisor.next_change(record.id)
-                try:
-                    record = runtime.get(record.id)
-                except NotFound:
-                    return {"code": 0}
-                if record.status != "created":
-                    break
-                await until_cancelled(cmd, _until_set(change))
-            status = await until_cancelled(cmd, asyncio.shield(runtime.wait(record.id)))
+            record, status = await self._next_exit(cmd, record)
         if condition == "removed":
             while True:
                 change = self.supervisor.next_change(record.id)
@@ -279,6 +272,25 @@ class ContainerCommands:
                     break
                 await until_cancelled(cmd, _until_set(change))
         return {"code": status.code}
+
+    async def _next_exit(
+        self, cmd: Command, record: ContainerRecord
+    ) -> tuple[ContainerRecord, ExitStatus]:
+        """The container's next exit: of this run when it runs, else of its next start (a
+        created or exited container is waited for until it is started)."""
+        if record.status in ("created", "exited"):
+            first = record.started_at
+            while True:
+                change = self.supervisor.next_change(record.id)
+                try:
+                    record = self.runtime.get(record.id)
+                except NotFound:
+                    return record, ExitStatus(record.exit_code or 0)
+                if record.status in ("running", "paused") or record.started_at != first:
+                    break
+                await until_cancelled(cmd, _until_set(change))
+        status = await until_cancelled(cmd, asyncio.shield(self.runtime.wait(record.id)))
+        return record, status
 
     async def _follow(
         self, cmd: Command, record: ContainerRecord, offset: int, *, streams: set[str],
@@ -380,7 +392,17 @@ class ContainerCommands:
         if not flag(cmd.args, "stream", True):
             await cmd.send(b"", "tty" if tty else "stdout")
             return
-        sock = self.runtime.attach_socket(record.id)
+        if record.status == "exited":  # docker start -a: attached first, then started
+            created, connected = self.supervisor.attach_when_created(record.id)
+            await cmd.send(b"", "tty" if tty else "stdout")
+            try:
+                await until_cancelled(cmd, created.wait())
+                sock = self.runtime.attach_socket(record.id)
+            finally:
+                if not connected.done():
+                    connected.set_result(None)
+        else:
+            sock = self.runtime.attach_socket(record.id)
         loop = asyncio.get_running_loop()
         sock.setblocking(False)
 
@@ -393,7 +415,8 @@ class ContainerCommands:
 
         feeding = asyncio.create_task(pump_input()) if stdin else None
         try:
-            await cmd.send(b"", "tty" if tty else "stdout")  # attached: start it now
+            if record.status != "exited":
+                await cmd.send(b"", "tty" if tty else "stdout")  # attached: start it now
             while True:
                 reading = asyncio.ensure_future(loop.sock_recv(sock, ATTACH_BUFFER))
                 while not reading.done():
@@ -425,7 +448,8 @@ class ContainerCommands:
         raw = cmd.args.get("changes")
         if not isinstance(raw, dict):
             raise CommandError("invalid", "argument 'changes' must be an object")
-        limits = {k: raw[k] for k in ("memory", "cpu_shares", "pids_limit") if raw.get(k)}
+        limits = {k: raw[k] for k in ("memory", "cpu_shares", "pids_limit", "cpu_quota",
+                                      "cpu_period") if raw.get(k)}  # fmt: skip
         kept = {k: raw[k] for k in ("restart", "restart_retries") if k in raw}
         if kept and record.labels.get(AUTO_REMOVE) == "1" and kept.get("restart") != "no":
             raise CommandError("invalid", f"container {record.name} is removed when it exits "

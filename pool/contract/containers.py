@@ -291,6 +291,8 @@ class ContainerSpec:
     cpu_shares: int = 0
     pids_limit: int = 0
     cpuset_cpus: str = ""
+    cpu_quota: int = 0  # CFS microseconds per period (--cpus, --cpu-quota); 0: none
+    cpu_period: int = 0
     ulimits: tuple[UlimitSpec, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     # "bridge" (scow's), "none", or the name of a user-defined network (then the first of
@@ -302,6 +304,11 @@ class ContainerSpec:
     links: tuple[tuple[str, str], ...] = ()  # (container, alias): one container, many aliases
     init: bool = True
     cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # --add-host NAME:ADDRESS|host-gateway
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
     tty: bool = False
     stdin_open: bool = False  # the container's stdin is kept open for attaching clients
     stdin_once: bool = False  # and closed when the first of them leaves
@@ -334,6 +341,7 @@ class ContainerSpec:
         for key in ("tmpfs", "labels"):
             data[key] = dict(getattr(self, key))
         data["links"] = [list(pair) for pair in self.links]
+        data["extra_hosts"] = [list(pair) for pair in self.extra_hosts]
         return data
 
     @classmethod
@@ -342,8 +350,10 @@ class ContainerSpec:
         for key in ("command", "entrypoint"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
-        for key in ("env", "volumes_from", "cap_add", "exposed"):
+        for key in ("env", "volumes_from", "cap_add", "cap_drop", "exposed", "dns",
+                    "dns_search", "dns_options"):  # fmt: skip
             d[key] = tuple(d.get(key) or ())
+        d["extra_hosts"] = tuple((str(n), str(a)) for n, a in d.get("extra_hosts") or ())
         d["volumes"] = tuple(BindSpec(**v) for v in d.get("volumes") or ())
         d["ports"] = tuple(PortSpec(**p) for p in d.get("ports") or ())
         d["ulimits"] = tuple(UlimitSpec(**u) for u in d.get("ulimits") or ())

@@ -64,6 +64,9 @@ def test_limits_not_given_are_left_to_the_node() -> None:
         ({"Image": "x", "HostConfig": {"NetworkMode": "container:web"}}, "container:"),
         ({"Image": "x", "HostConfig": {"Privileged": True}}, "privileged"),
         ({"Image": "x", "HostConfig": {"Mounts": [{"Type": "npipe", "Target": "/x"}]}}, "npipe"),
+        ({"Image": "x", "HostConfig": {"Devices": [{"PathOnHost": "/dev/kvm"}]}}, "--device"),
+        ({"Image": "x", "HostConfig": {"PidMode": "host"}}, "PidMode 'host'"),
+        ({"Image": "x", "HostConfig": {"SecurityOpt": ["seccomp=unconfined"]}}, "seccomp"),
     ],
 )
 def test_what_scow_does_not_offer_is_refused_by_name(body: dict[str, object], named: str) -> None:
@@ -89,6 +92,8 @@ def test_what_scow_does_not_offer_is_refused_by_name(body: dict[str, object], na
         ({"Image": "x", "HostConfig": {"Binds": ["/h:/c:rshared,bogus"]}}, "bogus"),
         ({"Image": "x", "HostConfig": {"Binds": ["vol:/c:rshared"]}}, "bind mounts only"),
         ({"Image": "x", "HostConfig": {"ConsoleSize": [24]}}, "ConsoleSize"),
+        ({"Image": "x", "HostConfig": {"ExtraHosts": ["nocolon"]}}, "nocolon"),
+        ({"Image": "x", "HostConfig": {"NanoCpus": 10**9, "CpuQuota": 5000}}, "exclude"),
         ({"Image": "x", "NetworkingConfig": {"EndpointsConfig": {"n": {"Aliases": "a"}}}},
          "Aliases"),
     ],
@@ -141,8 +146,10 @@ def test_update_takes_limits_and_a_restart_policy_and_names_the_rest() -> None:
                               "RestartPolicy": {"Name": "always"}})  # fmt: skip
     assert changes == {"memory": 64 << 20, "cpu_shares": 256, "pids_limit": 50,
                        "restart": "always", "restart_retries": 0}  # fmt: skip
-    with pytest.raises(Unsupported, match="CpuQuota"):
-        update_request({"CpuQuota": 50000})
+    assert update_request({"NanoCpus": 500_000_000}) == {"cpu_quota": 50_000,
+                                                         "cpu_period": 100_000}  # fmt: skip
+    with pytest.raises(Unsupported, match="BlkioWeight"):
+        update_request({"BlkioWeight": 500})
     with pytest.raises(Unsupported, match="MemorySwap"):
         update_request({"Memory": 64 << 20, "MemorySwap": 128 << 20})
 

@@ -6,6 +6,7 @@ import json
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,6 +155,19 @@ def test_seccomp_refuses_namespaces_and_tracing_unless_the_capability_is_added()
     names, clone_rules = _seccomp(config_for(RunOptions(cap_add=("SYS_ADMIN",))))
     assert {"unshare", "mount", "clone"} <= names and clone_rules == 0
     assert "ptrace" not in names and "keyctl" not in names
+
+
+def test_config_drops_capabilities_and_sets_a_cpu_quota_and_a_terminal() -> None:
+    cfg: Any = config_for(RunOptions(cap_drop=("ALL",), cap_add=("CHOWN",), cpu_quota=50_000,
+                                     tty=True, console=(30, 90)))  # fmt: skip
+    assert cfg["process"]["capabilities"]["bounding"] == ["CAP_CHOWN"]
+    assert cfg["linux"]["resources"]["cpu"] == {"shares": 1024, "quota": 50_000,
+                                                "period": 100_000}  # fmt: skip
+    assert cfg["process"]["terminal"] is True
+    assert cfg["process"]["consoleSize"] == {"height": 30, "width": 90}
+    dropped: Any = config_for(RunOptions(cap_drop=("kill",)))
+    assert dropped["process"]["capabilities"]["bounding"] == [
+        "CAP_AUDIT_WRITE", "CAP_NET_BIND_SERVICE"]  # fmt: skip
 
 
 def test_read_only_config_gets_tmpfs_on_tmp_and_run() -> None:
