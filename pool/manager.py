@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 
 from images.store import ImageStore
 from pool.commands import Command, CommandServer, Handler
+from pool.commands.attach import AttachCommands
 from pool.commands.containers import ContainerCommands
 from pool.commands.copies import CopyCommands
 from pool.commands.environments import EnvironmentCommands
@@ -118,6 +119,7 @@ class PoolManager:
             **ImageCommands(images, runtime, self.events,
                             fetcher(self.replier.callback_allow)).commands,
             **ContainerCommands(runtime, images, self.supervisor).commands,
+            **AttachCommands(runtime, self.supervisor).commands,
             **ExecCommands(runtime, redis, self.node_id, self.supervisor).commands,
             **CopyCommands(runtime).commands,
             **VolumeCommands(runtime).commands,

@@ -1,10 +1,12 @@
 """The runtime: image layers plus run options in, a running limited container out.
 
 ``Runtime`` composes the pieces, one family of side effects each: the bundle's
-layout (bundle.py: overlay mounts, volumes, secrets, network, config.json), runc
-(runc.py), conmon and exits (monitor.py), cgroups (cgroups.py), published ports
-(ports.py), exec (execs.py), records on disk (records.py) and the teardown
-(teardown.py). This module is the lifecycle: create, start, wait, stop, remove.
+layout (bundle.py: overlay mounts, volumes, secrets, networks, config.json), runc
+(runc.py), conmon, exits and attach sockets (monitor.py), cgroups (cgroups.py),
+published ports (ports.py), exec (execs.py), records on disk (records.py), user-defined
+networks' members (memberships.py) and the teardown (teardown.py). This module is the
+lifecycle: create, start, wait, stop, update, remove, and the ways into a running
+container (exec, attach, resize).
 
 Setup order for a container, and teardown (``destroy``) in reverse, from its id
 alone: record -> rootfs -> volumes -> network -> config.json -> runc create ->
@@ -36,8 +38,8 @@ from runtime import logs as logfiles
 from runtime.bundle import Bundles
 from runtime.cgroups import DEFAULT_ROOT, Cgroups, CgroupStats
 from runtime.errors import Conflict, InvalidOption, NotFound
-from runtime.etcfiles import hosts_file
 from runtime.execs import exec_process, exec_terminal
+from runtime.memberships import Memberships
 from runtime.monitor import (
     Conmon,
     ExitStatus,
@@ -59,7 +61,7 @@ from runtime.records import (
 from runtime.rootdir import RootDir
 from runtime.rootfs import changes, is_mounted
 from runtime.runc import Runc
-from runtime.spec import NAME_RE, Attachment, ImageConfig, Port, RunOptions
+from runtime.spec import NAME_RE, ImageConfig, Port, RunOptions
 from runtime.teardown import Teardown
 from runtime.volumes import VolumeStore
 
@@ -109,6 +111,8 @@ class Runtime:
         skeletons = config.state_dir / "skeletons"
         self.bundles = Bundles(self.store.root, skeletons, self.volumes, self.networks,
                                self.cgroups, config.init_binary)  # fmt: skip
+        self.memberships = Memberships(self.store, self.networks, self.bundles,
+                                       lambda action, record: self.on_event(action, record))
         self.teardown = Teardown(
             store=self.store, runc=self.runc, exits=self.exits, state_dir=config.state_dir,
             cgroups=self.cgroups, volumes=self.volumes, run_dir=config.run_dir,
@@ -166,7 +170,7 @@ class Runtime:
             record = await self._spawn(record, sockets, pipes)
             self.on_event("create", record)
             if record.options.attachments:
-                self.refresh_hosts({a.network for a in record.options.attachments})
+                self.memberships.refresh_hosts({a.network for a in record.options.attachments})
             return record
         except BaseException:
             await self.destroy(record.id)
@@ -259,7 +263,8 @@ class Runtime:
             try:
                 self.paths(cid).root.mkdir(mode=0o700, parents=True)
                 self.store.save(record)
-                record = await self.bundles.lay_out(record, layers, sources, self.hosts_text,
+                record = await self.bundles.lay_out(record, layers, sources,
+                                                    self.memberships.hosts_text,
                                                     secret_values)  # fmt: skip
                 if record.anonymous_volumes:
                     self.store.save(record)  # so that a crash from here on still finds them
@@ -640,105 +645,7 @@ class Runtime:
         await self.teardown.destroy(cid, remove_volumes=remove_volumes)
         networks = {e.network for e in record.endpoints if e.network_id} if record else set()
         if networks:
-            self.refresh_hosts(networks)
-
-    # -- user-defined networks ------------------------------------------------------
-
-    async def connect(self, ref: str, attachment: Attachment) -> ContainerRecord:
-        """Put a container on one more user-defined network (``docker network connect``):
-        a new interface in its netns, at once, whatever its state."""
-        record = self.get(ref)
-        if record.options.network in ("none", "host"):
-            raise Conflict(f"container {record.name} is on network {record.options.network}: "
-                           "it cannot join another network")  # fmt: skip
-        if any(e.network == attachment.network for e in record.endpoints):
-            raise Conflict(f"container {record.name} is already on network {attachment.network}")
-        used = {int(e.interface.removeprefix("eth")) for e in record.endpoints
-                if e.interface.removeprefix("eth").isdigit()}  # fmt: skip
-        index = next(i for i in range(len(used) + 1) if i not in used)
-        net = self.networks.user(attachment.bridge, attachment.subnet)
-        endpoint = await self.bundles.attach(
-            record.id, net, index, name=attachment.network, network_id=attachment.network_id,
-            aliases=attachment.aliases, ip=attachment.ip,
-        )  # fmt: skip
-        latest = self.store.load(record.id) or record
-        options = replace(latest.options, attachments=(*latest.options.attachments, attachment))
-        record = latest.evolve(endpoints=(*latest.endpoints, endpoint), options=options,
-                               ip=latest.ip or endpoint.ip)  # fmt: skip
-        self.store.save(record)
-        self.refresh_hosts({attachment.network})
-        self.on_event("connect", record)
-        return record
-
-    async def disconnect(self, ref: str, network: str) -> ContainerRecord:
-        """Take a container off a network: its interface there goes, its address too."""
-        record = self.get(ref)
-        found = [e for e in record.endpoints if e.network == network]
-        if not found:
-            raise Conflict(f"container {record.name} is not on network {network}")
-        endpoint = found[0]
-        index = int(endpoint.interface.removeprefix("eth") or 0)
-        net = (self.network if endpoint.bridge == self.network.name
-               else self.networks.user(endpoint.bridge, endpoint.subnet))  # fmt: skip
-        await asyncio.to_thread(net.detach_interface, record.id, index)
-        latest = self.store.load(record.id) or record
-        endpoints = tuple(e for e in latest.endpoints if e.network != network)
-        options = replace(
-            latest.options,
-            attachments=tuple(a for a in latest.options.attachments if a.network != network),
-        )
-        record = latest.evolve(endpoints=endpoints, options=options,
-                               ip=endpoints[0].ip if endpoints else "")  # fmt: skip
-        self.store.save(record)
-        self.refresh_hosts({network} | {e.network for e in endpoints})
-        self.on_event("disconnect", record)
-        return record
-
-    def network_members(self, network_id: str) -> list[ContainerRecord]:
-        """The containers on the user-defined network ``network_id``."""
-        return [r for r in self.store.all()
-                if any(e.network_id == network_id for e in r.endpoints)]  # fmt: skip
-
-    # -- names on user-defined networks ------------------------------------------------
-
-    def hosts_text(self, record: ContainerRecord) -> str:
-        """Container ``record``'s /etc/hosts: itself, its links (each alias), and every
-        member of its user-defined networks by name, aliases, short id and host name (as
-        Docker's DNS answers them on such a network; kept current
-        as members come and go: ``refresh_hosts``)."""
-        links = []
-        for ref, alias in record.options.links:
-            try:
-                linked = self.store.find(ref)
-            except NotFound:
-                continue  # removed since: its names go
-            if linked.ip:
-                links.append((linked.ip, alias or linked.name, linked.name))
-        members: list[tuple[str, list[str]]] = []
-        mine = {e.network for e in record.endpoints if e.network_id}
-        if mine:
-            others = [r for r in self.store.all() if r.id != record.id and r.status != "creating"]
-            for r in [record, *others]:
-                for e in r.endpoints:
-                    if e.network in mine:
-                        members.append((e.ip, [r.name, *e.aliases, r.id[:12], r.hostname]))
-        gateway = record.endpoints[0].gateway if record.endpoints else ""
-        for name, address in record.options.extra_hosts:  # --add-host
-            if address == "host-gateway":  # Docker's word for the host, as seen from here
-                if not gateway:
-                    continue
-                address = gateway
-            members.append((address, [name]))
-        return hosts_file(record.ip, record.hostname, links, members)
-
-    def refresh_hosts(self, networks: set[str]) -> None:
-        """Rewrite, in place (each is bind-mounted into its container), the /etc/hosts of
-        every container on one of ``networks``."""
-        for r in self.store.all():
-            if r.status == "creating" or not any(e.network in networks for e in r.endpoints):
-                continue
-            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
-                write_private(self.paths(r.id).root / "hosts", self.hosts_text(r), 0o644)
+            self.memberships.refresh_hosts(networks)
 
     def volume_users(self, name: str) -> list[str]:
         return self.store.volume_users(name)

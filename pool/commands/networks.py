@@ -33,18 +33,19 @@ class NetworkCommands:
             raise CommandError("invalid", "argument 'endpoint' must be a network endpoint")
         e = EndpointSpec.from_json(raw)
         attachment = Attachment(e.network, e.network_id, e.bridge, e.subnet, e.aliases, e.ip)
-        await self.runtime.connect(required(cmd.args, "id"), attachment)
+        await self.runtime.memberships.connect(required(cmd.args, "id"), attachment)
         return {}
 
     async def disconnect(self, cmd: Command) -> Any:
-        await self.runtime.disconnect(required(cmd.args, "id"), required(cmd.args, "network"))
+        memberships = self.runtime.memberships
+        await memberships.disconnect(required(cmd.args, "id"), required(cmd.args, "network"))
         return {}
 
     async def members(self, cmd: Command) -> Any:
         """The containers on network ``network_id``, with their address on it."""
         network_id = required(cmd.args, "network_id")
         out = []
-        for r in self.runtime.network_members(network_id):
+        for r in self.runtime.memberships.network_members(network_id):
             for e in r.endpoints:
                 if e.network_id == network_id:
                     out.append(member(r.id, r.name, e))
@@ -53,7 +54,7 @@ class NetworkCommands:
     async def remove(self, cmd: Command) -> Any:
         """The network's bridge on this node, gone; refused while a container is on it."""
         network_id, bridge = required(cmd.args, "network_id"), required(cmd.args, "bridge")
-        users = [r.name for r in self.runtime.network_members(network_id)]
+        users = [r.name for r in self.runtime.memberships.network_members(network_id)]
         if users:
             raise CommandError("conflict", f"network {cmd.args.get('name', network_id)} has "
                                f"active endpoints: {', '.join(users)}")  # fmt: skip
