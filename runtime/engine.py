@@ -451,6 +451,8 @@ class Runtime:
         self.store.save(record)
         self.store.release_name(old, record.id)
         self.on_event("rename", record)
+        if networks := {e.network for e in record.endpoints if e.network_id}:
+            self.memberships.refresh_hosts(networks)  # its members know it by its new name
         return record
 
     async def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
