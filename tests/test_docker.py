@@ -232,6 +232,19 @@ def test_scow_container_verbs(host: Host) -> None:
     assert host.scow("volume", "create", "sv-vol").stdout == "sv-vol\n"
     assert "sv-vol" in host.scow("volume", "ls", "-q").stdout.split()
     assert host.scow("volume", "rm", "sv-vol").returncode == 0
+    assert host.scow("network", "create", "sv-net").returncode == 0
+    made = host.scow("run", "-d", "--name", "sv-on", "--network", "sv-net", "--restart",
+                     "unless-stopped", "busybox", "sleep", "300")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    policy = host.scow("inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "sv-on")
+    assert policy.stdout == "unless-stopped\n"
+    assert "sv-net" in host.scow("network", "ls").stdout
+    busy = host.scow("network", "rm", "sv-net")
+    assert busy.returncode == 1 and "active endpoints" in busy.stderr
+    assert host.scow("rm", "-f", "sv-on").returncode == 0
+    assert host.scow("network", "rm", "sv-net").stdout == "sv-net\n"
+    bad = host.scow("run", "--restart", "sometimes", "busybox", "true")
+    assert bad.returncode == 2 and "sometimes" in bad.stderr
 
 
 def test_what_scow_lacks_is_a_501_that_names_it(host: Host) -> None:

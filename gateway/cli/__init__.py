@@ -56,6 +56,7 @@ SUBCOMMANDS: Mapping[str, tuple[str, str]] = {
     "stats": (f"{_C}:stats", "Show a container's memory, CPU and processes"),
     "stop": (f"{_C}:stop", "Stop containers"),
     "unpause": (f"{_C}:unpause", "Thaw paused containers"),
+    "network": ("gateway.cli.networks:network", "Networks: ls, create, connect, rm, prune"),
     "volume": ("gateway.cli.volumes:volume", "Volumes: ls, create, inspect, rm"),
     "wait": (f"{_C}:wait", "Wait until containers stop; print their exit codes"),
 }

@@ -17,7 +17,6 @@ import click
 from gateway.cli.output import api_command, checked, client, fail, key_values
 from gateway.cli.streams import write_frames
 from gateway.client import ApiClient, ApiClientError, error_of
-from pool.contract.choices import CONTAINER_NETWORKS
 
 
 def parse_publish(specs: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
@@ -48,9 +47,10 @@ run_options = [
     click.option("-m", "--memory", default="", help="Memory limit, e.g. 64m"),
     click.option("--cpu-shares", type=int, default=0, help="Relative CPU weight"),
     click.option("--pids-limit", type=int, default=0, help="Most processes"),
-    click.option(
-        "--network", type=click.Choice(CONTAINER_NETWORKS), default="bridge", show_default=True
-    ),
+    click.option("--network", default="bridge", show_default=True,
+                 help="bridge, none, or a network's name (scow network ls)"),
+    click.option("--restart", default="no", show_default=True,
+                 help="no, always, unless-stopped, on-failure[:N]"),
     click.option("--entrypoint", default=None),
     click.option("-w", "--workdir", default=""),
     click.option("-u", "--user", default=""),
@@ -67,15 +67,18 @@ def with_run_options(fn: Any) -> Any:
 
 
 def create_body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, Any]:
+    from pool.contract.containers import parse_restart
     from pool.contract.units import parse_size
 
     exposed, bindings = parse_publish(o["publish"])
+    restart, retries = checked(parse_restart, o["restart"])
     host: dict[str, Any] = {
         "Binds": list(o["volume"]), "PortBindings": bindings,
         "PublishAllPorts": o["publish_all"], "NetworkMode": o["network"],
         "ReadonlyRootfs": o["read_only"], "AutoRemove": o["auto_remove"],
         "CpuShares": o["cpu_shares"], "PidsLimit": o["pids_limit"],
         "Memory": checked(parse_size, o["memory"], "memory") if o["memory"] else 0,
+        "RestartPolicy": {"Name": restart, "MaximumRetryCount": retries},
     }  # fmt: skip
     return {
         "Image": image, "Cmd": list(command) or None, "Env": list(o["env"]),

@@ -10,6 +10,3 @@ from typing import Literal, get_args
 Protocol = Literal["http", "stdio"]
 PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 
-# A container's network: scow's bridge, or none (loopback only).
-ContainerNetwork = Literal["bridge", "none"]
-CONTAINER_NETWORKS: tuple[str, ...] = get_args(ContainerNetwork)
