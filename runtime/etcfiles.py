@@ -42,7 +42,7 @@ def own_resolv_conf(servers: Iterable[str], search: Iterable[str], options: Iter
     """A container's own resolver config (``--dns``, ``--dns-search``, ``--dns-option``).
 
     >>> own_resolv_conf(["10.0.0.53"], ["corp"], ["ndots:2"])
-    'nameserver 10.0.0.53\nsearch corp\noptions ndots:2\n'
+    'nameserver 10.0.0.53\\nsearch corp\\noptions ndots:2\\n'
     """
     lines = [f"nameserver {s}" for s in servers]
     if search := list(search):
