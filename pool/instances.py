@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import os
 import select
+import struct
+import termios
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -152,14 +155,48 @@ async def _wait_port(runtime: Runtime, record: ContainerRecord, port: int) -> No
     raise InstanceError(f"the function did not listen on port {port} within {READY_TIMEOUT:.0f}s")
 
 
-def _new_log_lines(runtime: Runtime, inst: Instance) -> list[tuple[str, str]]:
+async def _new_log_lines(runtime: Runtime, inst: Instance) -> list[tuple[str, str]]:
     """What the container logged since the last call (a throwaway one: all of it).
 
-    Lines written after the reply was sent are published with the next call, or
-    not at all for a throwaway container.
+    What it wrote before its reply is in its log once conmon has taken it from the
+    pipes: that is waited for (a few milliseconds at most). Lines written after the
+    reply was sent are published with the next call, or not at all for a throwaway
+    container.
     """
+    record = inst.record
+    deadline = time.monotonic() + LOG_DRAIN_TIMEOUT
+    while not _log_drained(record.pid, record.monitor_pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
     new, inst.logged = runtime.logs_from(inst.id, inst.logged)
     return [(ln.stream, ln.text) for ln in new]
+
+
+LOG_DRAIN_TIMEOUT = 0.05
+
+
+def _log_drained(pid: int, monitor: int) -> bool:
+    """Whether conmon has written to the log all that the container wrote: nothing is left
+    in its stdout and stderr pipes (FIONREAD on them, reopened through /proc), and conmon
+    sleeps, its write done."""
+    for n in (1, 2):
+        try:
+            fd = os.open(f"/proc/{pid}/fd/{n}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return True  # gone, or not a pipe we may open: nothing to wait for
+        try:
+            pending = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+        except OSError:
+            pending = 0
+        finally:
+            os.close(fd)
+        if pending:
+            return False
+    try:
+        with open(f"/proc/{monitor}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"R"
 
 
 def _log_tail(runtime: Runtime, cid: str) -> str:
@@ -184,7 +221,7 @@ async def invoke(
         if inst.spec.protocol == "stdio":
             return await asyncio.wait_for(_stdio(runtime, inst, req, limit), remaining)
         result = await asyncio.wait_for(_http(runtime, http, inst, req, limit), remaining)
-        inst.call_logs = _new_log_lines(runtime, inst)[-LOG_LINES_KEPT:]
+        inst.call_logs = (await _new_log_lines(runtime, inst))[-LOG_LINES_KEPT:]
         return result
     except TimeoutError:
         with contextlib.suppress(ContainerError):  # it may have exited meanwhile

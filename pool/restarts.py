@@ -77,6 +77,12 @@ class Restarts:
         self._watchers[record.id] = task
         task.add_done_callback(lambda _: self._watchers.pop(record.id, None))
 
+    def forget(self, cid: str) -> None:
+        """A container about to be removed: its policy no longer applies."""
+        task = self._watchers.pop(cid, None)
+        if task is not None:
+            task.cancel()
+
     async def _keep(self, cid: str) -> None:
         with contextlib.suppress(NotFound):
             while True:

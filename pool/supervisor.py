@@ -89,7 +89,9 @@ class Supervisor:
         self.health.watch(record)
         self.watch(record)
 
-    def removed(self, cid: str) -> None:
+    def removing(self, cid: str) -> None:
+        """A client removes the container: no restart or check may race its removal."""
+        self.restarts.forget(cid)
         self.health.forget(cid)
 
     def watch(self, record: ContainerRecord) -> None:

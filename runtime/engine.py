@@ -37,7 +37,7 @@ from typing import Any
 from runtime import logs as logfiles
 from runtime.bundle import Bundles
 from runtime.cgroups import DEFAULT_ROOT, Cgroups, CgroupStats
-from runtime.errors import Conflict, InvalidOption, NotFound
+from runtime.errors import Conflict, InvalidOption, NotFound, RuncError
 from runtime.execs import exec_process, exec_terminal
 from runtime.memberships import Memberships
 from runtime.monitor import (
@@ -317,13 +317,20 @@ class Runtime:
         A terminal's stdin is never closed by a client leaving (Docker keeps a TTY's open
         for the next ``attach``); a plain stdin is with ``stdin_once``."""
         paths = self.paths(cid)
-        pid, monitor_pid = await self.conmon.create(
+        try:
+            pid, monitor_pid = await self.conmon.create(
             cid, paths.bundle, log_path=paths.log, exit_dir=paths.exit_dir,
             pid_file=paths.pid_file, conmon_pid_file=paths.monitor_pid_file,
             socket_dir=self.config.run_dir / "conmon", terminal=opts.tty,
             stdin=opts.stdin_open,
             leave_stdin_open=opts.tty or (opts.stdin_open and not opts.stdin_once),
-        )  # fmt: skip
+            )  # fmt: skip
+        except RuncError:
+            # conmon forked and then runc failed: it exits too, and as our child (we are
+            # the subreaper) it must be reaped, not left a zombie.
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                self.exits.watch(int(paths.monitor_pid_file.read_text()))
+            raise
         self.exits.watch(monitor_pid)
         return pid, monitor_pid
 

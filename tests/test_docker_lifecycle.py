@@ -162,7 +162,9 @@ def _node(host: Host) -> psutil.Process | None:
     return None
 
 
-def test_restart_policies_outlive_a_node_killed(host: Host, client: Any) -> None:
+def test_restart_policies_outlive_a_node_killed(
+    host: Host, client: Any, not_subreaper: None
+) -> None:
     """kill -9 the node; while it is down its containers die; `scow up` starts it again,
     and it starts again the ones their policy keeps up (and not one stopped by hand)."""
     kept = client.containers.run("busybox", ["sleep", "300"], detach=True, name="kept",

@@ -207,9 +207,11 @@ class ContainerCommands:
 
     async def remove(self, cmd: Command) -> Any:
         record = self._record(cmd)
+        if record.status in ("running", "paused") and not flag(cmd.args, "force"):
+            await self.runtime.remove(record.id)  # refused: it runs, and nothing was forgotten
+        self.supervisor.removing(record.id)
         await self.runtime.remove(record.id, force=flag(cmd.args, "force"),
                                   volumes=flag(cmd.args, "v"))  # fmt: skip
-        self.supervisor.removed(record.id)
         await self.supervisor.untrack(record.id)
         return {}
 
