@@ -20,7 +20,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import calls, environments, functions, secrets, system
 from gateway.auth import HostCheck, TokenAuth
-from gateway.docker import archive, containers, events, execs, images, networks, volumes
+from gateway.docker import (
+    archive,
+    containers,
+    events,
+    execs,
+    images,
+    networks,
+    registries,
+    volumes,
+)
 from gateway.docker import system as docker_system
 from gateway.docker.system import API_VERSION, MIN_API_VERSION
 from gateway.http import (
@@ -104,7 +113,7 @@ def create_app(config: HostConfig, token: str) -> Starlette:
     routes = [*system.routes, *docker_system.routes, *functions.routes, *calls.routes,
               *environments.routes, *images.routes, *secrets.routes, *containers.routes,
               *execs.routes, *archive.routes, *volumes.routes, *networks.routes,
-              *events.routes]  # fmt: skip
+              *registries.routes, *events.routes]  # fmt: skip
     middleware = [
         Middleware(RequestLog),
         Middleware(HostCheck, allowed=[h for h in config.allowed_hosts.split(",") if h.strip()]),

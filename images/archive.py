@@ -106,6 +106,11 @@ def _save_oci(
 
 
 def load(store: ImageStore, src: IO[bytes], *, max_bytes: int | None = None) -> list[str]:
+    with store.adding():
+        return _load(store, src, max_bytes)
+
+
+def _load(store: ImageStore, src: IO[bytes], max_bytes: int | None) -> list[str]:
     """Load every image in a docker-archive or OCI archive; ``Loaded image: ...`` lines.
 
     An archive is hostile: its JSON is checked field by field, each layer goes in
@@ -272,6 +277,14 @@ def import_rootfs(
     store.open()
     if tag:
         reference.normalize(tag)
+    with store.adding():
+        return _import(store, src, tag, config, message, max_bytes)
+
+
+def _import(
+    store: ImageStore, src: IO[bytes], tag: str | None, config: Mapping[str, Any] | None,
+    message: str, max_bytes: int | None,
+) -> Image:  # fmt: skip
     diff_id = store.add_layer_stream(decompressed(src), max_bytes=max_bytes)
     image_config = empty_config()
     image_config["config"].update(config or {})

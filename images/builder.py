@@ -104,6 +104,10 @@ class Builder:
         self.cache = BuildCache(store.root / "build-cache.json")
 
     async def build(self, opts: BuildOptions) -> Image:
+        with self.store.adding():  # its steps' layers are no image's until it is done
+            return await self._build_locked(opts)
+
+    async def _build_locked(self, opts: BuildOptions) -> Image:
         self.store.open()
         try:
             context = BuildContext.load(opts.context)

@@ -38,18 +38,19 @@ async def commit(
         for diff_id in diff_ids:
             add_step(config, "layer of a removed image", diff_id)
     paused = pause and record.status == "running"
-    if paused:
-        await runtime.pause(record.id)
-    try:
-        diff_id = store.add_layer_dir(runtime.paths(record.id).upper)
-    finally:
+    with store.adding():
         if paused:
-            await runtime.resume(record.id)
-    config["config"].update(changes or {})
-    if author:
-        config["author"] = author
-    add_step(config, f"scow commit {record.name}", diff_id, message)
-    return store.create_image(config, tag=tag)
+            await runtime.pause(record.id)
+        try:
+            diff_id = store.add_layer_dir(runtime.paths(record.id).upper)
+        finally:
+            if paused:
+                await runtime.resume(record.id)
+        config["config"].update(changes or {})
+        if author:
+            config["author"] = author
+        add_step(config, f"scow commit {record.name}", diff_id, message)
+        return store.create_image(config, tag=tag)
 
 
 def _parent(store: ImageStore, ref: str, diff_ids: list[str]) -> Image | None:

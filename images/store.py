@@ -55,6 +55,16 @@ class Image:
     def short_id(self) -> str:
         return self.id.removeprefix("sha256:")[:12]
 
+    @property
+    def repo_tags(self) -> list[str]:
+        """Its names (``name:tag``), without its digest references."""
+        return [t for t in self.tags if "@" not in t]
+
+    @property
+    def repo_digests(self) -> list[str]:
+        """Where a registry has it (``name@sha256:...``, from a pull or a push)."""
+        return [t for t in self.tags if "@" in t]
+
 
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -283,13 +293,15 @@ class ImageStore:
     def remove(self, ref: str, *, force: bool = False, in_use_by: Sequence[str] = ()) -> list[str]:
         """Untag, or delete the image; what was untagged and deleted, as Docker lists it.
 
-        Removing one of several tags only untags. Deleting refuses an image that a
-        container uses, unless ``force``. Blobs go with ``gc``.
+        Removing one of several tags only untags; a digest reference (``name@sha256:...``,
+        from a pull or push) does not keep an image whose last tag goes. Deleting refuses an
+        image that a container uses, unless ``force``. Blobs go with ``gc``.
         """
         image = self.get(ref)
         by_tag = not reference.ID_RE.match(ref) or ref in image.tags
-        if by_tag and len(image.tags) > 1:
-            wanted = reference.normalize(ref)
+        wanted = reference.normalize(ref) if by_tag else ""
+        others = [t for t in image.tags if t != wanted and "@" not in t]
+        if by_tag and others:
             with self._index() as index:
                 index["manifests"] = [
                     e for e in index["manifests"]
@@ -329,10 +341,26 @@ class ImageStore:
                 shutil.rmtree(self.layer_dir(diff_id), ignore_errors=True)
                 self.blob_path(diff_id).unlink(missing_ok=True)
 
+    @contextlib.contextmanager
+    def adding(self) -> Iterator[None]:
+        """Held while layers are added that no image references yet (a pull, build, load,
+        import or commit under way): ``gc`` waits for every such holder to be done."""
+        self.open()
+        with open(self.root / "gc.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            yield
+
     def gc(self, in_use_layers: Collection[Path] = ()) -> tuple[int, int]:
-        """Remove blobs and layer dirs nothing references; (blobs, layers) removed."""
+        """Remove blobs and layer dirs nothing references; (blobs, layers) removed. It
+        waits for what is being added (``adding``), whose layers no image references yet."""
         keep_blobs: set[str] = set()
         keep_layers: set[str] = {p.name for p in in_use_layers}
+        self.open()
+        with open(self.root / "gc.lock", "a") as gc_lock:
+            fcntl.flock(gc_lock, fcntl.LOCK_EX)  # first: an adder holds it, then the index
+            return self._collect(keep_blobs, keep_layers)
+
+    def _collect(self, keep_blobs: set[str], keep_layers: set[str]) -> tuple[int, int]:
         with self._index() as index:
             for e in index["manifests"]:
                 manifest = json.loads(self.read_blob(e["digest"]))

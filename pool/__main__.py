@@ -38,6 +38,7 @@ async def _main(args: argparse.Namespace) -> None:
     manager = PoolManager(
         redis, runtime, images, node_id=args.node_id, metrics_port=port,
         response_limit=args.response_limit, max_environments=args.max_environments,
+        insecure_registries=[r for item in args.insecure_registry for r in item.split(",")],
     )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -67,6 +68,11 @@ def main() -> None:
                         help="Bytes of a function's reply; more is a 502")  # fmt: skip
     parser.add_argument("--max-environments", type=int, default=DEFAULTS.max_environments,
                         help="Environments this node holds at once")  # fmt: skip
+    parser.add_argument(
+        "--insecure-registry", action="append", default=[DEFAULTS.insecure_registries],
+        help="A registry (HOST[:PORT] or a CIDR) reached over plain HTTP if HTTPS fails; "
+        "loopback ones always are",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per call otherwise

@@ -21,7 +21,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -46,6 +46,7 @@ from pool.functions import Functions
 from pool.health import HealthChecks
 from pool.httpclient import Connections
 from pool.metrics import NodeMetrics
+from pool.registries import Registries
 from pool.replies import Replier
 from pool.restarts import Restarts
 from pool.supervisor import Supervisor
@@ -86,6 +87,7 @@ class PoolManager:
         response_limit: int = DEFAULTS.response_limit,
         max_environments: int = DEFAULTS.max_environments,
         callback_allow: str | None = None,
+        insecure_registries: Iterable[str] = (),
     ) -> None:
         self.redis, self.runtime, self.images = redis, runtime, images
         self.node_id = node_id or f"{socket.gethostname()}-{secrets.token_hex(4)}"
@@ -110,14 +112,15 @@ class PoolManager:
         self.functions = Functions(parts)
         self.take_over = TakeOver(redis, self.node_id, self.functions, self.replier, handling)
         health = HealthChecks(runtime, self._container_event)
+        self.registries = Registries(insecure_registries, self._stored_login)
         self.supervisor = Supervisor(runtime, redis, self.node_id,
                                      Restarts(runtime, on_start=health.watch), health)  # fmt: skip
         self.environments = EnvironmentCommands(runtime, images, redis, self.node_id,
                                                 max_environments)  # fmt: skip
         handlers: dict[str, Handler] = {
             "node.info": self._node_info,
-            **ImageCommands(images, runtime, self.events,
-                            fetcher(self.replier.callback_allow)).commands,
+            **ImageCommands(images, runtime, self.events, fetcher(self.replier.callback_allow),
+                            self.registries).commands,
             **ContainerCommands(runtime, images, self.supervisor).commands,
             **AttachCommands(runtime, self.supervisor).commands,
             **ExecCommands(runtime, redis, self.node_id, self.supervisor).commands,
@@ -153,6 +156,11 @@ class PoolManager:
     @callback_allow.setter
     def callback_allow(self, value: outbound.Allow) -> None:
         self.replier.callback_allow = value
+
+    async def _stored_login(self, registry: str) -> str:
+        """What docker login kept for ``registry`` (for pulls nobody is there to log in)."""
+        raw = await self.redis.hget(keys.LOGINS, registry)
+        return raw.decode() if isinstance(raw, bytes) else ""
 
     def _container_event(self, action: str, record: ContainerRecord) -> None:
         self.events.container(action, record)

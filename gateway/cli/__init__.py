@@ -58,6 +58,10 @@ SUBCOMMANDS: Mapping[str, tuple[str, str]] = {
     "unpause": (f"{_C}:unpause", "Thaw paused containers"),
     "network": ("gateway.cli.networks:network", "Networks: ls, create, connect, rm, prune"),
     "volume": ("gateway.cli.volumes:volume", "Volumes: ls, create, inspect, rm"),
+    "login": ("gateway.cli.registries:login", "Log in to a registry"),
+    "logout": ("gateway.cli.registries:logout", "Forget a registry's login"),
+    "pull": ("gateway.cli.registries:pull", "Fetch an image from a registry"),
+    "push": ("gateway.cli.registries:push", "Send an image to a registry"),
     "wait": (f"{_C}:wait", "Wait until containers stop; print their exit codes"),
 }
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -20,9 +19,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway.docker import registries
 from gateway.docker.nodes import node_of
-from gateway.http import ApiError, query, read_body
+from gateway.http import ApiError, docker_filters, query, read_body
 from gateway.state import Gateway, gateway_of
+
+DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+def _registry_of(name: str) -> str:
+    """The registry a name's first component is, as Docker decides (a dot, a port, or
+    ``localhost``); "" for a local name."""
+    first, sep, _ = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return "" if first in DOCKER_HUB else first
+    return ""
 
 BUILD_TIMEOUT = 3600.0
 
@@ -37,30 +48,26 @@ def _epoch(text: str) -> int:
 
 
 def local_reference(name: str) -> str:
-    """Docker's clients qualify a short name with their default registry and ``library/``;
-    scow's store has no registries, so the short name is the image.
+    """Docker's clients qualify a short name with Docker Hub and ``library/``; scow reaches
+    no registry it was not pointed at and makes its base images itself, so for those the
+    short name is the image. A name with another registry host keeps it.
 
-    >>> local_reference("registry.example:5000/library/busybox")
-    'busybox'
+    >>> local_reference("docker.io/library/busybox"), local_reference("reg:5000/team/app")
+    ('busybox', 'reg:5000/team/app')
     >>> local_reference("../../etc")  # not a host: left for the node to refuse by name
     '../../etc'
     """
     first, sep, rest = name.partition("/")
-    is_host = _HOST.fullmatch(first) is not None
-    if sep and is_host and ("." in first or ":" in first or first == "localhost"):
+    if sep and first in DOCKER_HUB:
         name = rest
     return name.removeprefix("library/")
-
-
-# A registry host as Docker's reference grammar has it: dot-separated labels, a port.
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*(?::\d+)?")
 
 
 def _summary(image: dict[str, Any]) -> dict[str, Any]:
     return {
         "Id": image["id"], "ParentId": "", "RepoTags": image["tags"] or ["<none>:<none>"],
-        "RepoDigests": [], "Created": _epoch(image["created"]), "Size": image["size"],
+        "RepoDigests": image.get("digests") or [], "Created": _epoch(image["created"]),
+        "Size": image["size"],
         "SharedSize": -1, "VirtualSize": image["size"], "Containers": -1,
         "Labels": image.get("labels") or {},
     }  # fmt: skip
@@ -78,7 +85,8 @@ async def inspect_image(request: Request) -> JSONResponse:
     image = await gw.command("image.inspect", {"ref": request.path_params["name"]}, timeout=30)
     config = image["config"]
     return JSONResponse({
-        "Id": image["id"], "RepoTags": image["tags"], "RepoDigests": [], "Parent": "",
+        "Id": image["id"], "RepoTags": image["tags"], "RepoDigests": image.get("digests") or [],
+        "Parent": "",
         "Comment": "", "Created": config.get("created", ""), "Author": config.get("author", ""),
         "Config": config.get("config") or {}, "Architecture": config.get("architecture", ""),
         "Os": config.get("os", "linux"), "Size": image["size"], "VirtualSize": image["size"],
@@ -118,6 +126,16 @@ async def remove(request: Request) -> JSONResponse:
         what, _, ref = line.partition(": ")
         out.append({what: ref})
     return JSONResponse(out)
+
+
+async def prune(request: Request) -> JSONResponse:
+    """``docker image prune [-a]``: untagged images (``dangling=false``: every unused one)."""
+    gw = gateway_of(request)
+    filters = docker_filters(request.query_params.get("filters", ""))
+    every = any(v.lower() in ("false", "0") for v in filters.get("dangling", []))
+    done = await gw.command("images.prune", {"all": every}, timeout=BUILD_TIMEOUT)
+    deleted = [{what: ref} for what, _, ref in (line.partition(": ") for line in done["removed"])]
+    return JSONResponse({"ImagesDeleted": deleted or None, "SpaceReclaimed": done["reclaimed"]})
 
 
 async def _progress_stream(
@@ -259,7 +277,15 @@ async def create(request: Request) -> Response:
     name = local_reference(q.get("fromImage", ""))
     if not name:
         raise ApiError(400, "bad_request", "give fromImage (a pull) or fromSrc=- (an import)")
-    ref = f"{name}:{q['tag']}" if q.get("tag") and ":" not in name.rsplit("/", 1)[-1] else name
+    tag_ = q.get("tag", "")
+    if tag_.startswith("sha256:"):
+        ref = f"{name}@{tag_}"
+    elif tag_ and ":" not in name.rsplit("/", 1)[-1] and "@" not in name:
+        ref = f"{name}:{tag_}"
+    else:
+        ref = name
+    if _registry_of(name):
+        return await registries.pull(request, ref)
     if not any(n["live"] for n in (await gw.nodes()).values()):
         raise ApiError(503, "no_node", "image pull: no node is up to do it")
     try:
@@ -303,6 +329,7 @@ routes = [
     Route("/images/create", create, methods=["POST"]),
     Route("/commit", commit_container, methods=["POST"]),
     Route("/images/json", list_images, methods=["GET"]),
+    Route("/images/prune", prune, methods=["POST"]),
     Route("/images/{name:path}/get", save, methods=["GET"]),
     Route("/images/{name:path}/json", inspect_image, methods=["GET"]),
     Route("/images/{name:path}/history", history, methods=["GET"]),

@@ -110,7 +110,8 @@ UNSUPPORTED = {
     "swarm": "swarm mode", "services": "swarm services", "tasks": "swarm tasks",
     "nodes": "swarm nodes", "secrets": "swarm secrets", "configs": "swarm configs",
     "plugins": "plugins", "session": "BuildKit sessions", "grpc": "BuildKit",
-    "distribution": "registries", "auth": "registry logins", "build/prune": "the build cache prune",
+    "distribution": "inspecting images in a registry (pull them)",
+    "build/prune": "the build cache prune",
 }  # fmt: skip
 _ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD"]
 

@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from images.base import UnknownBase
 from images.builder import BuildError
 from images.errors import ImageError, ImageInUse, ImageNotFound, InvalidReference
+from images.registry import NotInRegistry, RegistryError, Unauthorized
 from pool.contract import keys
 from pool.contract.errors import InvalidSpec
 from pool.contract.messages import CallResult, CommandRequest, Failure
@@ -116,6 +117,12 @@ async def run_command(handlers: Mapping[str, Handler], name: str, cmd: Command) 
         raise CommandError(kind, f"the environment is not ready: {exc}") from None
     except UnsafeArchive as exc:
         raise CommandError("unsafe_archive", str(exc)) from None
+    except Unauthorized as exc:
+        raise CommandError("unauthorized", str(exc)) from None
+    except NotInRegistry as exc:
+        raise CommandError("not_found", str(exc)) from None
+    except RegistryError as exc:
+        raise CommandError("registry", str(exc)) from None
     except (InvalidOption, InvalidSpec, InvalidReference, BuildError, ImageError,
             ContainerError) as exc:  # fmt: skip
         raise CommandError("invalid", str(exc)) from None
@@ -196,7 +203,9 @@ class CommandServer:
             log.exception("node command %s failed", req.name)
             result = CallResult.failure(req.id, 0, "internal", f"{req.name}: {exc!r}")
         finally:
-            lines.put_nowait(None)
+            # After the lines already handed over (call_soon_threadsafe queues them): put
+            # at once, the end overtook the last ones, which were lost.
+            loop.call_soon(lines.put_nowait, None)
             await pump
         if streamed:  # its reader stops at this, rather than waiting for more
             with contextlib.suppress(aioredis.RedisError):

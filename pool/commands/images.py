@@ -4,7 +4,10 @@ import, and commit of a container's changes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -16,19 +19,32 @@ from images.base import bootstrap
 from images.builder import Builder, BuildOptions
 from images.commit import commit
 from images.copying import Fetch
+from images.distribution import Remote
+from images.errors import ImageNotFound, InvalidReference
 from images.store import Image, ImageStore
 from pool.commands import OUTPUT_CHUNK, Command, CommandError, Handler, required, strings
 from pool.contract.messages import event
 from pool.events import EventSink
+from pool.registries import Registries
 from runtime.engine import Runtime
 from runtime.rootdir import RootDir
 from runtime.tarfs import Limits, extract_tar
 
 
+def _disk_use(root: Path) -> int:
+    total = 0
+    for base, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(base, name)).st_blocks * 512
+    return total
+
+
 def _image_json(image: Image, store_size: Callable[[str], int]) -> dict[str, Any]:
     labels = (image.config.get("config") or {}).get("Labels") or {}
     return {
-        "id": image.id, "tags": list(image.tags), "created": image.config.get("created", ""),
+        "id": image.id, "tags": image.repo_tags, "digests": image.repo_digests,
+        "created": image.config.get("created", ""),
         "size": sum(store_size(d) for d in image.diff_ids), "layers": len(image.diff_ids),
         "labels": labels,
     }  # fmt: skip
@@ -36,9 +52,11 @@ def _image_json(image: Image, store_size: Callable[[str], int]) -> dict[str, Any
 
 class ImageCommands:
     def __init__(
-        self, images: ImageStore, runtime: Runtime, events: EventSink, fetch: Fetch | None = None
-    ) -> None:
+        self, images: ImageStore, runtime: Runtime, events: EventSink, fetch: Fetch | None = None,
+        registries: Registries | None = None,
+    ) -> None:  # fmt: skip
         self.images, self.runtime, self.events, self.fetch = images, runtime, events, fetch
+        self.registries = registries or Registries()
 
     @property
     def commands(self) -> dict[str, Handler]:
@@ -48,7 +66,59 @@ class ImageCommands:
             "image.tag": self.image_tag, "image.build": self.image_build,
             "image.save": self.image_save, "image.load": self.image_load,
             "image.import": self.image_import, "container.commit": self.container_commit,
+            "image.pull": self.image_pull, "image.push": self.image_push,
+            "image.has": self.image_has, "registry.login": self.registry_login,
+            "registry.resolve": self.registry_resolve, "images.prune": self.images_prune,
         }  # fmt: skip
+
+    # -- registries -------------------------------------------------------------------
+
+    def _remote(self, cmd: Command, key: str = "ref") -> Remote:
+        try:
+            return Remote.parse(required(cmd.args, key))
+        except InvalidReference as exc:
+            raise CommandError("invalid", str(exc)) from None
+
+    async def image_pull(self, cmd: Command) -> Any:
+        """``docker pull``: from a registry (progress as Docker's JSON objects, one a line),
+        or a base image scow makes (busybox, debian) when the name has no registry."""
+        ref = required(cmd.args, "ref")
+        if not reference.registry_of(reference.parse(ref)[0]):
+            image = await asyncio.to_thread(bootstrap, self.images, ref,
+                                            lambda line: cmd.progress(json.dumps(
+                                                {"status": line})))  # fmt: skip
+            return _image_json(image, self.images.layer_size)
+        remote = self._remote(cmd)
+        image = await self.registries.pull(self.images, remote, cmd.args.get("auth"),
+                                           lambda o: cmd.progress(json.dumps(o)))  # fmt: skip
+        self._event("pull", image, str(remote))
+        return _image_json(image, self.images.layer_size)
+
+    async def image_push(self, cmd: Command) -> Any:
+        remote = self._remote(cmd, "target")
+        image = self.images.get(required(cmd.args, "ref"))
+        digest, size = await self.registries.push(
+            self.images, image.id, remote, cmd.args.get("auth"),
+            lambda o: cmd.progress(json.dumps(o)),
+        )  # fmt: skip
+        self._event("push", image, str(remote))
+        return {"id": image.id, "digest": digest, "size": size}
+
+    async def image_has(self, cmd: Command) -> Any:
+        try:
+            return {"id": self.images.get(required(cmd.args, "ref")).id}
+        except ImageNotFound:
+            return {"id": ""}
+
+    async def registry_login(self, cmd: Command) -> Any:
+        await self.registries.login(required(cmd.args, "server"), cmd.args.get("auth"))
+        return {"status": "Login Succeeded"}
+
+    async def registry_resolve(self, cmd: Command) -> Any:
+        """The digest a registry has for a tag now (a function is pinned to it)."""
+        remote = self._remote(cmd)
+        return {"digest": await self.registries.resolve(remote, cmd.args.get("auth")),
+                "name": remote.name}  # fmt: skip
 
     async def images_list(self, cmd: Command) -> Any:
         store = self.images
@@ -59,6 +129,23 @@ class ImageCommands:
         image = self.images.get(required(cmd.args, "ref"))
         return {**_image_json(image, self.images.layer_size), "config": image.config,
                 "history": self.images.history(image)}  # fmt: skip
+
+    async def images_prune(self, cmd: Command) -> Any:
+        """``docker image prune``: the untagged images (every one with ``all``) no container
+        uses, then the blobs and layers nothing references any more."""
+        store = self.images
+        containers = self.runtime.containers()
+        used = {r.image for r in containers}
+        removed: list[str] = []
+        for image in store.images():
+            names = {image.id, *image.tags}
+            if names & used or (image.repo_tags and not cmd.args.get("all")):
+                continue
+            removed += store.remove(image.id, force=True)
+        before = _disk_use(store.root)
+        in_use = [Path(p) for r in containers for p in r.layers]
+        await asyncio.to_thread(store.gc, in_use)
+        return {"removed": removed, "reclaimed": max(before - _disk_use(store.root), 0)}
 
     async def image_bootstrap(self, cmd: Command) -> Any:
         name = required(cmd.args, "name")
@@ -110,8 +197,8 @@ class ImageCommands:
         self._event("build", image)
         return _image_json(image, self.images.layer_size)
 
-    def _event(self, action: str, image: Image) -> None:
-        name = image.tags[0] if image.tags else image.id
+    def _event(self, action: str, image: Image, name: str = "") -> None:
+        name = name or (image.repo_tags[0] if image.repo_tags else image.id)
         self.events.emit(event("image", action, image.id, {"name": name}))
 
     def _spool(self) -> Path:

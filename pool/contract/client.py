@@ -46,6 +46,7 @@ from pool.contract.keys import (
     HEARTBEAT_STALE,
     INPUT_WINDOW,
     INVOCATIONS,
+    LOGINS,
     MAX_SECRETS,
     NODES,
     OUTPUT_WINDOW,
@@ -557,6 +558,10 @@ class PoolClient:
             1, ENVIRONMENTS, env_id, json.dumps(lease),
         )  # fmt: skip
         return bool(written != -1)
+
+    async def keep_login(self, registry: str, auth: str) -> None:
+        """Keep credentials a registry accepted (X-Registry-Auth form), for nodes' pulls."""
+        await self.redis.hset(LOGINS, registry, auth)
 
     async def container_nodes(self) -> dict[str, dict[str, str]]:
         """Docker-API containers: id -> {"node", "name"}."""

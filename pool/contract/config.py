@@ -42,6 +42,9 @@ class HostConfig:
     callback_allow: str = ""  # where X-Callback-Url may point beyond public addresses
     log_level: LogLevel = "info"
     gateway_workers: int = 1  # processes accepting on the gateway's sockets
+    # Registries (host[:port] or CIDR, comma-separated) a node may reach over plain HTTP
+    # besides loopback ones, as Docker's --insecure-registry.
+    insecure_registries: str = ""
 
     @classmethod
     def from_env(cls, **overrides: object) -> HostConfig:

@@ -26,6 +26,8 @@ Version 1. Every key starts with ``scow:v1:``.
     idempotency-count:<fn> string keys the function took this hour (capped)
     secrets                hash   name -> value: the one place a secret's value is kept
     networks               hash   network id -> NetworkSpec JSON (user-defined networks)
+    logins                 hash   registry host -> its credentials (X-Registry-Auth form), kept
+                                  by docker login for the nodes' pulls of functions' images
 
 A call's entry is deleted once it is answered, so a stream's length is the
 number of calls waiting or running: the gateway's queue cap reads it.
@@ -49,6 +51,7 @@ CONTAINERS = f"{PREFIX}:containers"
 COMMANDS = f"{PREFIX}:commands"
 SECRETS = f"{PREFIX}:secrets"
 NETWORKS = f"{PREFIX}:networks"
+LOGINS = f"{PREFIX}:logins"
 
 LOGS_MAXLEN = 10_000  # lines kept per function
 EVENTS_MAXLEN = 10_000
