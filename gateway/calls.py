@@ -188,6 +188,8 @@ async def invoke(request: Request) -> Response:
     response.headers["x-call-id"] = result.id
     response.headers["x-duration-seconds"] = f"{elapsed:.6f}"
     response.headers["x-scow-cold"] = "1" if result.cold else "0"
+    if result.node:
+        response.headers["x-scow-node"] = result.node  # which node ran it
     if result.id != call.id:
         response.headers["idempotent-replayed"] = "true"
     return response

@@ -45,7 +45,8 @@ async def create(request: Request) -> JSONResponse:
         spec = parse_environment(body)
     except InvalidSpec as exc:
         raise ApiError(400, "invalid_spec", str(exc)) from None
-    lease = await gw.command("env.create", body, timeout=spec.wait.timeout + 60)
+    node = await gw.pick_node(spec.node)
+    lease = await gw.command("env.create", body, node=node, timeout=spec.wait.timeout + 60)
     return JSONResponse(lease_view(lease), 201)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -13,7 +15,10 @@ from gateway.http import ApiError, json_object, read_json
 from gateway.state import Gateway, gateway_of
 from pool.contract import messages
 from pool.contract.errors import InvalidSpec
+from pool.contract.references import registry_of
 from pool.contract.specs import FunctionSpec, parse_spec
+
+DEPLOY_WAIT = 300.0  # a deploy from a registry answers once a node pulled it, or after this
 
 
 def spec_json(spec: FunctionSpec) -> dict[str, Any]:
@@ -60,17 +65,54 @@ def _parse(data: Any) -> FunctionSpec:
         raise ApiError(400, "invalid_spec", str(exc)) from None
 
 
-async def _check_image(gw: Gateway, spec: FunctionSpec) -> None:
-    """Refuse an image no node has; when no node can say, deploy anyway (it may come)."""
-    try:
-        await gw.command("image.inspect", {"ref": spec.image}, timeout=10)
-    except ApiError as exc:
-        if exc.status == 404:
-            raise ApiError(
-                400, "no_image", f"image {spec.image!r} is not in the store: build it first"
-            ) from None
-        if exc.status < 500:
-            raise
+async def _pinned(gw: Gateway, spec: FunctionSpec, auth: str) -> FunctionSpec:
+    """A spec whose image is in a registry, pinned to the digest its tag has now (every node
+    pulls that digest, whenever it makes the function's pool)."""
+    if not registry_of(spec.image) or "@" in spec.image:
+        return spec
+    live = [n for n, info in (await gw.nodes()).items() if info["live"]]
+    if not live:
+        raise ApiError(503, "no_node", "deploy: no node is up to ask the registry")
+    found = await gw.command("registry.resolve", {"ref": spec.image, "auth": auth},
+                             node=live[0], timeout=60)  # fmt: skip
+    return replace(spec, image=f"{found['name']}@{found['digest']}")
+
+
+async def _nodes_without(gw: Gateway, spec: FunctionSpec) -> list[str]:
+    """The live nodes that lack a local image; refused when no node has it (a registry
+    image is pulled by each node: none lacks it)."""
+    if registry_of(spec.image):
+        return []
+    live = [n for n, info in (await gw.nodes()).items() if info["live"]]
+    lacking = []
+    for node in live:
+        found = await gw.command("image.has", {"ref": spec.image}, node=node, timeout=10)
+        if not found["id"]:
+            lacking.append(node)
+    if live and len(lacking) == len(live):
+        raise ApiError(400, "no_image", f"image {spec.image!r} is not in the store: build it "
+                       "first, or deploy it from a registry (HOST:PORT/repo:tag)")  # fmt: skip
+    return lacking
+
+
+async def _ready_somewhere(gw: Gateway, spec: FunctionSpec, wait: float) -> dict[str, Any]:
+    """The nodes' states of the function, once one is ready (or ``wait`` seconds passed):
+    ready, pulling its image, or failed (why)."""
+    deadline = time.monotonic() + wait
+    while True:
+        states: dict[str, Any] = {"ready": [], "pulling": [], "failed": {}}
+        for node, info in (await gw.nodes()).items():
+            if not info["live"]:
+                continue
+            pool = (info.get("functions") or {}).get(spec.name)
+            state = "pulling" if pool is None else str(pool.get("state", "ready"))
+            if state in ("ready", "pulling"):
+                states[state].append(node)
+            else:
+                states["failed"][node] = state
+        if states["ready"] or not states["pulling"] or time.monotonic() > deadline:
+            return states
+        await asyncio.sleep(0.2)
 
 
 async def list_functions(request: Request) -> JSONResponse:
@@ -101,7 +143,8 @@ async def deploy(request: Request) -> JSONResponse:
         raise ApiError(409, "exists", f"function {spec.name!r} exists: update it with PUT")
     if request.method == "PUT" and existing is None:
         raise ApiError(404, "not_found", f"no function {spec.name!r}: create it with POST")
-    await _check_image(gw, spec)
+    spec = await _pinned(gw, spec, request.headers.get("x-registry-auth", ""))
+    lacking = await _nodes_without(gw, spec)
     known = set(await gw.pool.secret_names())
     missing = [n for n in spec.secrets if n not in known]
     if missing:
@@ -112,7 +155,12 @@ async def deploy(request: Request) -> JSONResponse:
     await gw.pool.publish([messages.event("function", action, spec.name, {
         "image": spec.image, "name": spec.name})])  # fmt: skip
     status = 201 if existing is None else 200
-    return JSONResponse((await function_status(gw, [spec]))[0], status)
+    answer = (await function_status(gw, [spec]))[0]
+    if registry_of(spec.image):
+        answer["nodes"] = await _ready_somewhere(gw, spec, DEPLOY_WAIT)
+    elif lacking:
+        answer["nodes"] = {"lacking_image": lacking}
+    return JSONResponse(answer, status)
 
 
 async def delete_function(request: Request) -> JSONResponse:

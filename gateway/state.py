@@ -17,7 +17,7 @@ from gateway.metrics import GatewayMetrics
 from pool.contract import outbound
 from pool.contract.client import PoolClient
 from pool.contract.config import HostConfig
-from pool.contract.errors import CommandFailed
+from pool.contract.errors import CommandFailed, NoNode
 
 
 @dataclass
@@ -64,6 +64,13 @@ class Gateway:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def pick_node(self, pinned: str = "") -> str:
+        """Where a new container or environment goes (see PoolClient.least_loaded)."""
+        try:
+            return await self.pool.least_loaded(pinned)
+        except NoNode as exc:
+            raise ApiError(503, "no_node", str(exc)) from None
 
     async def command(self, name: str, args: dict[str, Any] | None = None, **kw: Any) -> Any:
         """A node command, with its failure as the API error a client should see."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
+from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import __version__
-from gateway.http import error_response
+from gateway.http import ApiError, error_response
 from gateway.openapi import openapi
 from gateway.state import gateway_of
 
@@ -54,6 +55,37 @@ async def info(request: Request) -> JSONResponse:
     })  # fmt: skip
 
 
+def node_json(node: str, n: dict[str, Any]) -> dict[str, Any]:
+    pools = n.get("functions", {}) or {}
+    return {
+        "id": node, "host": n.get("host", ""), "pid": n.get("pid", 0), "live": n["live"],
+        "heartbeat_age": round(n["heartbeat_age"], 3), "draining": bool(n.get("draining")),
+        "functions": len(pools), "warm": sum(int(p.get("ready", 0)) for p in pools.values()),
+        "busy": sum(int(p.get("busy", 0)) for p in pools.values()),
+        "containers": int(n.get("containers", 0)), "load": float(n.get("load", 0.0)),
+        "bridge": n.get("bridge", ""), "subnet": n.get("subnet", ""),
+    }  # fmt: skip
+
+
+async def list_nodes(request: Request) -> JSONResponse:
+    """The nodes: id, host, functions, warm containers, load, heartbeat, draining."""
+    nodes = await gateway_of(request).nodes()
+    return JSONResponse([node_json(node, n) for node, n in sorted(nodes.items())])
+
+
+async def drain_node(request: Request) -> JSONResponse:
+    """The node takes no new calls (nor containers), finishes what it runs, then exits."""
+    gw = gateway_of(request)
+    node = request.path_params["id"]
+    nodes = await gw.nodes()
+    if node not in nodes:
+        raise ApiError(404, "not_found", f"no node {node!r} (scow node ls)")
+    if not nodes[node]["live"]:
+        raise ApiError(409, "conflict", f"node {node} is not live: there is nothing to drain")
+    await gw.pool.drain(node)
+    return JSONResponse(node_json(node, nodes[node]), 202)
+
+
 async def metrics(request: Request) -> Response:
     gw = gateway_of(request)
     clock = time.perf_counter()
@@ -73,6 +105,8 @@ routes = [
     Route("/healthz", healthz, methods=["GET", "HEAD"]),
     Route("/system/version", version, methods=["GET"]),
     Route("/system/info", info, methods=["GET"]),
+    Route("/system/nodes", list_nodes, methods=["GET"]),
+    Route("/system/nodes/{id}/drain", drain_node, methods=["POST"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
 ]

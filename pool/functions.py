@@ -72,7 +72,7 @@ class Functions:
                 "ready": len(w.pool.ready), "busy": w.pool.busy, "creating": w.pool.creating,
                 "draining": self.parts.draining[name], "target": decided.size,
                 "rule": decided.rule, "rate": round(decided.rate, 2),
-                "make_seconds": round(decided.make_seconds, 4),
+                "make_seconds": round(decided.make_seconds, 4), "state": w.state,
             }  # fmt: skip
         return out
 

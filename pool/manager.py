@@ -100,6 +100,8 @@ class PoolManager:
             callback_allow)  # fmt: skip
         self.replier = Replier(redis, outbound.Allow.parse(allow))
         self.http = Connections()  # to function containers (the callbacks have their own)
+        self.registries = Registries(insecure_registries, self._stored_login)
+        self.peers: dict[str, dict[str, Any]] = {}  # the other live nodes, as last heard
         self.reads = reads_client(redis)
         handling: set[bytes] = set()
         parts = WorkerParts(
@@ -108,11 +110,11 @@ class PoolManager:
             response_limit=response_limit,
             slots=asyncio.Semaphore(create_slots or max(2, (os.cpu_count() or 1) * 2)),
             handling=handling, stopping=self.stopping, draining=collections.Counter(),
+            registries=self.registries, others_serve=self._others_serve,
         )  # fmt: skip
         self.functions = Functions(parts)
         self.take_over = TakeOver(redis, self.node_id, self.functions, self.replier, handling)
         health = HealthChecks(runtime, self._container_event)
-        self.registries = Registries(insecure_registries, self._stored_login)
         self.supervisor = Supervisor(runtime, redis, self.node_id,
                                      Restarts(runtime, on_start=health.watch), health)  # fmt: skip
         self.environments = EnvironmentCommands(runtime, images, redis, self.node_id,
@@ -131,6 +133,10 @@ class PoolManager:
         }
         self.commands = CommandServer(redis, self.node_id, handlers, self.stopping)
         self._tasks: list[asyncio.Task[None]] = []
+        self.draining = False
+        self._counted = (-1e9, 0)  # (when, how many) of _docker_containers
+        self._stop: asyncio.Event | None = None
+        self._drainer: asyncio.Task[None] | None = None
 
     # What tests and `scow top` look at.
 
@@ -157,12 +163,48 @@ class PoolManager:
     def callback_allow(self, value: outbound.Allow) -> None:
         self.replier.callback_allow = value
 
+    def _docker_containers(self) -> int:
+        """How many containers of the Docker API and environments this node has (how a node
+        is chosen for a new one: the fewest); counted from the records when one came or
+        went, and every 10 s."""
+        now = time.monotonic()
+        if now - self._counted[0] > 10:
+            count = sum(1 for r in self.runtime.store.all()
+                        if r.labels.get("scow.role") != "function")  # fmt: skip
+            self._counted = (now, count)
+        return self._counted[1]
+
+    async def _drain(self) -> None:
+        """Take no new calls, finish those in flight, then stop (as on SIGTERM): its warm
+        capacity goes, and the other nodes' pools grow with the calls they now take."""
+        self.draining = True
+        log.info("node %s: draining", self.node_id)
+        for task in self._tasks:
+            if task.get_name() in ("sync_functions", "take_over"):
+                task.cancel()
+        await self.functions.stop_reading()
+        while any(w.inflight for w in self.functions.workers.values()):
+            await asyncio.sleep(0.1)
+        log.info("node %s: drained, stopping", self.node_id)
+        if self._stop is not None:
+            self._stop.set()
+
+    def _others_serve(self, function: str) -> bool:
+        """Whether another node, live at the last heartbeat, serves ``function`` now."""
+        for node, info in self.peers.items():
+            pool = (info.get("functions") or {}).get(function) or {}
+            if node != self.node_id and pool.get("state", "ready") == "ready":
+                return True
+        return False
+
     async def _stored_login(self, registry: str) -> str:
         """What docker login kept for ``registry`` (for pulls nobody is there to log in)."""
         raw = await self.redis.hget(keys.LOGINS, registry)
         return raw.decode() if isinstance(raw, bytes) else ""
 
     def _container_event(self, action: str, record: ContainerRecord) -> None:
+        if action in ("create", "destroy") and record.labels.get("scow.role") != "function":
+            self._counted = (-1e9, self._counted[1])  # counted again at the next heartbeat
         self.events.container(action, record)
         self.supervisor.changed(action, record)
 
@@ -222,8 +264,10 @@ class PoolManager:
         self.runtime.cgroups.remove_parent_if_empty()
         with contextlib.suppress(aioredis.RedisError):
             await self.redis.hdel(keys.NODES, self.node_id)
+            await self.redis.hdel(keys.DRAINING, self.node_id)
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop  # a drain sets it once the node is idle
         await self.start()
         try:
             await stop.wait()
@@ -239,13 +283,26 @@ class PoolManager:
             "heartbeat": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
             "functions": pools, "latency": self.metrics.percentiles(),
             "metrics": f"127.0.0.1:{self.metrics_port}" if self.metrics_port else "",
+            "containers": self._docker_containers(), "draining": self.draining,
+            "load": round(os.getloadavg()[0] / (os.cpu_count() or 1), 3),
+            "bridge": self.runtime.config.bridge, "subnet": str(self.runtime.config.subnet),
         }  # fmt: skip
         clock = time.perf_counter()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(keys.NODES, self.node_id, json.dumps(info))
+            pipe.hgetall(keys.NODES)
+            pipe.hexists(keys.DRAINING, self.node_id)
             for name in pools:
                 pipe.xlen(keys.calls_key(name))
-            _, *lengths = await pipe.execute()
+            _, nodes, drain, *lengths = await pipe.execute()
+        if drain and not self.draining:
+            self._drainer = asyncio.create_task(self._drain(), name="drain")
+        now = time.time()
+        self.peers = {}
+        for node, raw in nodes.items():
+            peer = json.loads(raw)
+            if now - float(peer.get("heartbeat", 0)) < keys.HEARTBEAT_STALE:
+                self.peers[node.decode() if isinstance(node, bytes) else node] = peer
         self.metrics.redis_rtt.set(time.perf_counter() - clock)
         for name, length in zip(pools, lengths, strict=True):
             self.metrics.queue.labels(name).set(length)

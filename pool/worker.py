@@ -13,14 +13,16 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from images.errors import ImageError
-from images.store import ImageStore
+from images.distribution import Remote
+from images.errors import ImageError, InvalidReference
+from images.store import Image, ImageStore
 from pool.contract import keys
 from pool.contract.messages import CallRecord, CallRequest, CallResult
 from pool.contract.outage import Outage, cancellation_requested
@@ -28,11 +30,25 @@ from pool.contract.specs import FunctionSpec
 from pool.httpclient import Connections
 from pool.instances import Instance, InstanceError, invoke, make_instance
 from pool.metrics import NodeMetrics
+from pool.registries import Registries
 from pool.replies import Replier
 from pool.warm import WarmPool
 from runtime.engine import Runtime
+from runtime.spec import ImageConfig
+from runtime.tarfs import UnsafeArchive
 
 log = logging.getLogger("scow.pool")
+
+
+def _pinned_remote(image: str) -> Remote | None:
+    """The registry image a spec pins (``HOST/repo@sha256:...``), which a node pulls when
+    it lacks it; None for a local image."""
+    if "@" not in image:
+        return None
+    try:
+        return Remote.parse(image)
+    except InvalidReference:
+        return None
 
 REPLY_PATIENCE = 60.0  # how long a node holds a result that Redis cannot take
 STOPPING_PATIENCE = 5.0  # the same for a node that is stopping: its stop must not hang
@@ -53,6 +69,10 @@ class WorkerParts:
     http: Connections  # kept connections to the instances
     response_limit: int  # a function's reply, in bytes
     slots: asyncio.Semaphore  # containers being made at once on this node
+    registries: Registries  # pulls of functions' images pinned in a registry
+    # Whether another live node can serve a function now (its heartbeat says so): a node
+    # that cannot (no image, a pull under way) leaves the calls to it.
+    others_serve: Callable[[str], bool]
     # Entries this process is running: pending entries under this node's name that are
     # not here were left by an earlier process with the same node id.
     handling: set[bytes]
@@ -69,12 +89,15 @@ class FunctionWorker:
         # Why this function cannot run here (its calls answer 502 with it): (error, message).
         self.unusable: tuple[str, str] | None = None
         self.layers: list[Path] = []
+        self.image_config = ImageConfig()
+        self.pulling: asyncio.Task[None] | None = None  # of an image pinned in a registry
         try:
-            image = parts.images.get(spec.image)
-            self.image_config = image.run_config
-            self.layers = parts.images.layer_dirs(image)
+            self._use(parts.images.get(spec.image))
         except ImageError as exc:
             self.unusable = ("no_image", str(exc))
+            self.pullable = _pinned_remote(spec.image)
+        else:
+            self.pullable = None
         missing = [name for name, value in secrets.items() if value is None]
         if missing and self.unusable is None:
             self.unusable = ("no_secret", f"secret {', '.join(missing)} does not exist")
@@ -105,14 +128,47 @@ class FunctionWorker:
         if self.unusable is None:
             self.pool.refill()
 
+    def _use(self, image: Image) -> None:
+        self.image_config = image.run_config
+        self.layers = self.parts.images.layer_dirs(image)
+
+    @property
+    def state(self) -> str:
+        """``ready``, ``pulling`` (its image, from a registry), or why it cannot run here."""
+        if self.pulling is not None and not self.pulling.done():
+            return "pulling"
+        return "ready" if self.unusable is None else f"{self.unusable[0]}: {self.unusable[1]}"
+
+    async def _pull(self, remote: Remote) -> None:
+        """The image the spec pins, from its registry; then the pool is made."""
+        try:
+            image = await self.parts.registries.pull(self.parts.images, remote, None,
+                                                     lambda progress: None)  # fmt: skip
+        except (ImageError, OSError, UnsafeArchive) as exc:
+            log.warning("function %s: pull of %s failed: %s", self.spec.name, remote, exc)
+            self.unusable = ("no_image", f"pull of {remote} failed: {exc}")
+            return
+        self._use(image)
+        if self.unusable is not None and self.unusable[0] == "no_image":
+            self.unusable = None
+        if self.unusable is None:
+            self.pool.refill()
+
     def start(self) -> None:
         if self.unusable is None:
             self.pool.refill()
+        elif self.pullable is not None and self.unusable[0] == "no_image":
+            self.pulling = asyncio.create_task(self._pull(self.pullable),
+                                               name=f"pull-{self.spec.name}")  # fmt: skip
         self._reader = asyncio.create_task(self._consume(), name=f"consume-{self.spec.name}")
 
     async def _consume(self) -> None:
         outage = Outage(log, f"function {self.spec.name}: reading calls")
         while not cancellation_requested():
+            if self.state != "ready" and (self.state == "pulling"
+                                          or self.parts.others_serve(self.spec.name)):
+                await asyncio.sleep(0.2)  # others serve it meanwhile (or the pull ends)
+                continue
             await self.pool.wait_until_can_serve()
             try:
                 batches = await self._read_calls()
@@ -271,6 +327,10 @@ class FunctionWorker:
 
     async def stop(self) -> None:
         """Stop reading, let calls in flight finish, destroy the pool."""
+        if self.pulling is not None:
+            self.pulling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.pulling
         await self.stop_reading()
         if self.inflight:
             await asyncio.gather(*self.inflight, return_exceptions=True)

@@ -305,7 +305,7 @@ class Runtime:
                 PublishedPort(port.container_port, port.host_ip, port.host_port, port.protocol)
                 for _, port in sockets
             )
-            proxy = spawn_proxy(cid, ip, sockets)
+            proxy = spawn_proxy(cid, ip, sockets, self.config.state_dir)
             self._proxies[cid] = proxy
             record = record.evolve(ports=published, proxy_pid=proxy.pid)
         self.store.save(record)

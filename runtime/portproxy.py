@@ -9,7 +9,7 @@ traffic (at most 1,024 clients at once; the oldest goes first). It runs in its o
 session so it outlives a restart of the process that started it, and it is stopped
 by pid at teardown.
 
-    python -m runtime.portproxy --container ID --map FD:IP:PORT/tcp|udp [--map ...]
+    python -m runtime.portproxy --container ID --owner STATE_DIR --map FD:IP:PORT/tcp|udp ...
 """
 
 from __future__ import annotations
@@ -147,6 +147,7 @@ async def _main(maps: list[tuple[int, str, int, str]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m runtime.portproxy")
     parser.add_argument("--container", required=True, help="owner id (for ps and the reaper)")
+    parser.add_argument("--owner", default="", help="the state dir of the runtime it serves")
     parser.add_argument("--map", action="append", default=[], help="FD:IP:PORT[/tcp|udp]")
     args = parser.parse_args()
     maps = []

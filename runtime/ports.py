@@ -81,9 +81,11 @@ def bind_ports(ports: list[Port], bridge_ip: str = "") -> list[tuple[socket.sock
 
 
 def spawn_proxy(
-    cid: str, ip: str, sockets: list[tuple[socket.socket, Port]]
+    cid: str, ip: str, sockets: list[tuple[socket.socket, Port]], owner: Path
 ) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "runtime.portproxy", "--container", cid]
+    """The proxy of container ``cid``, marked as ``owner``'s (the runtime's state dir: the
+    reaper of another runtime on this machine leaves it alone)."""
+    args = [sys.executable, "-m", "runtime.portproxy", "--container", cid, "--owner", str(owner)]
     for s, port in sockets:
         args += ["--map", f"{s.fileno()}:{ip}:{port.container_port}/{port.protocol}"]
     return subprocess.Popen(
@@ -129,8 +131,8 @@ def stop_proxy(pid: int, cid: str, proc: subprocess.Popen[bytes] | None = None) 
         os.kill(pid, signal.SIGKILL)
 
 
-def orphan_proxies(kept: set[str]) -> list[tuple[int, str]]:
-    """(pid, container id) of port proxies whose container is not in ``kept``."""
+def orphan_proxies(kept: set[str], owner: Path) -> list[tuple[int, str]]:
+    """(pid, container id) of ``owner``'s port proxies whose container is not in ``kept``."""
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -140,7 +142,8 @@ def orphan_proxies(kept: set[str]) -> list[tuple[int, str]]:
         except (FileNotFoundError, ProcessLookupError):
             continue
         if b"runtime.portproxy" in argv and b"--container" in argv:
+            mine = b"--owner" in argv and argv[argv.index(b"--owner") + 1] == bytes(owner)
             cid = argv[argv.index(b"--container") + 1].decode()
-            if cid not in kept:
+            if mine and cid not in kept:
                 found.append((int(entry.name), cid))
     return found

@@ -25,8 +25,6 @@ from runtime.network import (
     detach_all,
     lease_owners,
     release_everywhere,
-    remove_netns,
-    scow_netns,
 )
 from runtime.ports import orphan_proxies, stop_proxy
 from runtime.records import ContainerPaths, ContainerRecord, ContainerStore
@@ -125,13 +123,10 @@ class Teardown:
         reaped = sorted(found - kept)
         for cid in reaped:
             await self.destroy(cid)
-        for pid, cid in orphan_proxies(kept):
+        for pid, cid in orphan_proxies(kept, self.state_dir):
             stop_proxy(pid, cid)
-        # netns and veths carry only a prefix of the id: remove the ones nobody owns.
-        owners = {cid[:12] for cid in kept}
-        for ns in scow_netns():
-            if ns.removeprefix("scow-") not in owners:
-                await asyncio.to_thread(remove_netns, ns)
+        # A netns is reaped with its container (its IPAM lease or record names it): another
+        # node on this machine has netns of its own, which are not ours to take.
         if self.store.names.is_dir():
             for link in self.store.names.iterdir():
                 if os.readlink(link) not in kept:  # claimed by a create that never finished

@@ -8,6 +8,7 @@ import secrets
 import signal
 import subprocess
 import sys
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import httpx
@@ -59,12 +60,18 @@ class Daemon:
 
 
 class Node(Daemon):
-    """``python -m pool`` on its own dirs and cgroup parent; the same dirs on every start."""
+    """``python -m pool`` on its own dirs and cgroup parent; the same dirs on every start.
+    On the test bridge and a shared image store unless given its own (``images=None``:
+    its state dir's)."""
 
     log = "node.log"
 
-    def __init__(self, redis_url: str, base: Path, images: ImageStore) -> None:
+    def __init__(
+        self, redis_url: str, base: Path, images: ImageStore | None,
+        bridge: str = TEST_BRIDGE, subnet: IPv4Network = TEST_SUBNET,
+    ) -> None:  # fmt: skip
         self.redis_url, self.base, self.images = redis_url, base, images
+        self.bridge, self.subnet = bridge, subnet
         self.cgroup_parent = f"scow-test-{secrets.token_hex(3)}"
         self.node_id = f"{base.name}-{secrets.token_hex(3)}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -72,11 +79,12 @@ class Node(Daemon):
 
     def start(self) -> None:
         log = open(self.base / self.log, "ab")  # noqa: SIM115 (the child holds it)
+        images = ["--images", str(self.images.root)] if self.images is not None else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pool", "--redis-url", self.redis_url,
              "--state-dir", str(self.base / "state"), "--run-dir", str(self.base / "run"),
-             "--images", str(self.images.root), "--cgroup-parent", self.cgroup_parent,
-             "--bridge", TEST_BRIDGE, "--subnet", str(TEST_SUBNET), "--node-id", self.node_id,
+             *images, "--cgroup-parent", self.cgroup_parent,
+             "--bridge", self.bridge, "--subnet", str(self.subnet), "--node-id", self.node_id,
              "--metrics-port", "0"],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -85,7 +93,7 @@ class Node(Daemon):
     def runtime(self) -> Runtime:
         return Runtime(RuntimeConfig(
             state_dir=self.base / "state", run_dir=self.base / "run",
-            cgroup_parent=self.cgroup_parent, bridge=TEST_BRIDGE, subnet=TEST_SUBNET,
+            cgroup_parent=self.cgroup_parent, bridge=self.bridge, subnet=self.subnet,
         ))  # fmt: skip
 
     async def clean(self) -> None:

@@ -56,6 +56,7 @@ SUBCOMMANDS: Mapping[str, tuple[str, str]] = {
     "stats": (f"{_C}:stats", "Show a container's memory, CPU and processes"),
     "stop": (f"{_C}:stop", "Stop containers"),
     "unpause": (f"{_C}:unpause", "Thaw paused containers"),
+    "node": ("gateway.cli.nodes:node", "Nodes: ls, drain, run"),
     "network": ("gateway.cli.networks:network", "Networks: ls, create, connect, rm, prune"),
     "volume": ("gateway.cli.volumes:volume", "Volumes: ls, create, inspect, rm"),
     "login": ("gateway.cli.registries:login", "Log in to a registry"),

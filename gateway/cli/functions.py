@@ -93,19 +93,36 @@ def deploy(name: str | None, spec_file: Path | None, image: str | None, protocol
     if not spec.get("name") or not spec.get("image"):
         fail("a function needs a name and an image (NAME --image IMAGE, or -f FILE)", EXIT_USAGE)
     api = client()
+    from gateway.cli.registries import registry_auth  # imported when used: see gateway/cli
+    from pool.contract.references import registry_of
+
+    registry = registry_of(str(spec["image"]))
+    headers = {"X-Registry-Auth": registry_auth(registry)} if registry else {}
     try:
-        result = api.json("POST", "/system/functions", json=spec)
+        result = api.json("POST", "/system/functions", json=spec, headers=headers,
+                          timeout=None)  # fmt: skip
         verb = "Deployed"
     except ApiClientError as exc:
         if exc.status != 409:
             raise
-        result = api.json("PUT", "/system/functions", json=spec)
+        result = api.json("PUT", "/system/functions", json=spec, headers=headers, timeout=None)
         verb = "Updated"
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
-    else:
-        click.echo(f"{verb} {result['name']} ({result['image']}, {result['protocol']})")
-        click.echo(f"Call it: POST {api.endpoint.describe()}/function/{result['name']}")
+        return
+    click.echo(f"{verb} {result['name']} ({result['image']}, {result['protocol']})")
+    nodes = result.get("nodes") or {}
+    if nodes.get("ready"):
+        click.echo(f"Ready on {', '.join(nodes['ready'])}")
+    if nodes.get("pulling"):
+        click.echo(f"Still pulling its image: {', '.join(nodes['pulling'])}")
+    for node, why in (nodes.get("failed") or {}).items():
+        click.echo(f"Not on {node}: {why}", err=True)
+    if nodes.get("lacking_image"):
+        click.echo(f"Its image is not on {', '.join(nodes['lacking_image'])}: those nodes "
+                   "leave its calls to the others (push it to a registry and deploy it from "
+                   "there to run it everywhere)", err=True)  # fmt: skip
+    click.echo(f"Call it: POST {api.endpoint.describe()}/function/{result['name']}")
 
 
 def _as_map(env: Any) -> dict[str, str]:

@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from gateway.cli.output import api_command, client, fail
+from pool.contract.references import registry_of
 
 
 def config_path() -> Path:
@@ -56,11 +57,6 @@ def registry_auth(registry: str) -> str:
     username, _, password = base64.b64decode(encoded).decode().partition(":")
     payload = {"username": username, "password": password, "serveraddress": registry}
     return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
-
-
-def _registry(ref: str) -> str:
-    first, sep, _ = ref.partition("/")
-    return first if sep and ("." in first or ":" in first or first == "localhost") else ""
 
 
 @click.command()
@@ -149,7 +145,7 @@ def pull(ref: str) -> None:
     name, tag = ref, ""
     if "@" not in ref and ":" in ref.rsplit("/", 1)[-1]:
         name, _, tag = ref.rpartition(":")
-    headers = {"X-Registry-Auth": registry_auth(_registry(ref))} if _registry(ref) else {}
+    headers = {"X-Registry-Auth": registry_auth(registry_of(ref))} if registry_of(ref) else {}
     lines = client().stream_lines("POST", "/images/create", params={
         "fromImage": name, "tag": tag or ("" if "@" in ref else "latest")},
         headers=headers, timeout=None)  # fmt: skip
@@ -167,7 +163,7 @@ def push(ref: str) -> None:
     name, tag = ref, "latest"
     if ":" in ref.rsplit("/", 1)[-1]:
         name, _, tag = ref.rpartition(":")
-    registry = _registry(name)
+    registry = registry_of(name)
     if not registry:
         fail(f"{ref} names no registry: tag it HOST[:PORT]/repository first")
     lines = client().stream_lines("POST", f"/images/{name}/push", params={"tag": tag},

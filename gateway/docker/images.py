@@ -23,17 +23,7 @@ from gateway.docker import registries
 from gateway.docker.nodes import node_of
 from gateway.http import ApiError, docker_filters, query, read_body
 from gateway.state import Gateway, gateway_of
-
-DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
-
-
-def _registry_of(name: str) -> str:
-    """The registry a name's first component is, as Docker decides (a dot, a port, or
-    ``localhost``); "" for a local name."""
-    first, sep, _ = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        return "" if first in DOCKER_HUB else first
-    return ""
+from pool.contract.references import DOCKER_HUB, registry_of
 
 BUILD_TIMEOUT = 3600.0
 
@@ -284,7 +274,7 @@ async def create(request: Request) -> Response:
         ref = f"{name}:{tag_}"
     else:
         ref = name
-    if _registry_of(name):
+    if registry_of(name):
         return await registries.pull(request, ref)
     if not any(n["live"] for n in (await gw.nodes()).values()):
         raise ApiError(503, "no_node", "image pull: no node is up to do it")

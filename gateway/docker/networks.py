@@ -9,7 +9,6 @@ to that node, and places the network on a live node when it has none yet.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -24,6 +23,7 @@ from gateway.http import ApiError, docker_filters, json_object, read_json
 from gateway.state import Gateway, gateway_of
 from pool.contract.containers import ContainerSpec, EndpointSpec
 from pool.contract.errors import InvalidSpec
+from pool.contract.messages import NODE_LABEL
 from pool.contract.networks import (
     BUILTIN,
     DRIVERS,
@@ -46,21 +46,23 @@ async def _network(gw: Gateway, ref: str) -> NetworkSpec:
 
 
 async def _place(gw: Gateway, network: NetworkSpec, wanted: str = "") -> str:
-    """The node of ``network``'s containers (placing it on ``wanted``, or a live node, when
-    it has none that is live)."""
+    """The node of ``network``'s containers (placing it on ``wanted``, or the least loaded
+    node, when it has none that is live)."""
     live = await live_nodes(gw)
     if not live:
         raise ApiError(503, "no_node", f"network {network.name}: no node is up")
-    return await gw.pool.networks.place(network, wanted or live[0], live)
+    return await gw.pool.networks.place(network, wanted or await gw.pick_node(), live)
 
 
 async def placed_spec(gw: Gateway, spec: ContainerSpec) -> tuple[ContainerSpec, str]:
-    """A container's spec with its networks' records filled in, and the node it must run
-    on ("" when any node will do: it names no user-defined network)."""
+    """A container's spec with its networks' records filled in, and the node it runs on:
+    its networks' (a network's containers share one node), or the one its label
+    ``scow.node`` names, or the least loaded."""
+    pinned = spec.labels.get(NODE_LABEL, "")
     if not spec.endpoints:
-        return spec, ""
+        return spec, await gw.pick_node(pinned)
     endpoints: list[EndpointSpec] = []
-    node = ""
+    node = pinned
     for e in spec.endpoints:
         network = await _network(gw, e.network)
         placed = await _place(gw, network, node)
@@ -265,13 +267,12 @@ async def disconnect(request: Request) -> Response:
 
 
 async def _remove(gw: Gateway, network: NetworkSpec) -> None:
-    """Its bridge on every live node (refused where a container is still on it), then its
-    record."""
-    nodes = await live_nodes(gw)
-    await asyncio.gather(*(
-        gw.command("network.remove", {"network_id": network.id, "bridge": network.bridge,
-                                      "name": network.name}, node=n, timeout=COMMAND_TIMEOUT)
-        for n in nodes))  # fmt: skip
+    """Its bridge on its node (refused while a container is on it), then its record. Only
+    its node has its bridge: another node on the same machine must not take it."""
+    if network.node and network.node in await live_nodes(gw):
+        await gw.command("network.remove", {"network_id": network.id, "bridge": network.bridge,
+                                            "name": network.name}, node=network.node,
+                         timeout=COMMAND_TIMEOUT)  # fmt: skip
     await gw.pool.networks.remove(network)
     await gw.pool.publish([_event("destroy", network)])
 

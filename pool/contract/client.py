@@ -30,6 +30,7 @@ from pool.contract import keys
 from pool.contract.errors import (
     CommandFailed,
     IdempotencyConflict,
+    NoNode,
     QueueFull,
     StaleSpec,
     TooManyKeys,
@@ -38,6 +39,7 @@ from pool.contract.errors import (
 from pool.contract.keys import (
     CALLS_INDEXED,
     COMMANDS,
+    DRAINING,
     ENVIRONMENTS,
     EVENTS,
     EVENTS_MAXLEN,
@@ -539,6 +541,25 @@ class PoolClient:
             age = now - float(info.get("heartbeat", 0))
             out[text(node)] = {**info, "heartbeat_age": age, "live": age < HEARTBEAT_STALE}
         return out
+
+    async def drain(self, node: str) -> None:
+        """Ask ``node`` to take no new calls and exit once idle."""
+        await self.redis.hset(DRAINING, node, time.time())
+
+    async def least_loaded(self, pinned: str = "") -> str:
+        """The live node that is not draining with the fewest containers (then the lowest
+        load per CPU): where a new container or environment goes; ``pinned`` when it is
+        live. Raises NoNode when there is none."""
+        nodes = await self.nodes()
+        if pinned:
+            if not nodes.get(pinned, {}).get("live"):
+                raise NoNode(f"node {pinned} is not live (scow node ls)")
+            return pinned
+        ready = [(int(n.get("containers", 0)), float(n.get("load", 0.0)), node)
+                 for node, n in nodes.items() if n["live"] and not n.get("draining")]  # fmt: skip
+        if not ready:
+            raise NoNode("no node is up (and not draining) to run it")
+        return min(ready)[2]
 
     async def leases(self) -> list[dict[str, Any]]:
         """Every environment's lease, oldest first."""

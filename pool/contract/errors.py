@@ -64,3 +64,7 @@ class CommandFailed(ContractError):
     def __init__(self, error: str, message: str) -> None:
         self.error, self.message = error, message
         super().__init__(f"{error}: {message}")
+
+
+class NoNode(ContractError):
+    """No live node can take it (or the one named is not live)."""

@@ -8,7 +8,10 @@ Version 1. Every key starts with ``scow:v1:``.
     call:<id>              hash   the call record (messages.CallRecord), with a TTL
     invocations            hash   function -> calls answered
     logs:<fn>              stream the function's log lines, tagged with call and container
-    nodes                  hash   node id -> {heartbeat, pid, host, functions: pool sizes}
+    nodes                  hash   node id -> {heartbeat, pid, host, functions: pool sizes, load,
+                                  containers, draining}
+    draining               hash   node id -> when it was asked to drain (it then takes no new
+                                  calls and exits once idle)
     dead                   stream calls that killed their node too often
     commands               stream node commands any node may take; group "nodes"
     node:<id>:commands     stream node commands for one node; group "nodes"
@@ -43,6 +46,7 @@ GROUP = "nodes"
 
 FUNCTIONS = f"{PREFIX}:functions"
 NODES = f"{PREFIX}:nodes"
+DRAINING = f"{PREFIX}:draining"
 DEAD = f"{PREFIX}:dead"
 INVOCATIONS = f"{PREFIX}:invocations"
 ENVIRONMENTS = f"{PREFIX}:environments"

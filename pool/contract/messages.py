@@ -382,3 +382,4 @@ class ContainerInfo:
 
 
 AUTO_REMOVE = "scow.auto-remove"  # a container's label: remove it when it exits (--rm)
+NODE_LABEL = "scow.node"  # a container's label at create: the node it must run on

@@ -180,7 +180,7 @@ DEFAULT_WAIT_TIMEOUT = 60.0
 MAX_WAIT_TIMEOUT = 600.0
 
 WaitKind = Literal["none", "port", "log", "http", "cmd"]
-_ENV_FIELDS = {"image", "cmd", "env", "ports", "ttl", "wait", "memory", "cpu_shares"}
+_ENV_FIELDS = {"image", "cmd", "env", "ports", "ttl", "wait", "memory", "cpu_shares", "node"}
 _WAIT_FIELDS = {"port", "log", "http", "cmd", "timeout"}
 
 
@@ -203,6 +203,13 @@ class EnvironmentSpec:
     wait: Wait = Wait()
     memory: int = 512 << 20
     cpu_shares: int = 1024
+    node: str = ""  # the node it must run on; "": the least loaded
+
+
+def _node(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 255:
+        raise InvalidSpec("node", value, "a node's id (scow node ls)")
+    return value
 
 
 def parse_environment(data: Mapping[str, Any]) -> EnvironmentSpec:
@@ -230,6 +237,7 @@ def parse_environment(data: Mapping[str, Any]) -> EnvironmentSpec:
         wait=_wait(data.get("wait"), ports),
         memory=parse_size(data.get("memory", "512m"), "memory"),
         cpu_shares=_cpu_shares(data.get("cpu_shares", 1024)),
+        node=_node(data.get("node", "")),
     )
     if spec.memory < 4 << 20:
         raise InvalidSpec("memory", data.get("memory"), "the minimum is 4m")

@@ -19,6 +19,7 @@ from pool.contract import keys
 from pool.contract.messages import CallRequest, CallResult
 from pool.contract.specs import FunctionSpec
 from pool.instances import Instance, InstanceError
+from pool.registries import Registries
 from pool.worker import FunctionWorker, WorkerParts
 
 SPEC = FunctionSpec(name="f", image="img")
@@ -120,7 +121,8 @@ def worker(
         node_id="node-1", redis=redis, reads=redis, runtime=None, images=Images(missing_image),  # type: ignore[arg-type]
         replier=replies, metrics=metrics, http=None, response_limit=1 << 20,  # type: ignore[arg-type]
         slots=asyncio.Semaphore(1), handling=set(), stopping=asyncio.Event(),
-        draining=collections.Counter(),
+        draining=collections.Counter(), registries=Registries(),
+        others_serve=lambda function: False,
     )  # fmt: skip
     return FunctionWorker(SPEC, {}, parts), replies, metrics, redis
 
