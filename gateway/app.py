@@ -45,6 +45,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.state import Gateway
 from pool.contract.client import PoolClient
 from pool.contract.config import HostConfig
+from pool.contract.connect import connect
 
 _VERSION_PREFIX = re.compile(r"^/v(\d+)\.(\d+)(?=/)")
 
@@ -95,11 +96,8 @@ def create_app(config: HostConfig, token: str) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Blocking: a burst of calls waits for a connection instead of failing.
-        connections = aioredis.BlockingConnectionPool.from_url(
-            redis_url, max_connections=256, timeout=10, socket_timeout=10,
-            socket_connect_timeout=2,
-        )  # fmt: skip
-        redis = aioredis.Redis(connection_pool=connections)
+        redis = connect(redis_url, max_connections=256, blocking=True, socket_timeout=10,
+                        socket_connect_timeout=2)  # fmt: skip
         pool = PoolClient(redis)
         await pool.start()
         app.state.gw = Gateway(config, token, pool, GatewayMetrics())
@@ -108,7 +106,7 @@ def create_app(config: HostConfig, token: str) -> Starlette:
         finally:
             with contextlib.suppress(aioredis.RedisError):
                 await pool.close()
-            await redis.aclose(close_connection_pool=True)
+            await redis.aclose()
 
     routes = [*system.routes, *docker_system.routes, *functions.routes, *calls.routes,
               *environments.routes, *images.routes, *secrets.routes, *containers.routes,

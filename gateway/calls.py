@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.auth import authorized, carries_token
-from gateway.http import ApiError, query, read_body
+from gateway.http import ApiError, cannot_reach_redis, query, read_body
 from gateway.state import Gateway, gateway_of
 from pool.contract import keys, outbound
 from pool.contract.client import Deployed, Idempotency
@@ -69,7 +69,7 @@ async def _function(gw: Gateway, request: Request) -> Deployed:
             gw.pool.forget(name)  # a refusal is said on the stored spec, not a kept one
             deployed = await gw.pool.deployed(name)
     except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
-        raise ApiError(503, "redis_unavailable", f"cannot reach Redis: {exc}") from None
+        raise ApiError(503, "redis_unavailable", cannot_reach_redis(exc)) from None
     if deployed is None:
         raise ApiError(404, "not_found", f"no function {name!r}")
     if deployed.spec.auth and not allowed:
@@ -100,7 +100,7 @@ def _request(
     headers = tuple((k, v) for k, v in request.headers.items() if forwarded(spec, k, v, token))
     now = time.time()
     return CallRequest(
-        id=new_call_id(), function=spec.name, deadline=now + spec.timeout,
+        id=new_call_id(spec.name), function=spec.name, deadline=now + spec.timeout,
         method=request.method, path="/" + request.path_params.get("path", ""),
         query=request.url.query, headers=headers, body=body, enqueued=now, reply_to=reply_to,
         callback=_callback_url(request), keep_result=keep_result,
@@ -178,7 +178,7 @@ async def invoke(request: Request) -> Response:
     except IdempotencyConflict as exc:
         raise _conflict(exc) from None
     except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
-        raise ApiError(503, "redis_unavailable", f"cannot reach Redis: {exc}") from None
+        raise ApiError(503, "redis_unavailable", cannot_reach_redis(exc)) from None
     elapsed = time.perf_counter() - started
     gw.metrics.observe(call.function, result, elapsed)
     headers = [(k, v) for k, v in result.headers if k.lower() not in ("content-length",)]
@@ -213,7 +213,7 @@ async def invoke_async(request: Request) -> Response:
     except IdempotencyConflict as exc:
         raise _conflict(exc) from None
     except (aioredis.ConnectionError, aioredis.TimeoutError) as exc:
-        raise ApiError(503, "redis_unavailable", f"cannot reach Redis: {exc}") from None
+        raise ApiError(503, "redis_unavailable", cannot_reach_redis(exc)) from None
     call_id = earlier or call.id
     headers = {"x-call-id": call_id, **({"idempotent-replayed": "true"} if earlier else {})}
     return JSONResponse({"call_id": call_id}, 202, headers=headers)

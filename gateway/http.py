@@ -70,8 +70,18 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
+def cannot_reach_redis(exc: BaseException) -> str:
+    """What a 503 says of a Redis error (some, as a pool's last connection taken, have no
+    text of their own).
+
+    >>> cannot_reach_redis(ConnectionError()), cannot_reach_redis(OSError("refused"))
+    ('cannot reach Redis: ConnectionError', 'cannot reach Redis: refused')
+    """
+    return f"cannot reach Redis: {str(exc) or type(exc).__name__}"
+
+
 async def redis_unavailable(request: Request, exc: Exception) -> Response:
-    return error_response(503, "redis_unavailable", f"cannot reach Redis: {exc}")
+    return error_response(503, "redis_unavailable", cannot_reach_redis(exc))
 
 
 async def redis_refused(request: Request, exc: Exception) -> Response:

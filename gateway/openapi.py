@@ -92,6 +92,17 @@ _SCHEMAS: dict[str, Any] = {
             "logs_tail": {"type": "string"},
         },
     },
+    "Node": {
+        "type": "object", "required": ["id", "live", "draining"],
+        "properties": {
+            "id": {"type": "string"}, "host": {"type": "string"}, "pid": {"type": "integer"},
+            "live": {"type": "boolean"}, "heartbeat_age": {"type": "number"},
+            "draining": {"type": "boolean"}, "functions": {"type": "integer"},
+            "warm": {"type": "integer"}, "busy": {"type": "integer"},
+            "containers": {"type": "integer"}, "load": {"type": "number"},
+            "bridge": {"type": "string"}, "subnet": {"type": "string"},
+        },
+    },
     "EnvironmentRequest": {
         "type": "object", "required": ["image"], "additionalProperties": False,
         "properties": {
@@ -136,6 +147,13 @@ def openapi(version: str) -> dict[str, Any]:
                              "responses": {"200": {"description": "OK"}, **_errors(503)}}},
         "/system/info": {"get": {"summary": "Version, nodes and their pools",
                                  "responses": {"200": _json({"type": "object"}, "Info")}}},
+        "/system/nodes": {"get": {"summary": "The nodes: pools, load, heartbeat, draining",
+                                  "responses": {"200": _json({"type": "array", "items":
+                                                              _ref("Node")}, "Nodes")}}},
+        "/system/nodes/{id}/drain": {"post": {
+            "summary": "The node takes no new calls nor containers, finishes its calls, exits",
+            "parameters": [_ID], "responses": {"202": _json(_ref("Node"), "Draining"),
+                                                **_errors(404, 409)}}},
         "/system/version": {"get": {"responses": {"200": _json({"type": "object"}, "Version")}}},
         "/openapi.json": {"get": {"summary": "This document",
                                   "responses": {"200": _json({"type": "object"}, "OpenAPI")}}},

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import __version__
-from gateway.http import ApiError, error_response
+from gateway.http import ApiError, cannot_reach_redis, error_response
 from gateway.openapi import openapi
 from gateway.state import gateway_of
 
@@ -23,7 +23,7 @@ async def healthz(request: Request) -> Response:
     try:
         await gw.pool.ping()
     except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
-        return error_response(503, "redis_unavailable", f"cannot reach Redis: {exc}")
+        return error_response(503, "redis_unavailable", cannot_reach_redis(exc))
     return JSONResponse({"status": "ok"})
 
 

@@ -74,7 +74,7 @@ async def timed_calls(
         while not queue.empty():
             i = queue.get_nowait()
             now = time.time()
-            req = CallRequest(new_call_id(), fn, deadline=now + 30, body=f"x{i}".encode(),
+            req = CallRequest(new_call_id(fn), fn, deadline=now + 30, body=f"x{i}".encode(),
                               enqueued=now, reply_to=client.reply_stream)  # fmt: skip
             t = time.perf_counter()
             result = await client.call(req)

@@ -10,10 +10,9 @@ import sys
 from ipaddress import IPv4Network
 from pathlib import Path
 
-import redis.asyncio as aioredis
-
 from images.store import ImageStore
 from pool.contract.config import DEFAULTS
+from pool.contract.connect import connect
 from pool.manager import PoolManager
 from runtime.engine import Runtime, RuntimeConfig
 
@@ -22,7 +21,7 @@ async def _main(args: argparse.Namespace) -> None:
     # Timeouts: a Redis that stopped answering (a half-open connection) is found out and
     # retried like one that went away, instead of hanging a loop forever. Generous: a
     # node command's entry may carry an image archive.
-    redis = aioredis.Redis.from_url(args.redis_url, socket_timeout=30, socket_connect_timeout=5)
+    redis = connect(args.redis_url, socket_timeout=30, socket_connect_timeout=5)
     runtime = Runtime(
         RuntimeConfig(
             state_dir=args.state_dir,

@@ -38,6 +38,7 @@ from pool.commands.networks import NetworkCommands
 from pool.commands.volumes import VolumeCommands
 from pool.contract import keys, outbound
 from pool.contract.config import DEFAULTS
+from pool.contract.connect import another
 from pool.contract.outage import Outage, cancellation_requested
 from pool.downloads import fetcher
 from pool.environments import reap_expired
@@ -66,11 +67,8 @@ def reads_client(redis: aioredis.Redis) -> aioredis.Redis:
     holds its connection for up to a second): a pool of their own, so that a node with
     many functions never starves its heartbeat, replies and commands of a connection
     (redis-py's default pool holds 100; a node with 200 functions was taken for dead)."""
-    pool = redis.connection_pool
-    # from_pool: the client owns its pool, and closing it closes the pool's connections.
-    return aioredis.Redis.from_pool(aioredis.ConnectionPool(
-        connection_class=pool.connection_class, max_connections=READERS,
-        **pool.connection_kwargs))  # fmt: skip
+    reads: aioredis.Redis = another(redis, READERS)
+    return reads
 
 
 class PoolManager:
@@ -227,6 +225,7 @@ class PoolManager:
             if record.labels.get("scow.role") == "function":
                 await self.runtime.destroy(record.id)
         await self.supervisor.reconcile()
+        await self.replier.open()
         await self._heartbeat_once()
         await self.commands.open()
         await self.functions.sync()

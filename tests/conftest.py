@@ -25,6 +25,7 @@ from images.builder import Builder, BuildOptions
 from images.busybox import make_busybox_rootfs
 from images.store import ImageStore
 from pool.contract.client import PoolClient
+from pool.contract.connect import connect
 from pool.manager import PoolManager
 from runtime.engine import Runtime, RuntimeConfig
 from runtime.network import BridgeNetwork
@@ -57,11 +58,52 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> Iterator[str]:
+def single_redis_url(redis_server: RedisServer) -> Iterator[str]:
     """The session's Redis, flushed before each test that uses it."""
     with redis.Redis(unix_socket_path=str(redis_server.socket_path)) as client:
         client.flushall()
     yield redis_server.url
+
+
+@pytest.fixture
+def redis_url(single_redis_url: str) -> str:
+    """The Redis a test runs on: one Redis (modules that run on a Redis Cluster too
+    override this with both)."""
+    return single_redis_url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[str]:
+    """A Redis Cluster of three masters on 127.0.0.1 for the session: its URL."""
+    from tests.cluster import RedisClusterProcesses
+
+    cluster = RedisClusterProcesses(Path(tempfile.mkdtemp(prefix="scow-cluster-")))
+    cluster.start()
+    for pid in cluster.pids:
+        leakcheck.allow_pid(pid)
+    try:
+        yield cluster.url
+    finally:
+        for pid in cluster.pids:
+            leakcheck.disallow_pid(pid)
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_redis_url(redis_cluster: str) -> str:
+    """The session's Redis Cluster, every master flushed."""
+    from tests.cluster import flush
+
+    flush(redis_cluster)
+    return redis_cluster
+
+
+@pytest.fixture(params=["single", "cluster"])
+def single_or_cluster_redis_url(request: pytest.FixtureRequest) -> str:
+    """One Redis, then a Redis Cluster: a module whose tests must pass on both overrides
+    ``redis_url`` with this."""
+    url: str = request.getfixturevalue(f"{request.param}_redis_url")
+    return url
 
 
 @pytest.fixture
@@ -187,7 +229,7 @@ def python_images(function_images: ImageStore, image_dir: Path) -> ImageStore:
 
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     yield client
     await client.aclose()
 

@@ -331,7 +331,7 @@ async def test_a_result_made_while_redis_is_away_is_sent_once_it_is_back(
                 "pool": {"min": 1, "max": 2}}  # fmt: skip
         await client.deploy(parse_spec(spec))
         now = time.time()
-        req = CallRequest(new_call_id(), "held", deadline=now + 20, body=b"kept",
+        req = CallRequest(new_call_id("held"), "held", deadline=now + 20, body=b"kept",
                           enqueued=now, reply_to=client.reply_stream)  # fmt: skip
         answer = asyncio.create_task(client.call(req, grace=2.0))
         while await redis.hget(keys.record_key(req.id), "state") != b"running":

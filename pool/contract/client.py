@@ -47,7 +47,6 @@ from pool.contract.keys import (
     GROUP,
     HEARTBEAT_STALE,
     INPUT_WINDOW,
-    INVOCATIONS,
     LOGINS,
     MAX_SECRETS,
     NODES,
@@ -60,12 +59,15 @@ from pool.contract.keys import (
     idempotency_count_key,
     idempotency_key,
     input_key,
+    invocations_key,
+    is_call_id,
     logs_key,
-    new_call_id,
+    new_command_id,
     node_commands_key,
     progress_key,
     record_key,
     replies_key,
+    spec_key,
 )
 from pool.contract.messages import CallRecord, CallRequest, CallResult, CommandRequest, text
 from pool.contract.networks import Networks
@@ -96,7 +98,8 @@ class Idempotency:
 # Queue a call unless its function already has ARGV[1] (> 0) calls waiting or running;
 # -1 when queued, else the queue's length. Atomic, so concurrent gateways respect the cap.
 # With ARGV[9] (the SHA-1 of the function's spec as the gateway read it) and the spec in
-# KEYS[4] (the functions hash) now different or gone, nothing is queued: {'stale'}.
+# KEYS[4] (the function's spec key) now different or gone, nothing is queued: {'stale'}.
+# Every key is in the function's slot (pool.contract.keys): a Redis Cluster runs it too.
 # With an idempotency key (KEYS[5]) already set, nothing is queued and the key's value
 # (the earlier call's id and fingerprint) is returned; otherwise the key is set to
 # ARGV[10], unless the function used ARGV[11] keys this hour (counted in KEYS[6]): -2.
@@ -104,7 +107,7 @@ class Idempotency:
 # its writes: at maxmemory a submit is refused whole, never half-done.
 _SUBMIT = """#!lua
 if ARGV[9] ~= '' then
-  local spec = redis.call('HGET', KEYS[4], ARGV[4])
+  local spec = redis.call('GET', KEYS[4])
   if not spec or redis.sha1hex(spec) ~= ARGV[9] then return {'stale'} end
 end
 if KEYS[5] then
@@ -219,15 +222,18 @@ class PoolClient:
     # -- functions ------------------------------------------------------------------
 
     async def deploy(self, spec: FunctionSpec) -> bool:
-        """Create or replace ``spec``; True when it is new."""
+        """Create or replace ``spec``; True when it is new. Its spec key (what calls are
+        judged on) first, then the list of functions (what nodes serve)."""
         with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: the group exists
             await self.redis.xgroup_create(calls_key(spec.name), GROUP, id="0", mkstream=True)
-        created: int = await self.redis.hset(FUNCTIONS, spec.name, spec.to_json())
+        data = spec.to_json()
+        await self.redis.set(spec_key(spec.name), data)
+        created: int = await self.redis.hset(FUNCTIONS, spec.name, data)
         self.forget(spec.name)
         return created == 1
 
     async def get(self, name: str) -> FunctionSpec | None:
-        raw = await self.redis.hget(FUNCTIONS, name)
+        raw = await self.redis.get(spec_key(name))
         return FunctionSpec.from_json(raw) if raw else None
 
     async def deployed(self, name: str) -> Deployed | None:
@@ -235,7 +241,7 @@ class PoolClient:
         finds it changed (``forget``). Not found is never kept."""
         if (known := self._specs.get(name)) is not None:
             return known
-        raw = await self.redis.hget(FUNCTIONS, name)
+        raw = await self.redis.get(spec_key(name))
         if not raw:
             return None
         data = raw if isinstance(raw, bytes) else str(raw).encode()
@@ -275,7 +281,8 @@ class PoolClient:
     async def remove(self, name: str) -> bool:
         removed: int = await self.redis.hdel(FUNCTIONS, name)
         self.forget(name)
-        await self.redis.delete(calls_key(name), calls_index_key(name), logs_key(name))
+        await self.redis.delete(spec_key(name), calls_key(name), calls_index_key(name),
+                                logs_key(name), invocations_key(name))  # one slot
         return removed == 1
 
     async def queue_length(self, name: str) -> int:
@@ -305,7 +312,7 @@ class PoolClient:
             self._submit = self.redis.register_script(_SUBMIT)
         f = request.to_fields()
         touched = [record_key(request.id), calls_key(request.function),
-                   calls_index_key(request.function), FUNCTIONS]  # fmt: skip
+                   calls_index_key(request.function), spec_key(request.function)]  # fmt: skip
         argv = [max_queue, RECORD_TTL, f["id"], f["fn"], f["meta"], f["body"], request.enqueued,
                 CALLS_INDEXED, spec.digest if spec is not None else ""]  # fmt: skip
         if idempotency is not None:
@@ -391,7 +398,7 @@ class PoolClient:
         client's stdin; None is its end). Raises CommandFailed with the node's status and
         message, or a 504 one when no node answered in time.
         """
-        req = CommandRequest(new_call_id(), name, args or {}, time.time() + timeout,
+        req = CommandRequest(new_command_id(), name, args or {}, time.time() + timeout,
                              self.reply_stream, blob)  # fmt: skip
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[CallResult] = loop.create_future()
@@ -471,12 +478,16 @@ class PoolClient:
                 return fut.result()
 
     async def record(self, call_id: str) -> CallRecord | None:
+        """The call's record; None for no such call (or an id no call could have)."""
+        if not is_call_id(call_id):
+            return None
         raw = await self.redis.hgetall(record_key(call_id))
         return CallRecord.from_hash(call_id, raw) if raw else None
 
     async def recent_calls(self, function: str, limit: int) -> list[CallRecord]:
         """The function's latest calls, newest first (expired records are left out)."""
         ids = [text(i) for i in await self.redis.lrange(calls_index_key(function), 0, limit - 1)]
+        ids = [i for i in ids if is_call_id(i)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for call_id in ids:
                 pipe.hgetall(record_key(call_id))
@@ -594,7 +605,12 @@ class PoolClient:
         return json.loads(raw) if raw is not None else None
 
     async def invocations(self, names: list[str]) -> list[int]:
-        counts = await self.redis.hmget(INVOCATIONS, names) if names else []
+        if not names:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:  # one slot each
+            for name in names:
+                pipe.get(invocations_key(name))
+            counts = await pipe.execute()
         return [int(c or 0) for c in counts]
 
     async def queue_lengths(self, names: list[str]) -> list[int]:

@@ -1,32 +1,39 @@
 """The Redis keys of the contract, what each holds, and the limits both sides keep.
 
-Version 1. Every key starts with ``scow:v1:``.
+Version 1. Every key starts with ``scow:v1:``. Keys used together carry one hash tag
+(``{...}``), so that every script and transaction touches one slot and the same code
+runs on a single Redis and on a Redis Cluster: a function's keys carry ``{f<tag>}``,
+where the tag is six hex digits of the SHA-1 of its name, and so do its calls' records
+(a call id starts with its function's tag); the node commands' streams share ``{cmd}``
+(a node reads the shared one and its own in one XREADGROUP); a gateway's reply stream
+its own. The rest are used one at a time.
 
-    functions              hash   name -> FunctionSpec JSON
-    calls:<fn>             stream one entry per call; consumer group "nodes"
-    replies:<gateway>      stream results for the gateway instance that asked
-    call:<id>              hash   the call record (messages.CallRecord), with a TTL
-    invocations            hash   function -> calls answered
-    logs:<fn>              stream the function's log lines, tagged with call and container
+    functions              hash   name -> FunctionSpec JSON: the list of functions
+    {f}:spec:<fn>          string the function's FunctionSpec JSON, as a call is judged on
+    {f}:calls:<fn>         stream one entry per call; consumer group "nodes"
+    {f}:call:<id>          hash   the call record (messages.CallRecord), with a TTL
+    {f}:calls:index:<fn>   list   the function's latest call ids, newest first
+    {f}:invocations:<fn>   string calls answered
+    {f}:logs:<fn>          stream the function's log lines, tagged with call and container
+    {f}:idempotency:<fn>:<key>  string "<call id> <request fingerprint>", for an hour
+    {f}:idempotency-count:<fn>  string keys the function took this hour (capped)
+    {g<gateway>}:replies   stream results for the gateway instance that asked
+    {cmd}:commands         stream node commands any node may take; group "nodes"
+    {cmd}:node:<id>        stream node commands for one node; group "nodes"
     nodes                  hash   node id -> {heartbeat, pid, host, functions: pool sizes, load,
                                   containers, draining}
     draining               hash   node id -> when it was asked to drain (it then takes no new
                                   calls and exits once idle)
     dead                   stream calls that killed their node too often
-    commands               stream node commands any node may take; group "nodes"
-    node:<id>:commands     stream node commands for one node; group "nodes"
     progress:<id>          stream a node command's progress lines or output chunks, then
                                   {end: 1} just before its result
-    cancel:<id>            string set when the asker of a command stopped waiting for it
     input:<id>             stream what a command's asker sends while it runs (a container's
                                   stdin): {data} entries, then {eof: 1}
+    cancel:<id>            string set when the asker of a command stopped waiting for it
     environments           hash   environment id -> its lease and where it runs
     containers             hash   Docker-API container id -> {"node", "name"}
     exec:<id>              string an exec's state, as Docker's exec inspect shows it
     events                 stream container, image and function events (Docker's shape)
-    calls:index:<fn>       list   the function's latest call ids, newest first
-    idempotency:<fn>:<key> string "<call id> <request fingerprint>", for an hour
-    idempotency-count:<fn> string keys the function took this hour (capped)
     secrets                hash   name -> value: the one place a secret's value is kept
     networks               hash   network id -> NetworkSpec JSON (user-defined networks)
     logins                 hash   registry host -> its credentials (X-Registry-Auth form), kept
@@ -38,6 +45,7 @@ number of calls waiting or running: the gateway's queue cap reads it.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 VERSION = 1
@@ -48,11 +56,10 @@ FUNCTIONS = f"{PREFIX}:functions"
 NODES = f"{PREFIX}:nodes"
 DRAINING = f"{PREFIX}:draining"
 DEAD = f"{PREFIX}:dead"
-INVOCATIONS = f"{PREFIX}:invocations"
 ENVIRONMENTS = f"{PREFIX}:environments"
 EVENTS = f"{PREFIX}:events"
 CONTAINERS = f"{PREFIX}:containers"
-COMMANDS = f"{PREFIX}:commands"
+COMMANDS = f"{PREFIX}:{{cmd}}:commands"
 SECRETS = f"{PREFIX}:secrets"
 NETWORKS = f"{PREFIX}:networks"
 LOGINS = f"{PREFIX}:logins"
@@ -76,37 +83,68 @@ MAX_SECRETS = 1024
 MAX_QUEUE = 1024  # calls waiting or running per function before 429
 
 
+def function_tag(function: str) -> str:
+    """Six hex digits from the function's name: the hash tag of its keys and the start of
+    its calls' ids."""
+    return hashlib.sha1(function.encode()).hexdigest()[:6]
+
+
+def _slot(function: str) -> str:
+    return f"{PREFIX}:{{f{function_tag(function)}}}"
+
+
 def calls_key(function: str) -> str:
-    return f"{PREFIX}:calls:{function}"
+    return f"{_slot(function)}:calls:{function}"
+
+
+def spec_key(function: str) -> str:
+    """The function's spec, beside its queue: the submit script judges a call on it."""
+    return f"{_slot(function)}:spec:{function}"
+
+
+def invocations_key(function: str) -> str:
+    return f"{_slot(function)}:invocations:{function}"
 
 
 def replies_key(gateway: str) -> str:
-    return f"{PREFIX}:replies:{gateway}"
+    return f"{PREFIX}:{{g{gateway}}}:replies"
 
 
 def node_commands_key(node: str) -> str:
-    return f"{PREFIX}:node:{node}:commands"
+    return f"{PREFIX}:{{cmd}}:node:{node}"
+
+
+def is_call_id(text: str) -> bool:
+    """Whether ``text`` has a call id's shape (24 lowercase hex digits).
+
+    >>> is_call_id(new_call_id("wc")), is_call_id("}abcdef" + "0" * 17), is_call_id("A" * 24)
+    (True, False, False)
+    """
+    return len(text) == 24 and all(c in "0123456789abcdef" for c in text)
 
 
 def record_key(call_id: str) -> str:
-    return f"{PREFIX}:call:{call_id}"
+    """A call's record, in its function's slot (its id starts with the function's tag)."""
+    if not is_call_id(call_id):
+        raise ValueError(f"not a call id: {call_id!r}")
+    return f"{PREFIX}:{{f{call_id[:6]}}}:call:{call_id}"
 
 
 def calls_index_key(function: str) -> str:
-    return f"{PREFIX}:calls:index:{function}"
+    return f"{_slot(function)}:calls:index:{function}"
 
 
 def idempotency_key(function: str, key: str) -> str:
-    return f"{PREFIX}:idempotency:{function}:{key}"
+    return f"{_slot(function)}:idempotency:{function}:{key}"
 
 
 def idempotency_count_key(function: str) -> str:
     """How many idempotency keys the function took this hour (their cap)."""
-    return f"{PREFIX}:idempotency-count:{function}"
+    return f"{_slot(function)}:idempotency-count:{function}"
 
 
 def logs_key(function: str) -> str:
-    return f"{PREFIX}:logs:{function}"
+    return f"{_slot(function)}:logs:{function}"
 
 
 def progress_key(command_id: str) -> str:
@@ -127,5 +165,10 @@ def exec_key(exec_id: str) -> str:
     return f"{PREFIX}:exec:{exec_id}"
 
 
-def new_call_id() -> str:
+def new_call_id(function: str) -> str:
+    """A call's id: its function's tag, then 18 random hex digits (24 in all)."""
+    return function_tag(function) + secrets.token_hex(9)
+
+
+def new_command_id() -> str:
     return secrets.token_hex(12)

@@ -1,4 +1,5 @@
-"""Calls through the gateway over real HTTP: gateway -> Redis -> node -> container and back."""
+"""Calls through the gateway over real HTTP: gateway -> Redis -> node -> container and back,
+on one Redis and on a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ from pool.manager import PoolManager
 from tests.gateway.conftest import RunningGateway, run_server, serve, with_limits
 from tests.gateway.test_functions_api import eventually
 from tests.utils import free_port
+
+
+@pytest.fixture
+def redis_url(single_or_cluster_redis_url: str) -> str:
+    return single_or_cluster_redis_url
+
 
 ECHO = {"name": "echo", "image": "tests/echo", "timeout": "20s"}
 WC = {"name": "wc", "image": "examples/busybox-wc", "protocol": "stdio", "pool": {"max": 8}}
@@ -108,7 +115,7 @@ async def test_body_over_the_limit_is_413_and_nothing_is_queued(
     api: httpx.AsyncClient,
 ) -> None:  # fmt: skip
     assert (await api.post("/system/functions", json=WC)).status_code == 201
-    keys_before = set(await redis_client.keys("scow:v1:call:*"))
+    keys_before = set(await redis_client.keys("scow:v1:*:call:*"))
     big = b"x" * (7 << 20)
     response = await api.post("/function/wc", content=big)
     assert response.status_code == 413 and response.json()["error"] == "too_large"
@@ -120,7 +127,7 @@ async def test_body_over_the_limit_is_413_and_nothing_is_queued(
     chunked = await api.post("/function/wc", content=chunks())  # no Content-Length
     assert chunked.status_code == 413
     assert await redis_client.xlen(keys.calls_key("wc")) == 0
-    assert set(await redis_client.keys("scow:v1:call:*")) == keys_before
+    assert set(await redis_client.keys("scow:v1:*:call:*")) == keys_before
     ok = await api.post("/function/wc", content=b"x" * (6 << 20))  # at the limit: fine
     assert ok.status_code == 200 and ok.content.split()[2] == str(6 << 20).encode()
 

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.slow
 
 def request(fn: str, client: PoolClient, timeout: float = 30.0) -> CallRequest:
     now = time.time()
-    return CallRequest(new_call_id(), fn, deadline=now + timeout, enqueued=now,
+    return CallRequest(new_call_id(fn), fn, deadline=now + timeout, enqueued=now,
                        reply_to=client.reply_stream)  # fmt: skip
 
 
@@ -60,7 +60,7 @@ async def test_a_reply_over_the_limit_is_a_502_and_costs_the_node_no_memory(
     assert result.status == 502 and result.error == "response_too_large", result
     assert str(6 << 20) in result.message
     over_http = await client.call(CallRequest(
-        new_call_id(), "big", deadline=time.time() + 30, enqueued=time.time(),
+        new_call_id("big"), "big", deadline=time.time() + 30, enqueued=time.time(),
         reply_to=client.reply_stream, method="GET", path="/big"))  # fmt: skip
     assert over_http.status == 502 and over_http.error == "response_too_large", over_http
     after = rss_mib(node.pid)

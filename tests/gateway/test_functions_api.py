@@ -1,10 +1,12 @@
-"""Function routes over real HTTP, with a real node behind the gateway."""
+"""Function routes over real HTTP, with a real node behind the gateway: on one Redis and
+on a Redis Cluster."""
 
 from __future__ import annotations
 
 import asyncio
 
 import httpx
+import pytest
 
 from pool.manager import PoolManager
 
@@ -18,6 +20,11 @@ async def eventually(check, timeout: float = 20.0):  # type: ignore[no-untyped-d
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"not true within {timeout}s: {check}")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def redis_url(single_or_cluster_redis_url: str) -> str:
+    return single_or_cluster_redis_url
 
 
 WC = {"name": "wc", "image": "examples/busybox-wc", "protocol": "stdio"}

@@ -20,7 +20,7 @@ from tests.pool.conftest import spec
 
 def request(fn: str, body: bytes = b"", timeout: float = 10.0, **kw: object) -> CallRequest:
     now = time.time()
-    return CallRequest(new_call_id(), fn, deadline=now + timeout, body=body, enqueued=now, **kw)  # type: ignore[arg-type]
+    return CallRequest(new_call_id(fn), fn, deadline=now + timeout, body=body, enqueued=now, **kw)  # type: ignore[arg-type]
 
 
 async def call(client: PoolClient, fn: str, body: bytes = b"", timeout: float = 10.0) -> CallResult:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pool.contract import keys
 from pool.contract.messages import CallRequest, CallResult
 from pool.contract.specs import FunctionSpec
 from pool.httpclient import Connections
@@ -84,7 +85,7 @@ def stdio_instance(runtime: FakeRuntime, *argv: str) -> Instance:
 
 
 def call(body: bytes = b"", seconds: float = 10.0, **kw: Any) -> CallRequest:
-    return CallRequest("call-1", "f", deadline=time.time() + seconds, body=body, **kw)
+    return CallRequest(keys.new_call_id("f"), "f", deadline=time.time() + seconds, body=body, **kw)
 
 
 async def run(
@@ -218,7 +219,7 @@ async def test_http_hop_headers_are_dropped_and_the_call_id_is_given(
     result = await run(FakeRuntime(), inst, req)
     assert (result.status, result.body) == (201, b"ok")
     lower = [h.lower() for h in seen]
-    assert b"x-in: 1" in lower and b"x-call-id: call-1" in lower
+    assert b"x-in: 1" in lower and f"x-call-id: {req.id}".encode() in lower
     assert not [h for h in lower if h.startswith((b"proxy-authorization", b"te:"))]
     names = {k for k, _ in result.headers}
     assert "x-out" in names and "keep-alive" not in names and "content-length" not in names

@@ -16,7 +16,8 @@ from pool.contract.specs import FunctionSpec
 
 
 def _call(name: str) -> CallRequest:
-    return CallRequest(keys.new_call_id(), name, deadline=time.time() + 10, enqueued=time.time())
+    now = time.time()
+    return CallRequest(keys.new_call_id(name), name, deadline=now + 10, enqueued=now)
 
 
 async def test_a_kept_spec_is_read_once_and_a_changed_one_queues_nothing(

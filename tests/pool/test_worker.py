@@ -129,7 +129,8 @@ def worker(
 
 def fields(seconds: float) -> dict[bytes, bytes]:
     now = time.time()
-    req = CallRequest("call-1", "f", deadline=now + seconds, enqueued=now - 1, reply_to="r")
+    req = CallRequest(keys.new_call_id("f"), "f", deadline=now + seconds, enqueued=now - 1,
+                      reply_to="r")  # fmt: skip
     return {k.encode(): v if isinstance(v, bytes) else v.encode()
             for k, v in req.to_fields().items()}  # fmt: skip
 
