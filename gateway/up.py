@@ -152,6 +152,8 @@ class Host:
         node_args = ["--state-dir", str(cfg.state_dir), "--run-dir", str(cfg.run_dir),
                      "--bridge", cfg.bridge, "--subnet", cfg.subnet,
                      "--metrics-port", str(cfg.node_metrics_port)]  # fmt: skip
+        if cfg.insecure_registries:
+            node_args += ["--insecure-registry", cfg.insecure_registries]
         self._spawn("pool manager", ["pool", "--redis-url", redis_url, *node_args])
         where = (
             "any free port" if cfg.node_metrics_port == 0 else f"127.0.0.1:{cfg.node_metrics_port}"

@@ -167,10 +167,14 @@ def info(fmt: str) -> None:
     "--gateway-workers", default=DEFAULTS.gateway_workers, show_default=True,
     type=click.IntRange(1, 64), help="Gateway processes on the same sockets (one per core)",
 )  # fmt: skip
+@click.option(
+    "--insecure-registry", "insecure_registries", multiple=True, metavar="HOST[:PORT]|CIDR",
+    help="A registry the node may reach over plain HTTP (loopback ones always may)",
+)  # fmt: skip
 def up(
     state_dir: Path | None, run_dir: Path | None, host: str, port: int, redis_url: str | None,
     bridge: str, subnet: str, network_pool: str, node_metrics_port: int, redis_maxmemory: str,
-    gateway_workers: int,
+    gateway_workers: int, insecure_registries: tuple[str, ...],
 ) -> None:  # fmt: skip
     """Run the whole host in the foreground: Redis, a node, the gateway. One that dies is
     started again; Ctrl-C stops them all."""
@@ -181,7 +185,7 @@ def up(
         state_dir=state_dir, run_dir=run_dir, http_host=host, http_port=port, redis_url=redis_url,
         bridge=bridge, subnet=subnet, network_pool=network_pool,
         node_metrics_port=node_metrics_port, redis_maxmemory=redis_maxmemory,
-        gateway_workers=gateway_workers,
+        gateway_workers=gateway_workers, insecure_registries=",".join(insecure_registries),
     )  # fmt: skip
     try:
         code = Host(config, out=click.echo).run()
