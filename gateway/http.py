@@ -42,7 +42,7 @@ def error_response(
 _COMMAND_STATUS = {
     "invalid": 400, "unsafe_archive": 400, "not_found": 404, "conflict": 409,
     "too_many": 429, "not_implemented": 501, "not_ready": 502, "not_ready_in_time": 504,
-    "unauthorized": 401, "registry": 502,
+    "unauthorized": 401, "registry": 502, "node_gone": 503,
     "timeout": 504, "cancelled": 499, "unknown_command": 404, "internal": 500,
 }  # fmt: skip
 

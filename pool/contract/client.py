@@ -45,6 +45,7 @@ from pool.contract.keys import (
     EVENTS_MAXLEN,
     FUNCTIONS,
     GROUP,
+    HEARTBEAT_EVERY,
     HEARTBEAT_STALE,
     INPUT_WINDOW,
     LOGINS,
@@ -85,6 +86,10 @@ async def publish_events(redis: aioredis.Redis, events: list[dict[str, Any]]) ->
         for e in events:
             pipe.xadd(EVENTS, {"event": json.dumps(e)}, maxlen=EVENTS_MAXLEN, approximate=True)
         await pipe.execute()
+
+
+class NodeGone(Exception):
+    """The node a command was sent to stopped answering (its heartbeat went stale)."""
 
 
 @dataclass(frozen=True)
@@ -409,10 +414,13 @@ class PoolClient:
             key = node_commands_key(node) if node else COMMANDS
             await self.redis.xadd(key, req.to_fields())
             if progress is None and output is None:
-                result = await asyncio.wait_for(fut, timeout)
+                answer: Awaitable[CallResult] = fut
             else:
-                follow = self._follow(req.id, fut, progress, output)
-                result = await asyncio.wait_for(follow, timeout)
+                answer = self._follow(req.id, fut, progress, output)
+            result = await self._unless_gone(answer, node, timeout)
+        except NodeGone:
+            raise CommandFailed("node_gone", f"{name}: node {node} stopped answering (no "
+                                f"heartbeat for {HEARTBEAT_STALE:g}s)") from None
         except TimeoutError:
             where = f"node {node}" if node else "any node"
             message = f"{name}: no answer from {where} in {timeout:g}s"
@@ -433,6 +441,44 @@ class PoolClient:
         if result.error:
             raise CommandFailed(result.error, result.message)
         return json.loads(result.body) if result.body else None
+
+    async def _unless_gone(self, answer: Awaitable[CallResult], node: str,
+                           timeout: float) -> CallResult:  # fmt: skip
+        """``answer`` within ``timeout`` (else TimeoutError); NodeGone as soon as ``node``
+        (when one is named) is no longer live: its commands die with it, and waiting out
+        the timeout would only hold the client."""
+        task = asyncio.ensure_future(answer)
+        if not node:
+            return await asyncio.wait_for(task, timeout)
+        watch = asyncio.create_task(self._until_gone(node))
+        try:
+            done, _ = await asyncio.wait({task, watch}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        finally:
+            watch.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task in done:
+            return task.result()
+        if watch in done and watch.exception() is None:
+            raise NodeGone(node)
+        raise TimeoutError
+
+    async def _until_gone(self, node: str) -> None:
+        """Returns once ``node``'s heartbeat is stale or gone (a Redis outage is no news
+        of the node: it is read again)."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY)
+            try:
+                raw = await self.redis.hget(NODES, node)
+            except (aioredis.ConnectionError, aioredis.TimeoutError):
+                continue
+            if raw is None or time.time() - float(json.loads(raw).get("heartbeat", 0)) > (
+                HEARTBEAT_STALE
+            ):
+                return
 
     async def _send_input(self, command_id: str, chunks: asyncio.Queue[bytes | None]) -> None:
         """Forward what is put in ``chunks`` to the command's input stream, waiting while the

@@ -28,7 +28,7 @@ CallState = Literal["queued", "running", "done"]
 Failure = Literal[
     "invalid", "unsafe_archive", "not_found", "conflict", "too_many", "not_implemented",
     "not_ready", "not_ready_in_time", "timeout", "cancelled", "unknown_command", "internal",
-    "unauthorized", "registry",
+    "unauthorized", "registry", "node_gone",
 ]  # fmt: skip
 FAILURES: tuple[str, ...] = get_args(Failure)
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from images.store import ImageStore
+from pool.contract import keys
 from pool.contract.client import PoolClient
 from pool.contract.errors import CommandFailed
 from pool.manager import PoolManager
@@ -49,3 +53,16 @@ async def test_command_for_a_node_that_is_not_there_times_out(client: PoolClient
     with pytest.raises(CommandFailed) as info:
         await client.command("node.info", node="nobody", timeout=0.5)
     assert info.value.error == "timeout" and "node nobody" in info.value.message
+
+
+async def test_a_command_to_a_node_that_stops_answering_fails_when_its_heartbeat_ends(
+    client: PoolClient,
+) -> None:
+    """A node that was live and went silent (kill -9): its command fails as soon as the
+    node counts as dead, not at the command's timeout."""
+    await client.redis.hset(keys.NODES, "silent", json.dumps({"heartbeat": time.time()}))
+    with pytest.raises(CommandFailed) as info:
+        await client.command("node.info", node="silent", timeout=120)
+    assert info.value.error == "node_gone", info.value
+    assert "node silent stopped answering" in info.value.message
+    await client.redis.hdel(keys.NODES, "silent")
