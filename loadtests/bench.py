@@ -123,6 +123,54 @@ def plot(
     return f"![{title}]({path.name})"
 
 
+def cdf(path: Path, title: str, series: dict[str, Sequence[float]]) -> str:
+    """Latency CDFs (ms, log x) as PNG; the markdown that shows it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, values in series.items():
+        xs = sorted(values)
+        ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=label)
+    ax.set_title(title)
+    ax.set_xlabel("ms")
+    ax.set_ylabel("fraction of calls answered within")
+    ax.set_xscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return f"![{title}]({path.name})"
+
+
+def stacked(path: Path, title: str, xlabel: str, rows: dict[str, dict[str, float]]) -> str:
+    """Horizontal bars, each split into its parts (phases), as PNG; the markdown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = list(dict.fromkeys(part for row in rows.values() for part in row))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    left = [0.0] * len(rows)
+    for part in parts:
+        widths = [row.get(part, 0.0) for row in rows.values()]
+        ax.barh(list(rows), widths, left=left, label=part)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.invert_yaxis()
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return f"![{title}]({path.name})"
+
+
 def bars(path: Path, title: str, ylabel: str, values: dict[str, float]) -> str:
     import matplotlib
 

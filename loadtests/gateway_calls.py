@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from loadtests.bench import MS, REPO, BenchHost, bench_host, pct, plot, verdict
+from loadtests.bench import MS, REPO, BenchHost, bench_host, cdf, pct, plot, verdict
 from runtime.records import ContainerStore
 
 
@@ -72,6 +72,7 @@ async def measure(host: BenchHost, runs: int, out: Path, stamp: str) -> list[str
                  "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         curves: dict[str, tuple[list[float], list[float]]] = {}
         p50_one: dict[str, float] = {}  # p50 ms at one client, by function
+        one_client: dict[str, list[float]] = {}  # ms of each call at one client, by scenario
 
         async def level(fn: str, label: str, conc: int, count: int) -> float:
             """Calls per second at ``conc`` clients, after a warm-up that sizes the pool."""
@@ -83,6 +84,7 @@ async def measure(host: BenchHost, runs: int, out: Path, stamp: str) -> list[str
             ys.append(pct(lat, 0.5) * MS)
             if conc == 1:
                 p50_one[fn] = pct(lat, 0.5) * MS
+                one_client[label] = [x * MS for x in lat]
             return len(lat) / elapsed
 
         await _deploy(api, {"name": "wc", "image": "examples/busybox-wc", "protocol": "stdio",
@@ -123,8 +125,10 @@ async def measure(host: BenchHost, runs: int, out: Path, stamp: str) -> list[str
                   f"{verdict(fresh <= 5)}). Reuse mode: p50 {p50_one['reuse']:.1f} ms (goal 2 ms: "
                   f"{verdict(p50_one['reuse'] <= 2)}), at most {max(rates[1]):.0f} calls/s "
                   f"(goal 2,000: {verdict(max(rates[1]) >= 2000)})."]  # fmt: skip
-        overhead, overhead_p50 = await _overhead(api, host, runs)
-        lines += ["", *breakdown, "", *overhead, "",
+        overhead, overhead_p50, direct = await _overhead(api, host, runs)
+        one_client["direct over the bridge (the function alone)"] = direct
+        curves_cdf = cdf(out / f"{stamp}-calls-cdf.png", "Latency at one client, CDF", one_client)
+        lines += ["", *breakdown, "", *overhead, "", curves_cdf, "",
                   f"Summary: the gateway and queue add {overhead_p50:.2f} ms at p50 "
                   f"(goal 1 ms: {verdict(overhead_p50 <= 1)}).", "",
                   *await _burst(api)]  # fmt: skip
@@ -149,7 +153,7 @@ async def _breakdown(api: httpx.AsyncClient, fn: str, runs: int) -> list[str]:
 
 async def _overhead(
     api: httpx.AsyncClient, host: BenchHost, runs: int
-) -> tuple[list[str], float]:
+) -> tuple[list[str], float, list[float]]:
     """One warm reuse container, called directly over the bridge and through the gateway."""
     await _deploy(api, {"name": "direct", "image": "examples/python-hello",
                         "max_invocations": 0, "pool": {"min": 1, "max": 1}})  # fmt: skip
@@ -172,7 +176,7 @@ async def _overhead(
     overhead_p50 = (pct(lat_gateway, 0.5) - pct(lat_direct, 0.5)) * MS
     return [f"Gateway and queue overhead: one warm container, {count} sequential calls each:",
             "", "| | direct over the bridge ms | through gateway, Redis, node ms | overhead ms |",
-            "|---|---:|---:|---:|", *rows], overhead_p50  # fmt: skip
+            "|---|---:|---:|---:|", *rows], overhead_p50, [x * MS for x in lat_direct]  # fmt: skip
 
 
 async def _burst(api: httpx.AsyncClient) -> list[str]:

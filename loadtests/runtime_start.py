@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -31,7 +32,7 @@ from pathlib import Path
 import httpx
 
 from images.busybox import make_busybox_rootfs
-from loadtests.bench import BenchHost, bars, bench_host, verdict
+from loadtests.bench import BenchHost, bars, bench_host, stacked, verdict
 from runtime.engine import Runtime, RuntimeConfig
 from runtime.oci import make_config
 from runtime.spec import ImageConfig, RunOptions
@@ -47,6 +48,7 @@ class Series:
     name: str
     seconds: list[float] = field(default_factory=list)
     phases: dict[str, list[float]] = field(default_factory=dict)
+    cpu: list[float] = field(default_factory=list)  # this process and its reaped children
 
     def p(self, q: float) -> float:
         ordered = sorted(self.seconds)
@@ -69,15 +71,23 @@ def bare_runc(base: Path, rootfs: Path, runs: int, init: str | None) -> Series:
     series = Series("bare runc run")
     root = base / "runc-root"
     for i in range(runs):
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), cpu_seconds()
         subprocess.run(
             ["runc", "--root", str(root), "run", "--bundle", str(bundle), f"bare{i}"],
             check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         )  # fmt: skip
         series.seconds.append(time.perf_counter() - t)
+        series.cpu.append(cpu_seconds() - cpu)
     for d in Path("/sys/fs/cgroup").glob("*/scow-bench"):
         d.rmdir()
     return series
+
+
+def cpu_seconds() -> float:
+    """CPU this process and the children it reaped (runc, ip, ...) have used."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)  # fmt: skip
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 async def scow_runs(rt: Runtime, layer: Path, runs: int, name: str, **opts: object) -> Series:
@@ -85,13 +95,14 @@ async def scow_runs(rt: Runtime, layer: Path, runs: int, name: str, **opts: obje
     options = RunOptions(read_only=True, **opts)  # type: ignore[arg-type]
     stdio = "logs" if "conmon" in name else "pipes"
     for _ in range(runs):
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), cpu_seconds()
         rec = await rt.create(BUSYBOX, [layer], options, stdio=stdio)  # type: ignore[arg-type]
         rec = await rt.start(rec.id)
         await rt.wait(rec.id)
         t_rm = time.perf_counter()
         await rt.remove(rec.id)
         series.seconds.append(time.perf_counter() - t)
+        series.cpu.append(cpu_seconds() - cpu)
         for phase, seconds in {**rec.phases, "wait+remove": time.perf_counter() - t_rm}.items():
             series.phases.setdefault(phase, []).append(seconds)
     return series
@@ -242,17 +253,25 @@ def report(series: list[Series], runs: int, out: Path, stamp: str) -> str:
                        {s.name: s.median * ms for s in series})]  # fmt: skip
     lines += [
         "",
-        "Median ms per phase (scow):",
+        "Median ms per phase (scow), and the CPU each container cost (this process and the "
+        "children it reaped: runc, ip; a container's own process is not counted):",
         "",
-        "| variant | " + " | ".join(PHASES) + " |",
-        "|---|" + "---:|" * len(PHASES),
+        "| variant | " + " | ".join(PHASES) + " | CPU ms per container |",
+        "|---|" + "---:|" * (len(PHASES) + 1),
     ]
-    for s in series[1:]:
-        if not s.phases:
+    phased: dict[str, dict[str, float]] = {}
+    for s in series:
+        if not s.phases and not s.cpu:
             continue
         cells = [f"{statistics.median(s.phases[p]) * ms:.1f}" if p in s.phases else "-"
                  for p in PHASES]  # fmt: skip
-        lines.append(f"| {s.name} | " + " | ".join(cells) + " |")
+        cpu = f"{statistics.median(s.cpu) * ms:.1f}" if s.cpu else "-"
+        lines.append(f"| {s.name} | " + " | ".join(cells) + f" | {cpu} |")
+        if s.phases:
+            phased[s.name] = {p: statistics.median(s.phases[p]) * ms for p in PHASES
+                              if p in s.phases}  # fmt: skip
+    lines += ["", stacked(out / f"{stamp}-phases.png", "A container's life by phase, median ms",
+                          "ms", phased)]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

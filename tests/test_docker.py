@@ -254,4 +254,6 @@ def test_what_scow_lacks_is_a_501_that_names_it(host: Host) -> None:
     assert on_host.returncode != 0 and "host's network" in on_host.stderr
     overlay = docker(host, "network", "create", "-d", "overlay", "mine")
     assert overlay.returncode == 1 and "driver 'overlay' is not supported" in overlay.stderr
+    search = docker(host, "search", "busybox")
+    assert search.returncode == 1 and "does not offer searching a registry" in search.stderr
     assert ok(docker(host, "ps", "-aq")) == ""  # the refused create left nothing

@@ -111,6 +111,7 @@ UNSUPPORTED = {
     "nodes": "swarm nodes", "secrets": "swarm secrets", "configs": "swarm configs",
     "plugins": "plugins", "session": "BuildKit sessions", "grpc": "BuildKit",
     "distribution": "inspecting images in a registry (pull them)",
+    "images/search": "searching a registry",
     "build/prune": "the build cache prune",
 }  # fmt: skip
 _ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD"]
