@@ -26,6 +26,8 @@ from pool.contract.specs import FunctionSpec
 from pool.instances import Instance, InstanceError
 from pool.sizing import ArrivalRate, MakeTimes, Target, target
 
+AFTER_PATIENCE = 5.0  # a throwaway instance waits this long at most for its call's reply
+
 log = logging.getLogger("scow.pool")
 
 
@@ -136,14 +138,18 @@ class WarmPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), 1.0)
 
-    async def acquire(self) -> Instance:
-        """A ready instance, or the next one made (marked ``cold``)."""
+    async def acquire(self, after: Awaitable[object] | None = None) -> Instance:
+        """A ready instance, or the next one made (marked ``cold``).
+
+        The one taken is replaced once ``after`` is done (the call answered) while others
+        are still ready: making a container costs the event loop and the GIL work that
+        would slow the call in flight; with none left ready, at once."""
         self.arrivals.arrived(time.monotonic())
         if self.ready:
             inst = self.ready.popleft()
             self.busy += 1
             self._note_demand()
-            self.refill()
+            self._refill_once(after)
             return self._take(inst, "pool")
         if (shared := self._room()) is not None:
             self._note_demand()
@@ -164,8 +170,12 @@ class WarmPool:
                 self.release(unused, reusable=True)
             raise
 
-    def release(self, inst: Instance, *, reusable: bool) -> None:
-        """After a call: back to the pool if it may serve again, else destroyed.
+    def release(
+        self, inst: Instance, *, reusable: bool, after: Awaitable[object] | None = None
+    ) -> None:
+        """After a call: back to the pool if it may serve again, else destroyed once
+        ``after`` is done (the call's reply sent: a teardown's work on the event loop
+        would otherwise hold the reply up).
 
         An instance still running other calls stays busy; one that failed takes
         no new calls and goes when its last call ends.
@@ -183,8 +193,26 @@ class WarmPool:
             self.busy += 1
             self._hand_over(inst)
         else:
-            self._spawn(self._destroy(inst))
+            self._spawn(self._destroy_after(inst, after))
+        self._refill_once(after)
+
+    def _refill_once(self, after: Awaitable[object] | None) -> None:
+        """Refill now, or once ``after`` is done while some are still ready."""
+        if after is not None and self.ready:
+            self._spawn(self._refill_after(after))
+        else:
+            self.refill()
+
+    async def _refill_after(self, after: Awaitable[object]) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(after), AFTER_PATIENCE)
         self.refill()
+
+    async def _destroy_after(self, inst: Instance, after: Awaitable[object] | None) -> None:
+        if after is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(after), AFTER_PATIENCE)
+        await self._destroy(inst)
 
     def _hand_over(self, inst: Instance) -> None:
         """Give a ready instance to the calls waiting, as many as it takes at once (its

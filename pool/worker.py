@@ -230,33 +230,40 @@ class FunctionWorker:
         picked = time.time()
         queue_seconds = max(0.0, picked - req.enqueued)
         logs: list[tuple[str, str]] = []
-        if picked >= req.deadline:
-            result = CallResult.failure(
-                req.id, 504, "timeout", "the deadline passed before a node took the call",
-                part="queue",
+        # Set once the reply is sent: a throwaway container is torn down after that, so
+        # that the teardown's work on the event loop never holds a reply up.
+        replied = asyncio.get_running_loop().create_future()
+        try:
+            if picked >= req.deadline:
+                result = CallResult.failure(
+                    req.id, 504, "timeout", "the deadline passed before a node took the call",
+                    part="queue",
+                )  # fmt: skip
+            elif self.unusable is not None:
+                result = CallResult.failure(req.id, 502, *self.unusable)
+            else:
+                # attempts counts the runs a call had: more than one when a node died
+                # mid-run.
+                try:
+                    async with self.parts.redis.pipeline(transaction=False) as pipe:
+                        key = keys.record_key(req.id)
+                        pipe.hset(key, mapping=CallRecord.running(self.parts.node_id))
+                        pipe.hincrby(key, "attempts", 1)
+                        await pipe.execute()
+                except (aioredis.RedisError, OSError) as exc:
+                    # Not run, and still pending: the take-over runs it when Redis is back.
+                    log.warning("call %s: not started, Redis is away: %r", req.id, exc)
+                    return
+                result = await self._run(req, logs, replied)
+            result = replace(
+                result, node=self.parts.node_id, queue_seconds=queue_seconds,
+                run_seconds=time.time() - picked,
             )  # fmt: skip
-        elif self.unusable is not None:
-            result = CallResult.failure(req.id, 502, *self.unusable)
-        else:
-            # attempts counts the runs a call had: more than one when a node died mid-run.
-            try:
-                async with self.parts.redis.pipeline(transaction=False) as pipe:
-                    key = keys.record_key(req.id)
-                    pipe.hset(key, mapping=CallRecord.running(self.parts.node_id))
-                    pipe.hincrby(key, "attempts", 1)
-                    await pipe.execute()
-            except (aioredis.RedisError, OSError) as exc:
-                # Not run, and still pending: the take-over runs it when Redis is back.
-                log.warning("call %s: not started, Redis is away: %r", req.id, exc)
-                return
-            result = await self._run(req, logs)
-        result = replace(
-            result, node=self.parts.node_id, queue_seconds=queue_seconds,
-            run_seconds=time.time() - picked,
-        )  # fmt: skip
-        ack = (keys.calls_key(self.spec.name), entry_id)
-        self.parts.metrics.answered(self.spec.name, result)
-        await self._reply(req, result, ack, logs)
+            ack = (keys.calls_key(self.spec.name), entry_id)
+            self.parts.metrics.answered(self.spec.name, result)
+            await self._reply(req, result, ack, logs)
+        finally:
+            replied.set_result(None)
 
     async def _reply(
         self, req: CallRequest, result: CallResult, ack: tuple[str, bytes],
@@ -281,10 +288,16 @@ class FunctionWorker:
                     return
                 await asyncio.sleep(keys.RETRY_EVERY)
 
-    async def _run(self, req: CallRequest, logs: list[tuple[str, str]]) -> CallResult:
+    async def _run(
+        self, req: CallRequest, logs: list[tuple[str, str]], replied: asyncio.Future[None]
+    ) -> CallResult:
+        """The call in an instance of the pool; a throwaway one is destroyed once
+        ``replied`` is done."""
         clock = time.perf_counter()
         try:
-            inst = await asyncio.wait_for(self.pool.acquire(), max(req.deadline - time.time(), 0))
+            inst = await asyncio.wait_for(
+                self.pool.acquire(after=replied), max(req.deadline - time.time(), 0)
+            )
         except TimeoutError:
             return CallResult.failure(
                 req.id, 504, "timeout", "no instance was ready before the deadline", part="queue"
@@ -311,7 +324,7 @@ class FunctionWorker:
                 start_seconds=inst.phases.get("total", 0.0), wait_seconds=waited,
             )  # fmt: skip
         finally:
-            self.pool.release(inst, reusable=reusable)
+            self.pool.release(inst, reusable=reusable, after=replied)
 
     async def stop_reading(self) -> None:
         """Take no more calls; the ones taken go on. Idempotent."""

@@ -255,3 +255,31 @@ async def test_free_slots_counts_what_a_read_may_take_and_never_past_the_maximum
     await asyncio.wait_for(waiting, 5)
     assert pool.free_slots() == 5
     await pool.close()
+
+
+async def test_a_throwaway_instance_goes_and_is_replaced_only_after_its_reply() -> None:
+    """The teardown and the replacement's making wait for the call's reply (their work
+    on the event loop would hold it up), unless nothing else is ready."""
+    factory = Factory()
+    pool = pool_of(replace(SPEC, pool_min=2, pool_max=8, max_invocations=1), factory)
+    pool.refill()
+    await settle()
+    replied: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    inst = await pool.acquire(after=replied)
+    pool.release(inst, reusable=False, after=replied)
+    await settle()
+    assert factory.destroyed == [] and len(factory.made) == 2  # both wait for the reply
+    replied.set_result(None)
+    await settle()
+    assert factory.destroyed == [inst] and len(factory.made) == 3 and len(pool.ready) == 2
+    # The last ready one taken: its replacement is made at once, reply or not.
+    answers = [asyncio.get_running_loop().create_future() for _ in range(2)]
+    await pool.acquire(after=answers[0])
+    await settle()
+    assert len(factory.made) == 3  # one is still ready: the replacement waits
+    await pool.acquire(after=answers[1])
+    await settle()
+    assert len(factory.made) > 3 and pool.ready  # none was: made at once
+    for answer in answers:
+        answer.set_result(None)
+    await pool.close()

@@ -103,7 +103,7 @@ class StuckPool:
     def __init__(self, error: str = "") -> None:
         self.error = error
 
-    async def acquire(self) -> Instance:
+    async def acquire(self, after: object = None) -> Instance:
         if self.error:
             raise InstanceError(self.error)
         await asyncio.Event().wait()
