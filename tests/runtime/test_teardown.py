@@ -21,19 +21,31 @@ from tests.runtime.helpers import BUSYBOX, run
 REPO = Path(__file__).resolve().parents[2]
 
 
-def leftovers(rt: Runtime) -> dict[str, object]:
+def host_names() -> set[str]:
+    """The host-wide names a runtime makes: its veths and its netns."""
+    links = {n for n in os.listdir("/sys/class/net") if n.startswith("sv")}
+    netns = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    return links | {n for n in netns if n.startswith("scow-")}
+
+
+@pytest.fixture(autouse=True)
+def elsewhere() -> set[str]:
+    """Veths and netns that were on the host before the test (another scow's, or
+    a killed run's): theirs, not this runtime's leftovers."""
+    return host_names()
+
+
+def leftovers(rt: Runtime, elsewhere: set[str]) -> dict[str, object]:
     """Everything the runtime could leave, by kind; empty lists when clean."""
     with open("/proc/self/mountinfo") as f:
         mounts = [ln.split()[4] for ln in f if str(rt.config.state_dir) in ln]
-    links = [n for n in os.listdir("/sys/class/net") if n.startswith("sv")]
-    netns = [n for n in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else [])
-             if n.startswith("scow-")]  # fmt: skip
+    new = host_names() - elsewhere
     return {
         "containers": sorted(rt.store.ids()),
         "mounts": mounts,
         "cgroups": sorted(rt.cgroups.ids()),
-        "netns": netns,
-        "veths": links,
+        "netns": sorted(n for n in new if n.startswith("scow-")),
+        "veths": sorted(n for n in new if n.startswith("sv")),
         "leases": rt.network.ipam.leases(),
     }
 
@@ -42,18 +54,20 @@ CLEAN = {"containers": [], "mounts": [], "cgroups": [], "netns": [], "veths": []
 
 
 @pytest.mark.slow
-async def test_200_cycles_leave_nothing(runtime: Runtime, busybox_layer: Path) -> None:
+async def test_200_cycles_leave_nothing(
+    runtime: Runtime, busybox_layer: Path, elsewhere: set[str]
+) -> None:
     opts = RunOptions(command=("true",), network="bridge", read_only=True)
     for _ in range(200):
         rec = await runtime.create(BUSYBOX, [busybox_layer], opts)
         await runtime.start(rec.id)
         assert (await runtime.wait(rec.id)).code == 0
         await runtime.remove(rec.id)
-    assert leftovers(runtime) == CLEAN
+    assert leftovers(runtime, elsewhere) == CLEAN
 
 
 async def test_bad_input_names_the_value_and_leaves_nothing(
-    runtime: Runtime, busybox_layer: Path
+    runtime: Runtime, busybox_layer: Path, elsewhere: set[str]
 ) -> None:
     with pytest.raises(InvalidOption, match="invalid memory 1024"):
         RunOptions(memory=1024)
@@ -62,7 +76,7 @@ async def test_bad_input_names_the_value_and_leaves_nothing(
         await runtime.create(
             BUSYBOX, [busybox_layer], RunOptions(command=("true",), user="nosuch", network="bridge")
         )
-    assert leftovers(runtime) == CLEAN
+    assert leftovers(runtime, elsewhere) == CLEAN
 
     with pytest.raises(NotFound, match="/no/such/layer"):
         await runtime.create(BUSYBOX, [busybox_layer, Path("/no/such/layer")], RunOptions())
@@ -81,12 +95,12 @@ async def test_bad_input_names_the_value_and_leaves_nothing(
                 BUSYBOX, [busybox_layer],
                 RunOptions(network="bridge", ports=(Port(80, port),)),
             )  # fmt: skip
-    assert leftovers(runtime) == CLEAN
+    assert leftovers(runtime, elsewhere) == CLEAN
     assert runtime.volumes.all() == []
 
 
 async def test_reaper_removes_what_a_crashed_owner_left(
-    runtime: Runtime, busybox_layer: Path
+    runtime: Runtime, busybox_layer: Path, elsewhere: set[str]
 ) -> None:
     rec = await runtime.create(
         BUSYBOX, [busybox_layer], RunOptions(command=("sleep", "30"), network="bridge")
@@ -100,10 +114,12 @@ async def test_reaper_removes_what_a_crashed_owner_left(
     fresh = Runtime(runtime.config)
     await fresh.open()
     assert await fresh.reap() == [rec.id]
-    assert leftovers(fresh) == CLEAN
+    assert leftovers(fresh, elsewhere) == CLEAN
 
 
-async def test_reaper_stops_orphaned_port_proxy(runtime: Runtime, busybox_layer: Path) -> None:
+async def test_reaper_stops_orphaned_port_proxy(
+    runtime: Runtime, busybox_layer: Path, elsewhere: set[str]
+) -> None:
     rec = await runtime.create(
         BUSYBOX, [busybox_layer],
         RunOptions(command=("sleep", "30"), network="bridge", ports=(Port(80),)),
@@ -112,7 +128,7 @@ async def test_reaper_stops_orphaned_port_proxy(runtime: Runtime, busybox_layer:
     runtime.paths(rec.id).record.unlink()  # and the record was never completed
     assert await runtime.reap() == [rec.id]
     assert proxy.wait(5) is not None
-    assert leftovers(runtime) == CLEAN
+    assert leftovers(runtime, elsewhere) == CLEAN
 
 
 CRASH = """
@@ -136,7 +152,7 @@ asyncio.run(main())
 
 
 async def test_logs_and_exit_survive_a_restart_of_the_owner(
-    runtime: Runtime, busybox_layer: Path
+    runtime: Runtime, busybox_layer: Path, elsewhere: set[str]
 ) -> None:
     cfg = runtime.config
     config = {
@@ -153,11 +169,11 @@ async def test_logs_and_exit_survive_a_restart_of_the_owner(
     assert status.code == 7
     assert [ln.text for ln in runtime.logs(cid)] == [f"line{i}" for i in range(1, 6)]
     await runtime.remove(cid)
-    assert leftovers(runtime) == CLEAN
+    assert leftovers(runtime, elsewhere) == CLEAN
 
 
 async def test_a_removed_container_leaves_nothing_under_the_run_and_state_dirs(
-    runtime: Runtime, busybox_layer: Path
+    runtime: Runtime, busybox_layer: Path, elsewhere: set[str]
 ) -> None:
     """conmon's link to the bundle went on living in <run>/conmon, one per container ever
     made, not even removed by a restart: now it goes with its container, and the reaper
