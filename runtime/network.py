@@ -16,10 +16,10 @@ How it works, for a container with id ``ID``:
    network leaves the container, whatever the host forwards;
 5. runc joins the netns by path (config.json ``linux.namespaces``).
 
-Teardown walks back from the id alone: delete every host veth whose name starts with
-``svID[:10]`` (their peers go with them), remove the netns, release the container's
-address in every network's IPAM. ``none`` networking never gets here: runc makes a
-private netns with only loopback.
+Teardown walks back from the id alone: remove the netns (the kernel deletes the veth
+pairs whose peers were in it), release the container's address in every network's
+IPAM; the reaper also deletes any host veth still named ``svID[:10]``. ``none``
+networking never gets here: runc makes a private netns with only loopback.
 
 The bridges have no NAT and no forwarding to the outside: containers reach the other
 members of their networks and the host's bridge addresses, nothing else.
@@ -31,28 +31,40 @@ on a thread whose event loop is running: async callers use ``asyncio.to_thread``
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import os
+import socket
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import TypeVar
 
 import pyroute2.config
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from runtime.errors import NetworkError
 from runtime.ipam import Ipam
+from runtime.rootfs import mount, unmount
 
-# pyroute2 forks a child for netns work and SIGTERMs it when done. A forked child
-# keeps our Python signal handlers and shares asyncio's signal wakeup fd, so that
-# SIGTERM, landing before the child exits, reached the parent's event loop as if
-# the parent had been asked to stop (the pool manager then shut down). With this,
-# the child takes SIGTERM with the default action and just dies.
+# scow never asks pyroute2 for its netns helpers (see ``netns_socket``), which fork a
+# child and SIGTERM it when done. Should a pyroute2 path fork one anyway: a forked
+# child keeps our Python signal handlers and shares asyncio's signal wakeup fd, so a
+# SIGTERM landing before it exits reached the parent's event loop as if the parent
+# had been asked to stop. With this, the child takes SIGTERM with the default action.
 pyroute2.config.disable_mp_signal = True
 
 NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
+MS_BIND, MS_REC, MS_SHARED = 0x1000, 0x4000, 1 << 20
+_libc = ctypes.CDLL(None, use_errno=True)
+_netns_dir_shared = threading.Lock()
+_netns_dir_ready: list[bool] = []
+T = TypeVar("T")
 
 
 def netns_name(cid: str) -> str:
@@ -157,8 +169,9 @@ class BridgeNetwork:
         ns = netns_name(cid)
         host_end, peer, inside = veth_name(cid, index), _peer_name(cid, index), f"eth{index}"
         mac = container_mac(address)
+        inner_socket: socket.socket | None = None
         try:
-            ensure_netns(ns)
+            inner_socket = netns_socket(ns)
             with IPRoute() as ipr:
                 bridge = ipr.link_lookup(ifname=self.name)
                 if not bridge:
@@ -176,7 +189,7 @@ class BridgeNetwork:
                 except NetlinkError as exc:
                     if exc.code not in (errno.ENOENT, errno.ESRCH):
                         raise
-            with IPRoute(netns=ns) as inner:
+            with IPRoute(use_socket=inner_socket) as inner:
                 link = inner.link_lookup(ifname=peer)[0]
                 inner.link("set", index=link, ifname=inside, address=mac)
                 inner.addr("add", index=link, address=str(address),
@@ -191,6 +204,9 @@ class BridgeNetwork:
         except NetworkError:
             self.detach_interface(cid, index)
             raise
+        finally:
+            if inner_socket is not None:
+                inner_socket.close()
         return Endpoint(str(NETNS_DIR / ns), address, self.gateway, self.subnet.prefixlen,
                         inside, mac)  # fmt: skip
 
@@ -206,10 +222,80 @@ class BridgeNetwork:
         self.ipam.release(cid)
 
 
-def ensure_netns(name: str) -> None:
-    if not (NETNS_DIR / name).exists():
-        with contextlib.suppress(FileExistsError):  # made just now by another attach
-            netns.create(name)
+def netns_socket(name: str) -> socket.socket:
+    """A netlink (route) socket inside the named netns, which is made when missing.
+
+    Namespaces belong to a thread, not a process: a thread of its own joins (or
+    unshares into) the netns, binds a new one under /run/netns as ``ip netns add``
+    does, opens the socket there and ends, so no other thread ever runs in a
+    container's netns. pyroute2's ``netns.create`` and ``IPRoute(netns=...)`` fork a
+    child for each instead: from a node of ~150 MiB that cost 17 ms apiece, here
+    under 1 ms (measured in this module's history).
+    """
+    path = NETNS_DIR / name
+
+    def inside() -> socket.socket:
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+        except FileExistsError:  # made earlier (another network of the same container)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _check(_libc.setns(fd, CLONE_NEWNET), f"cannot enter netns {name}")
+            finally:
+                os.close(fd)
+        else:
+            try:
+                _check(_libc.unshare(CLONE_NEWNET), f"cannot make netns {name}")
+                mount("/proc/thread-self/ns/net", path, "none", MS_BIND)
+            except OSError:
+                os.unlink(path)
+                raise
+        # SOCK_DGRAM: what asyncio (under pyroute2) takes; netlink treats it as raw.
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
+
+    _share_netns_dir()
+    return _on_a_thread_of_its_own(inside)
+
+
+def _share_netns_dir() -> None:
+    """/run/netns as ``ip netns`` keeps it: a mount point with shared propagation, so a
+    netns bound under it is seen (and unbound) in every mount namespace made since."""
+    with _netns_dir_shared:
+        if _netns_dir_ready:
+            return
+        NETNS_DIR.mkdir(mode=0o755, exist_ok=True)
+        try:
+            mount("", NETNS_DIR, "none", MS_SHARED | MS_REC)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: not a mount point yet
+                raise
+            mount(str(NETNS_DIR), NETNS_DIR, "none", MS_BIND | MS_REC)
+            mount("", NETNS_DIR, "none", MS_SHARED | MS_REC)
+        _netns_dir_ready.append(True)
+
+
+def _on_a_thread_of_its_own(work: Callable[[], T]) -> T:
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(work())
+        except BaseException as exc:  # handed to the caller below
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="scow-netns", daemon=True)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return done[0]
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def _delete_link(name: str) -> None:
@@ -221,22 +307,24 @@ def _delete_link(name: str) -> None:
                 raise
 
 
-def detach_all(cid: str, interfaces: int | None = None) -> None:
-    """Every host veth of container ``cid`` and its netns, gone (their peers go with them);
+def detach_all(cid: str, *, reaping: bool = False) -> None:
+    """Container ``cid``'s netns gone, and with it every veth pair whose peer was in it;
     the addresses are released by each network's IPAM (``release_everywhere``).
 
-    ``interfaces``: how many it has, when its record says; else (the reaper) every link
-    named for it is looked for."""
-    if interfaces is not None:
-        names = [veth_name(cid, i) for i in range(max(interfaces, 1))]
-    else:
+    The kernel dismantles a netns nobody holds in a work queue of its own, many at a
+    time: its veth pairs go a moment later (33 ms p50 here) instead of each delete
+    waiting out an RCU grace period (27 ms apiece, on the teardown's thread).
+    The reaper (``reaping``, no record to go by) also deletes every link still named
+    for the container: what it finds may belong to a netns something still holds.
+    """
+    remove_netns(netns_name(cid))
+    if reaping:
         prefix = veth_name(cid)
         with IPRoute() as ipr:
             names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
-        names = [n for n in names if n == prefix or n.startswith(prefix + ".")]
-    for name in names:
-        _delete_link(name)
-    remove_netns(netns_name(cid))
+        for name in names:
+            if name == prefix or name.startswith(prefix + "."):
+                _delete_link(name)
 
 
 def release_everywhere(state_dir: Path, cid: str) -> None:
@@ -268,11 +356,10 @@ def bridge_mac(name: str) -> str:
 
 
 def remove_netns(name: str) -> None:
-    try:
-        netns.remove(name)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOENT, errno.EINVAL):
-            raise
+    path = NETNS_DIR / name
+    unmount(path)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def scow_netns() -> set[str]:

@@ -85,10 +85,10 @@ class Teardown:
         """Its veths and netns, and its addresses: in its networks' IPAM, or (no record
         left to say which) in every network's."""
         if record is None or not record.endpoints:  # or a record older than endpoints
-            detach_all(cid, None if record is None else 1)
+            detach_all(cid, reaping=record is None)
             release_everywhere(self.state_dir, cid)
             return
-        detach_all(cid, len(record.endpoints))
+        detach_all(cid)
         for e in record.endpoints:
             ipam = Ipam(self.state_dir / "network" / f"{e.bridge}.json", IPv4Network(e.subnet))
             ipam.release(cid)

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,10 @@ def leftovers(rt: Runtime, elsewhere: set[str]) -> dict[str, object]:
     """Everything the runtime could leave, by kind; empty lists when clean."""
     with open("/proc/self/mountinfo") as f:
         mounts = [ln.split()[4] for ln in f if str(rt.config.state_dir) in ln]
-    new = host_names() - elsewhere
+    # A removed netns's veth pairs are deleted by the kernel a moment later.
+    deadline = time.monotonic() + 3
+    while (new := host_names() - elsewhere) and time.monotonic() < deadline:
+        time.sleep(0.02)
     return {
         "containers": sorted(rt.store.ids()),
         "mounts": mounts,
