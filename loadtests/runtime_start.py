@@ -12,19 +12,28 @@ Through the API: a `scow up` of its own, and ``docker run --rm`` as the Docker
 Engine API has it (create with AutoRemove, wait until removed, start: three
 requests on the Unix socket), and the same with the docker CLI when it is
 installed (its own process start included, as a user sees it).
+
+Docker's own engine beside it: Debian's dockerd 20.10, unpacked by ``./dev loadtest``
+into .venv, started here with its own data and exec roots, socket and cgroup parent,
+``--iptables=false --ip-masq=false --ip-forward=false --bridge=none`` (so network none
+only), the same busybox imported, and the same docker CLI running ``run --rm``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -41,6 +50,8 @@ from runtime.users import User
 BUSYBOX = ImageConfig(cmd=("true",))
 BENCH_BRIDGE = "scowbench0"
 BENCH_SUBNET = IPv4Network("10.215.0.0/24")
+DOCKERD_PEER = Path(sys.prefix) / "share" / "dockerd-peer"  # fetch_dockerd_peer in ./dev
+DOCKERD_CGROUP = "scow-bench-dockerd"
 
 
 @dataclass
@@ -174,12 +185,19 @@ async def api_runs(host: BenchHost, runs: int, network: str) -> Series:
     return series
 
 
-def docker_cli_runs(host: BenchHost, runs: int, network: str) -> Series | None:
-    if shutil.which("docker") is None:
+def docker_cli() -> str | None:
+    """The docker CLI on PATH, else the one unpacked with the dockerd peer."""
+    unpacked = DOCKERD_PEER / "usr" / "bin" / "docker"
+    return shutil.which("docker") or (str(unpacked) if unpacked.exists() else None)
+
+
+def docker_cli_runs(socket: Path, runs: int, network: str, engine: str) -> Series | None:
+    cli = docker_cli()
+    if cli is None:
         return None
-    series = Series(f"docker CLI run --rm on scow, network {network}")
-    env = {**os.environ, "DOCKER_HOST": f"unix://{host.base / 'run' / 'scow.sock'}"}
-    argv = ["docker", "run", "--rm", "--network", network, "busybox", "true"]
+    series = Series(f"docker CLI run --rm on {engine}, network {network}")
+    env = {**os.environ, "DOCKER_HOST": f"unix://{socket}"}
+    argv = [cli, "run", "--rm", "--network", network, "busybox", "true"]
     for i in range(runs + 1):
         t = time.perf_counter()
         subprocess.run(argv, env=env, check=True, capture_output=True)
@@ -188,12 +206,68 @@ def docker_cli_runs(host: BenchHost, runs: int, network: str) -> Series | None:
     return series
 
 
+def dockerd_runs(base: Path, rootfs: Path, runs: int) -> list[Series]:
+    """``docker run --rm --network none busybox true`` against Docker's own engine."""
+    dockerd = DOCKERD_PEER / "usr" / "sbin" / "dockerd"
+    if not dockerd.exists() or docker_cli() is None:
+        return []
+    with running_dockerd(dockerd, base) as socket:
+        env = {**os.environ, "DOCKER_HOST": f"unix://{socket}"}
+        tar = subprocess.run(["tar", "-C", str(rootfs), "-c", "."], check=True,
+                             capture_output=True).stdout  # fmt: skip
+        subprocess.run([str(docker_cli()), "import", "-", "busybox:latest"], input=tar,
+                       env=env, check=True, capture_output=True)  # fmt: skip
+        series = docker_cli_runs(socket, runs, "none", "dockerd 20.10")
+        return [series] if series is not None else []
+
+
+@contextlib.contextmanager
+def running_dockerd(dockerd: Path, base: Path) -> Iterator[Path]:
+    """dockerd (and the containerd it starts) on roots under ``base``, stopped after,
+    with what it made outside them (its cgroup parents, /run dirs) removed."""
+    base.mkdir(parents=True)
+    socket = base / "docker.sock"
+    made_run = [d for d in (Path("/run/docker"), Path("/run/containerd")) if not d.exists()]
+    bins = f"{DOCKERD_PEER / 'usr' / 'bin'}:{DOCKERD_PEER / 'usr' / 'sbin'}"
+    argv = [str(dockerd), "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
+            "--host", f"unix://{socket}", "--pidfile", str(base / "dockerd.pid"),
+            "--iptables=false", "--ip-masq=false", "--ip-forward=false", "--bridge=none",
+            "--cgroup-parent", DOCKERD_CGROUP, "--storage-driver", "overlay2"]  # fmt: skip
+    env = {**os.environ, "PATH": f"{bins}:{os.environ['PATH']}"}
+    with open(base / "dockerd.log", "wb") as log:
+        daemon = subprocess.Popen(argv, stdout=log, stderr=log, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run([str(docker_cli()), "-H", f"unix://{socket}", "version"],
+                             capture_output=True).returncode != 0:  # fmt: skip
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                tail = (base / "dockerd.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"dockerd did not start (exit {daemon.poll()}):\n{tail}")
+            time.sleep(0.2)
+        yield socket
+    finally:
+        daemon.send_signal(signal.SIGTERM)  # it stops its containerd and containers
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        root = Path("/sys/fs/cgroup")  # v2: the parent is here; v1: under each controller
+        for controller in [root, *(d for d in root.iterdir() if d.is_dir())]:
+            parent = controller / DOCKERD_CGROUP
+            for d in sorted(parent.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        for d in made_run:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def through_the_api(runs: int) -> list[Series]:
     with bench_host() as host:
         host.scow("image", "bootstrap", "busybox")
         out = [asyncio.run(api_runs(host, runs, net)) for net in ("none", "bridge")]
         for net in ("none", "bridge"):
-            cli = docker_cli_runs(host, runs, net)
+            cli = docker_cli_runs(host.base / "run" / "scow.sock", runs, net, "scow")
             if cli is not None:
                 out.append(cli)
         return out
@@ -220,6 +294,7 @@ async def measure(runs: int) -> list[Series]:
             out.append(await scow_runs(rt, layer, runs, "scow, network none, conmon logs"))
             out.append(await scow_runs(rt, layer, runs, "scow, bridge", network="bridge"))
             out += await asyncio.to_thread(podman_runs, base / "podman", layer, runs)
+            out += await asyncio.to_thread(dockerd_runs, base / "dockerd", layer, runs)
             return out
         finally:
             await rt.reap()
@@ -242,12 +317,17 @@ def report(series: list[Series], runs: int, out: Path, stamp: str) -> str:
         ratio = s.median / bare.median
         peer = podman.get("podman run --rm, network its bridge" if "bridge" in s.name
                           else "podman run --rm, network none")  # fmt: skip
-        vs_podman = f"{peer.median / s.median:.1f}x faster" if peer and peer is not s else "-"
+        vs_podman = "-"
+        if peer is not None and peer is not s:
+            x = peer.median / s.median
+            vs_podman = f"{x:.1f}x faster" if x >= 1 else f"{1 / x:.1f}x slower"
         lines.append(
             f"| {s.name} | {s.median * ms:.1f} | {s.p(0.9) * ms:.1f} | {ratio:.2f}x | {vs_podman} |"
         )
     if not podman:
         lines.append("\npodman is not installed (`apt-get install podman`): no podman rows.")
+    if not any("on dockerd" in s.name for s in series):
+        lines.append("\nDocker's engine is not unpacked (./dev loadtest does it): no dockerd row.")
     lines += ["", summary(series)]
     lines += ["", bars(out / f"{stamp}-cold-start.png", "Cold start, median ms", "ms",
                        {s.name: s.median * ms for s in series})]  # fmt: skip
@@ -292,11 +372,17 @@ def summary(series: list[Series]) -> str:
         faster = peer.median / bridge.median
         text += (f" {bridge.name}: {bridge.median * 1000:.0f} ms, {faster:.1f}x faster than "
                  f"podman with its bridge (goal 4x: {verdict(faster >= 4)}).")
+    ours = by.get("docker CLI run --rm on scow, network none")
+    theirs = next((s for s in series if "on dockerd" in s.name), None)
+    if ours is not None and theirs is not None:
+        text += (f" The docker CLI's `run --rm --network none busybox true`: "
+                 f"{ours.median * 1000:.0f} ms on scow, {theirs.median * 1000:.0f} ms on "
+                 f"Docker's own engine ({theirs.median / ours.median:.1f}x).")
     return text
 
 
 def run(runs: int, out: Path, stamp: str) -> str:
     series = asyncio.run(measure(runs))
-    podman = [s for s in series if s.name.startswith("podman")]
-    series = [s for s in series if s not in podman] + through_the_api(runs) + podman
+    peers = [s for s in series if s.name.startswith("podman") or "dockerd" in s.name]
+    series = [s for s in series if s not in peers] + through_the_api(runs) + peers
     return report(series, runs, out, stamp)
