@@ -177,7 +177,7 @@ async def test_logs_and_exit_survive_a_restart_of_the_owner(
 
 
 async def test_a_removed_container_leaves_nothing_under_the_run_and_state_dirs(
-    runtime: Runtime, busybox_layer: Path, elsewhere: set[str]
+    runtime: Runtime, busybox_layer: Path
 ) -> None:
     """conmon's link to the bundle went on living in <run>/conmon, one per container ever
     made, not even removed by a restart: now it goes with its container, and the reaper
