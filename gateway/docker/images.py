@@ -9,9 +9,7 @@ or ``{"error": ..., "errorDetail": {"message": ...}}``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +19,7 @@ from starlette.routing import Route
 
 from gateway.docker import registries
 from gateway.docker.nodes import node_of
+from gateway.docker.progress import Lines, progress_response
 from gateway.http import ApiError, docker_filters, query, read_body
 from gateway.state import Gateway, gateway_of
 from pool.contract.references import DOCKER_HUB, registry_of
@@ -136,7 +135,7 @@ async def _progress_stream(
     A command that fails before its first line of progress (a bad tag, an image
     that cannot be made) answers with its own 4xx instead, as dockerd does.
     """
-    lines: asyncio.Queue[bytes | ApiError | None] = asyncio.Queue()
+    lines: Lines = asyncio.Queue()
 
     async def progress(line: str) -> None:
         await lines.put(json.dumps({"stream": line + "\n"}).encode() + b"\n")
@@ -151,28 +150,7 @@ async def _progress_stream(
         finally:
             await lines.put(None)
 
-    task = asyncio.create_task(run())
-    first = await lines.get()
-    if isinstance(first, ApiError):
-        await task
-        raise first
-
-    async def body() -> AsyncIterator[bytes]:
-        line: bytes | ApiError | None = first
-        try:
-            while line is not None:
-                if isinstance(line, ApiError):  # after progress: in the stream, as Docker does
-                    error = {"error": line.message, "errorDetail": {"message": line.message}}
-                    line = json.dumps(error).encode() + b"\n"
-                yield line
-                line = await lines.get()
-        finally:
-            if not task.done():  # the client went away: stop waiting (the node finishes)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    return StreamingResponse(body(), media_type="application/json")
+    return await progress_response(lines, asyncio.create_task(run()))
 
 
 def _json_query(request: Request, key: str) -> dict[str, str]:

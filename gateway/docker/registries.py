@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.docker.progress import Lines, error_line, progress_response
 from gateway.http import ApiError, json_object, read_json
 from gateway.state import Gateway, gateway_of
 
@@ -36,21 +35,13 @@ async def _live(gw: Gateway) -> list[str]:
     return live
 
 
-def _line(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj).encode() + b"\n"
-
-
-def _error_line(message: str) -> bytes:
-    return _line({"error": message, "errorDetail": {"message": message}})
-
-
 async def _json_progress(
     gw: Gateway, name: str, args: dict[str, Any], node: str, others: list[str]
 ) -> Response:
     """Run ``name`` on ``node`` (and on ``others``, quietly), streaming the first's progress
     lines (JSON objects) as they come; a failure before the first line is a proper error
     status, after it a line with ``error``, as dockerd does."""
-    lines: asyncio.Queue[bytes | ApiError | None] = asyncio.Queue()
+    lines: Lines = asyncio.Queue()
 
     async def progress(line: str) -> None:
         await lines.put(line.encode() + b"\n")
@@ -68,7 +59,7 @@ async def _json_progress(
             await gw.command(name, args, node=node, timeout=PULL_TIMEOUT, progress=progress)
             failures = [f for f in await asyncio.gather(*quiet) if f]
             if failures:
-                await lines.put(_error_line("; ".join(failures)))
+                await lines.put(error_line("; ".join(failures)))
         except ApiError as exc:
             for task in quiet:
                 task.cancel()
@@ -76,25 +67,7 @@ async def _json_progress(
         finally:
             await lines.put(None)
 
-    task = asyncio.create_task(run())
-    first = await lines.get()
-    if isinstance(first, ApiError):
-        await task
-        raise first
-
-    async def body() -> AsyncIterator[bytes]:
-        line: bytes | ApiError | None = first
-        try:
-            while line is not None:
-                yield _error_line(line.message) if isinstance(line, ApiError) else line
-                line = await lines.get()
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    return StreamingResponse(body(), media_type="application/json")
+    return await progress_response(lines, asyncio.create_task(run()))
 
 
 async def pull(request: Request, ref: str) -> Response:
