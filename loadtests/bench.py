@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -96,94 +97,77 @@ def bench_host(*options: str) -> Iterator[BenchHost]:
         subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
+@contextlib.contextmanager
+def _figure(path: Path, title: str, width: float = 7) -> Iterator[Any]:
+    """Axes to draw on; on leaving, titled and saved as a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, 4))
+    try:
+        yield ax
+        ax.set_title(title)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+    finally:
+        plt.close(fig)
+
+
 def plot(
     path: Path, title: str, xlabel: str, ylabel: str,
     series: dict[str, tuple[Sequence[float], Sequence[float]]], log_y: bool = False,
 ) -> str:  # fmt: skip
     """A line plot as PNG; the markdown that shows it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, (xs, ys) in series.items():
-        ax.plot(xs, ys, marker="o", label=label)
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_xscale("log", base=2)
-    if log_y:
-        ax.set_yscale("log")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with _figure(path, title) as ax:
+        for label, (xs, ys) in series.items():
+            ax.plot(xs, ys, marker="o", label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_xscale("log", base=2)
+        if log_y:
+            ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
     return f"![{title}]({path.name})"
 
 
 def cdf(path: Path, title: str, series: dict[str, Sequence[float]]) -> str:
     """Latency CDFs (ms, log x) as PNG; the markdown that shows it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, values in series.items():
-        xs = sorted(values)
-        ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=label)
-    ax.set_title(title)
-    ax.set_xlabel("ms")
-    ax.set_ylabel("fraction of calls answered within")
-    ax.set_xscale("log")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with _figure(path, title) as ax:
+        for label, values in series.items():
+            xs = sorted(values)
+            ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=label)
+        ax.set_xlabel("ms")
+        ax.set_ylabel("fraction of calls answered within")
+        ax.set_xscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
     return f"![{title}]({path.name})"
 
 
 def stacked(path: Path, title: str, xlabel: str, rows: dict[str, dict[str, float]]) -> str:
     """Horizontal bars, each split into its parts (phases), as PNG; the markdown."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     parts = list(dict.fromkeys(part for row in rows.values() for part in row))
-    fig, ax = plt.subplots(figsize=(8, 4))
-    left = [0.0] * len(rows)
-    for part in parts:
-        widths = [row.get(part, 0.0) for row in rows.values()]
-        ax.barh(list(rows), widths, left=left, label=part)
-        left = [a + b for a, b in zip(left, widths, strict=True)]
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.invert_yaxis()
-    ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with _figure(path, title, width=8) as ax:
+        left = [0.0] * len(rows)
+        for part in parts:
+            widths = [row.get(part, 0.0) for row in rows.values()]
+            ax.barh(list(rows), widths, left=left, label=part)
+            left = [a + b for a, b in zip(left, widths, strict=True)]
+        ax.set_xlabel(xlabel)
+        ax.invert_yaxis()
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.legend(fontsize=8)
     return f"![{title}]({path.name})"
 
 
 def bars(path: Path, title: str, ylabel: str, values: dict[str, float]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.barh(list(values), list(values.values()))
-    ax.set_title(title)
-    ax.set_xlabel(ylabel)
-    ax.invert_yaxis()
-    ax.grid(True, axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    """Horizontal bars as PNG; the markdown that shows it."""
+    with _figure(path, title, width=8) as ax:
+        ax.barh(list(values), list(values.values()))
+        ax.set_xlabel(ylabel)
+        ax.invert_yaxis()
+        ax.grid(True, axis="x", alpha=0.3)
     return f"![{title}]({path.name})"
