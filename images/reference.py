@@ -50,6 +50,8 @@ def normalize(ref: str) -> str:
 
 # Docker Hub's names: scow reaches no registry it was not pointed at, and makes the
 # base images (busybox, debian) itself, so these prefixes are dropped, not dialled.
+# pool/contract/references.py has the same rule for the gateway (neither floor may
+# import the other); a test in tests/test_contract.py keeps the two equal.
 DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 

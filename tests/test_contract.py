@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from images import reference as node_reference
+from pool.contract import references
 from pool.contract.containers import BindSpec, PortSpec, UlimitSpec, parse_tmpfs
 from pool.contract.errors import InvalidSpec
 from pool.contract.units import parse_duration, parse_size
@@ -97,3 +99,16 @@ def test_ulimit_and_tmpfs_parse() -> None:
         UlimitSpec.parse("nofile=lots")
     assert parse_tmpfs("/run:size=16m,nosuid") == ("/run", 16 << 20)
     assert parse_tmpfs("/cache") == ("/cache", 64 << 20)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["busybox", "team/app", "localhost/app", "localhost:5000/app", "127.0.0.1:5000/team/app",
+     "reg.lan/app", "docker.io/library/busybox", "index.docker.io/x", "registry-1.docker.io/y",
+     "Host_With.Dot/app", "a:b", "weird..host/app"],
+)  # fmt: skip
+def test_both_floors_name_the_same_registry(name: str) -> None:
+    """The gateway's rule (pool.contract) and the node's (images) are one rule written
+    twice, because neither floor may import the other."""
+    assert references.registry_of(name) == node_reference.registry_of(name)
+    assert references.DOCKER_HUB == node_reference.DOCKER_HUB

@@ -1,7 +1,11 @@
 """Which registry an image reference names, as Docker decides it: the name's first
 component when it has a dot or a port or is ``localhost``; none for a local name, nor
 for Docker Hub's (scow reaches no registry it was not pointed at: its base images,
-``busybox`` and ``debian``, are made on the node)."""
+``busybox`` and ``debian``, are made on the node).
+
+``images/reference.py`` holds the same rule for the node's side: the floors keep the
+contract and ``images`` from importing each other, and
+``tests/test_contract.py::test_both_floors_name_the_same_registry`` keeps them equal."""
 
 from __future__ import annotations
 
