@@ -85,6 +85,23 @@ def scratch_host(prefix: str, *options: str) -> Iterator[Host]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@contextmanager
+def docker_host(prefix: str, *options: str, busybox: bool = True) -> Iterator[Host]:
+    """A ``scratch_host`` for the docker CLI's tests: busybox made (no registry), and on
+    the way out its containers and networks removed (containers outlive their node, as
+    Docker's outlive dockerd)."""
+    with scratch_host(prefix, *options) as running:
+        try:
+            if busybox:
+                ok(docker(running, "pull", "busybox"))
+            yield running
+        finally:
+            left = docker(running, "ps", "-aq").stdout.split()
+            if left:
+                docker(running, "rm", "-f", *left)
+            docker(running, "network", "prune", "-f")
+
+
 def docker_env(host: Host) -> dict[str, str]:
     """The docker CLI's environment for ``host``: its Unix socket, a config dir of its own."""
     return {**host.env, "DOCKER_HOST": f"unix://{host.run / 'scow.sock'}",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hosts import Host, docker, docker_env, ok, scratch_host
+from tests.hosts import Host, docker, docker_env, docker_host, ok
 from tests.utils import wait_until
 
 pytestmark = [
@@ -63,14 +63,8 @@ volumes:
 
 @pytest.fixture(scope="module")
 def host(test_bridge: str) -> Iterator[Host]:
-    with scratch_host("scow-compose-", "--network-pool", "10.228.0.0/16") as running:
-        try:
-            yield running
-        finally:
-            left = docker(running, "ps", "-aq").stdout.split()
-            if left:
-                docker(running, "rm", "-f", *left)
-            docker(running, "network", "prune", "-f")
+    with docker_host("scow-compose-", "--network-pool", "10.228.0.0/16", busybox=False) as running:
+        yield running
 
 
 def compose(host: Host, project: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ import pytest
 
 from images import archive
 from images.store import ImageStore
-from tests.hosts import Host, docker, docker_env, ok, scratch_host
+from tests.hosts import Host, docker, docker_env, docker_host, ok
 from tests.utils import free_port, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI")
@@ -32,13 +32,8 @@ CMD ["sh", "-c", "echo web is up; exec httpd -f -p 8080 -h /www"]
 
 @pytest.fixture(scope="module")
 def host(test_bridge: str) -> Iterator[Host]:
-    with scratch_host("scow-docker-") as running:
-        try:
-            yield running
-        finally:  # containers outlive their node, as Docker's outlive dockerd
-            left = docker(running, "ps", "-aq").stdout.split()
-            if left:
-                docker(running, "rm", "-f", *left)
+    with docker_host("scow-docker-", busybox=False) as running:
+        yield running
 
 
 def test_version_and_run_rm(host: Host) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.hosts import Host, docker, ok, scratch_host
+from tests.hosts import Host, docker, docker_host, ok
 from tests.utils import wait_until
 
 pytestmark = [pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI"),
@@ -25,14 +25,8 @@ FAST = {"interval": 200_000_000, "timeout": 2_000_000_000}  # docker-py's nanose
 
 @pytest.fixture(scope="module")
 def host(test_bridge: str) -> Iterator[Host]:
-    with scratch_host("scow-life-") as running:
-        try:
-            ok(docker(running, "pull", "busybox"))
-            yield running
-        finally:  # containers outlive their node, as Docker's outlive dockerd
-            left = docker(running, "ps", "-aq").stdout.split()
-            if left:
-                docker(running, "rm", "-f", *left)
+    with docker_host("scow-life-") as running:
+        yield running
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hosts import Host, docker, ok, scratch_host
+from tests.hosts import Host, docker, docker_host, ok
 from tests.utils import wait_until
 
 pytestmark = [pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI"),
@@ -57,15 +57,8 @@ int main(int argc, char **argv) {
 
 @pytest.fixture(scope="module")
 def host(test_bridge: str) -> Iterator[Host]:
-    with scratch_host("scow-net-", "--network-pool", NETWORK_POOL) as running:
-        try:
-            ok(docker(running, "pull", "busybox"))
-            yield running
-        finally:  # containers outlive their node, as Docker's outlive dockerd
-            left = docker(running, "ps", "-aq").stdout.split()
-            if left:
-                docker(running, "rm", "-f", *left)
-            docker(running, "network", "prune", "-f")
+    with docker_host("scow-net-", "--network-pool", NETWORK_POOL) as running:
+        yield running
 
 
 def _client(host: Host):  # type: ignore[no-untyped-def]

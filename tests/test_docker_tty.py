@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pexpect
 import pytest
 
-from tests.hosts import Host, docker, docker_env, ok, scratch_host
+from tests.hosts import Host, docker, docker_env, docker_host, ok
 from tests.utils import wait_until
 
 pytestmark = [pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI"),
@@ -27,14 +27,8 @@ PROMPT = "/ # "
 
 @pytest.fixture(scope="module")
 def host(test_bridge: str) -> Iterator[Host]:
-    with scratch_host("scow-tty-") as running:
-        try:
-            ok(docker(running, "pull", "busybox"))  # made here: no registry
-            yield running
-        finally:  # containers outlive their node, as Docker's outlive dockerd
-            left = docker(running, "ps", "-aq").stdout.split()
-            if left:
-                docker(running, "rm", "-f", *left)
+    with docker_host("scow-tty-") as running:
+        yield running
 
 
 def terminal(host: Host, *args: str, rows: int = 24, columns: int = 80) -> pexpect.spawn:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hosts import Host, docker, ok, scratch_host
+from tests.hosts import Host, docker, docker_host, ok
 from tests.registry import REGISTRY, SpoilingProxy, TokenService, registry
 
 pytestmark = [
@@ -26,8 +26,7 @@ DOCKERFILE = "FROM busybox\nRUN echo shipped > /shipped && head -c 300000 /dev/u
 
 @pytest.fixture(scope="module")
 def host(test_bridge: str) -> Iterator[Host]:
-    with scratch_host("scow-reg-") as running:
-        ok(docker(running, "pull", "busybox"))  # made here: no registry needed for it
+    with docker_host("scow-reg-") as running:
         yield running
 
 
